@@ -1,0 +1,292 @@
+"""Run directories and their status file.
+
+A run directory is the whole truth about a run (see DESIGN.md): the app may
+be closed or opened twice, so everything here works from the files alone.
+``status.json`` is only ever replaced atomically, so a reader sees either the
+old or the new version, never half of one.
+
+Only the trainer process should call :func:`write_status` for a run: it
+reads, merges and replaces, which is not atomic across writers.
+
+Pure module: no mlx, no textual.
+"""
+
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+__all__ = [
+    "STATES",
+    "ACTIVE_STATES",
+    "STATUS_FILE",
+    "CONFIG_FILE",
+    "METRICS_FILE",
+    "LOG_FILE",
+    "atomic_write_text",
+    "atomic_write_json",
+    "create_run_dir",
+    "sanitize_label",
+    "write_status",
+    "read_status",
+    "pid_alive",
+    "effective_state",
+    "list_runs",
+]
+
+STATES = ("pending", "running", "stopping", "stopped", "completed", "failed")
+# States in which a live trainer process is expected.
+ACTIVE_STATES = ("pending", "running", "stopping")
+
+STATUS_FILE = "status.json"
+CONFIG_FILE = "config.toml"
+METRICS_FILE = "metrics.jsonl"
+LOG_FILE = "train.log"
+
+_STATUS_DEFAULTS = {
+    "state": "pending",
+    "pid": None,
+    "started_at": None,
+    "ended_at": None,
+    "step": 0,
+    "total_steps": None,
+    "error": None,
+    "updated_at": None,
+}
+
+
+# --------------------------------------------------------------------------
+# Atomic writes
+# --------------------------------------------------------------------------
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; not every platform allows opening a
+    # directory, and losing this only weakens crash safety, so errors pass.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Any, text: str) -> None:
+    """Replace ``path`` with ``text`` so readers never see a partial file.
+
+    The temp file lives in the same directory because ``os.replace`` is only
+    atomic within one file system.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp creates 0600 files; these are ordinary user documents.
+        try:
+            os.chmod(tmp, 0o644)
+        except OSError:
+            pass
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Any, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON (strict: no NaN tokens)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+# --------------------------------------------------------------------------
+# Creating run directories
+# --------------------------------------------------------------------------
+
+
+def sanitize_label(label: str) -> str:
+    """A label safe for a folder name: ``[A-Za-z0-9._-]``, not hidden, not empty."""
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "-", label or "")
+    clean = clean.strip(".-")[:64].rstrip(".-")
+    return clean or "run"
+
+
+def create_run_dir(runs_dir: Any, label: str, now: Optional[float] = None) -> Path:
+    """Create and return ``runs_dir/<YYYYmmdd-HHMMSS>-<label>/``.
+
+    Two runs started in the same second get ``-2``, ``-3``...  ``os.mkdir``
+    fails if the folder exists, so two processes can never share one.
+    """
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    base = f"{stamp}-{sanitize_label(label)}"
+    n = 1
+    while True:
+        candidate = runs_dir / (base if n == 1 else f"{base}-{n}")
+        try:
+            os.mkdir(candidate)
+            return candidate
+        except FileExistsError:
+            n += 1
+
+
+# --------------------------------------------------------------------------
+# status.json
+# --------------------------------------------------------------------------
+
+
+def _one_line(text: Any) -> Optional[str]:
+    if text is None:
+        return None
+    return " ".join(str(text).split())
+
+
+def read_status(run_dir: Any) -> Optional[dict]:
+    """The run's status with every schema key present, or None when the file
+    is missing or unreadable (a run just being created, or a damaged file)."""
+    try:
+        raw = (Path(run_dir) / STATUS_FILE).read_text(encoding="utf-8")
+        data = json.loads(raw)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    return {**_STATUS_DEFAULTS, **data}
+
+
+def write_status(run_dir: Any, **fields: Any) -> dict:
+    """Merge ``fields`` into the run's status and write it atomically.
+
+    ``updated_at`` is set to now; ``error`` is folded onto one line.
+    Returns the status as written.
+    """
+    state = fields.get("state")
+    if state is not None and state not in STATES:
+        raise ValueError(f"unknown run state {state!r}; expected one of {', '.join(STATES)}")
+    if "error" in fields:
+        fields["error"] = _one_line(fields["error"])
+    status = read_status(run_dir) or dict(_STATUS_DEFAULTS)
+    status.update(fields)
+    status["updated_at"] = time.time()
+    atomic_write_json(Path(run_dir) / STATUS_FILE, status)
+    return status
+
+
+# --------------------------------------------------------------------------
+# Liveness
+# --------------------------------------------------------------------------
+
+
+def _is_zombie(pid: int) -> bool:
+    """True when ``pid`` has exited but not been reaped.
+
+    For our own children ``waitid(WNOWAIT)`` peeks without reaping, so a
+    ``subprocess.Popen`` holding the pid still gets the real exit code.  On
+    Linux, /proc also covers zombies whose parent is another process.
+    """
+    if hasattr(os, "waitid") and hasattr(os, "WNOWAIT"):
+        try:
+            result = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            if result is not None and result.si_pid == pid:
+                return True
+        except ChildProcessError:
+            pass  # not our child
+        except OSError:
+            pass
+    if sys.platform.startswith("linux"):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        # The command name is in parentheses and may contain spaces.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        return bool(fields) and fields[0] in ("Z", "X")
+    return False
+
+
+def pid_alive(pid: Any) -> bool:
+    """Whether a process with this pid is running (zombies count as dead).
+
+    A pid recycled by an unrelated process reads as alive; with pids this
+    is rare enough that the UI's "crashed" label is still worth having.
+    """
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except OSError:
+        return False
+    return not _is_zombie(pid)
+
+
+def effective_state(status: Optional[dict]) -> str:
+    """The state to show: ``"crashed"`` for an active state whose process is
+    gone, ``"unknown"`` when there is no readable status, else the state."""
+    if not status:
+        return "unknown"
+    state = status.get("state") or "unknown"
+    pid = status.get("pid")
+    if state in ("running", "stopping") or (state == "pending" and pid is not None):
+        if not pid_alive(pid):
+            return "crashed"
+    return state
+
+
+# --------------------------------------------------------------------------
+# Listing
+# --------------------------------------------------------------------------
+
+_STAMP = re.compile(r"^(\d{8}-\d{6})")
+
+
+def _natural(name: str) -> list:
+    # re.split with a group alternates text and digits, so items at the same
+    # index always have the same type; "-10" then sorts after "-9".
+    return [int(t) if i % 2 else t for i, t in enumerate(re.split(r"(\d+)", name))]
+
+
+def _sort_key(run: Path) -> tuple:
+    m = _STAMP.match(run.name)
+    if m:
+        try:
+            return (time.mktime(time.strptime(m.group(1), "%Y%m%d-%H%M%S")), _natural(run.name))
+        except (ValueError, OverflowError):
+            pass
+    # A renamed or hand-made folder: fall back to when it was last touched.
+    try:
+        return (run.stat().st_mtime, _natural(run.name))
+    except OSError:
+        return (0.0, _natural(run.name))
+
+
+def list_runs(runs_dir: Any) -> list:
+    """Run folders under ``runs_dir`` (those with a config.toml or a
+    status.json), newest first; an absent folder has no runs."""
+    try:
+        entries = list(Path(runs_dir).iterdir())
+    except OSError:
+        return []
+    runs = [
+        p
+        for p in entries
+        if p.is_dir() and ((p / CONFIG_FILE).is_file() or (p / STATUS_FILE).is_file())
+    ]
+    return sorted(runs, key=_sort_key, reverse=True)
