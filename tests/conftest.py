@@ -1,0 +1,16 @@
+"""Every test runs offline, with caches in a temporary folder: nothing reaches a hub and
+nothing touches the user's ~/.cache. Set before any test module imports `datasets`, which
+reads HF_HOME at import time."""
+
+import os
+import tempfile
+from pathlib import Path
+
+_ROOT = Path(tempfile.mkdtemp(prefix="orpo-tui-tests-"))
+os.environ["HF_HOME"] = str(_ROOT / "hf")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+# The built-in model is shared by the whole session: building it once is enough.
+os.environ.setdefault("ORPO_TUI_CACHE", str(_ROOT / "cache"))
+
+REPO = Path(__file__).resolve().parents[1]

@@ -1,0 +1,370 @@
+"""Preference data: any source `datasets` reads -> validated rows -> token pairs -> batches.
+
+Sources: `builtin:demo`, a local folder holding `<split>.jsonl|.json|.parquet` files, a single
+local file, or a hub dataset id. Rows are either flat (chosen and rejected scored verbatim) or
+carry a prompt: the prompt is tokenized on its own and the completions after it, so the
+boundary between them is exact and the prompt's tokens are masked out of the loss.
+
+Every problem with the data is a `DataError` whose message is one line naming the file (or
+dataset) and the row, so the CLI can print it and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from trainer.builtin import resolve_builtin_data
+from trainer.config import DataConfig  # noqa: F401 (annotations)
+
+_EXTENSIONS = (".jsonl", ".json", ".parquet")
+_VALID_FALLBACKS = ("valid", "validation", "test", "eval")
+# Padding every batch to a multiple of this keeps the number of distinct shapes, and so the
+# number of traces the compiled step builds, small.
+PAD_MULTIPLE = 16
+
+
+class DataError(Exception):
+    """A problem with the training data, described in one line."""
+
+
+@dataclass(frozen=True)
+class Row:
+    prompt: str | None
+    chosen: str
+    rejected: str
+    score: float
+    origin: str  # "file: row N", for messages
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One tokenized preference pair. `prompt` is empty for flat rows."""
+
+    prompt: tuple[int, ...]
+    chosen: tuple[int, ...]
+    rejected: tuple[int, ...]
+    score: float
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt) + max(len(self.chosen), len(self.rejected))
+
+
+@dataclass
+class Splits:
+    train: list[Row]
+    valid: list[Row]
+    source: str
+    notes: list[str]
+
+
+# ---------------------------------------------------------------------------- locating data
+
+
+def _split_file(folder: Path, split: str) -> Path | None:
+    for ext in _EXTENSIONS:
+        candidate = folder / f"{split}{ext}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _looks_local(spec: str) -> bool:
+    return spec.startswith((".", "/", "~")) or spec.endswith(_EXTENSIONS) or spec.count("/") != 1
+
+
+def load_splits(cfg: DataConfig, seed: int) -> Splits:
+    """Read and validate the train and valid rows the config points at."""
+    spec = cfg.path
+    notes: list[str] = []
+    if spec.startswith("builtin:"):
+        try:
+            path = resolve_builtin_data(spec)
+        except ValueError as exc:
+            raise DataError(f"data.path: {exc}") from None
+    else:
+        path = Path(spec).expanduser()
+
+    if path.is_dir():
+        train_file = _split_file(path, cfg.train_split)
+        if train_file is None:
+            raise DataError(
+                f"{path}: no {cfg.train_split}.jsonl, .json or .parquet file in this folder"
+            )
+        valid_file = _split_file(path, cfg.valid_split)
+        if valid_file is None and cfg.valid_split == "valid":
+            valid_file = next(
+                (f for s in _VALID_FALLBACKS if (f := _split_file(path, s)) is not None), None
+            )
+        train = _rows_from_file(train_file, cfg)
+        valid = _rows_from_file(valid_file, cfg) if valid_file else None
+        source = str(path)
+    elif path.is_file():
+        train, valid, source = _rows_from_file(path, cfg), None, str(path)
+    elif spec.startswith("builtin:") or _looks_local(spec):
+        raise DataError(f"data.path: {spec}: no such file or folder")
+    else:
+        train, valid = _rows_from_hub(spec, cfg)
+        source = spec
+
+    if not train:
+        raise DataError(f"{source}: the {cfg.train_split} split has no rows")
+    if valid is None:
+        train, valid = _hold_out(train, cfg.valid_fraction, seed)
+        if valid:
+            notes.append(
+                f"no validation split found: held out {len(valid)} of "
+                f"{len(train) + len(valid)} rows (data.valid_fraction = {cfg.valid_fraction})"
+            )
+        else:
+            notes.append("no validation split and data.valid_fraction = 0: no validation")
+    return Splits(train=train, valid=valid, source=source, notes=notes)
+
+
+def _hold_out(rows: list[Row], fraction: float, seed: int) -> tuple[list[Row], list[Row]]:
+    if fraction <= 0 or len(rows) < 2:
+        return rows, []
+    order = np.random.default_rng(seed).permutation(len(rows))
+    n_valid = max(1, int(round(len(rows) * fraction)))
+    held = set(order[:n_valid].tolist())
+    return (
+        [r for i, r in enumerate(rows) if i not in held],
+        [r for i, r in enumerate(rows) if i in held],
+    )
+
+
+def _check_jsonl(path: Path) -> None:
+    """`datasets` reports a broken JSON line without saying which; find it ourselves."""
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                value = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+                raise DataError(f"{path}: row {number}: not valid JSON ({msg})") from None
+            if not isinstance(value, dict):
+                raise DataError(f"{path}: row {number}: expected a JSON object")
+
+
+def _rows_from_file(path: Path, cfg: DataConfig) -> list[Row]:
+    suffix = path.suffix.lower()
+    if suffix not in _EXTENSIONS:
+        raise DataError(f"{path}: unsupported file type (use .jsonl, .json or .parquet)")
+    if suffix == ".jsonl":
+        _check_jsonl(path)
+    builder = "parquet" if suffix == ".parquet" else "json"
+    load_dataset = _datasets_loader()
+
+    try:
+        table = load_dataset(builder, data_files={"rows": str(path)}, split="rows")
+    except Exception as exc:  # datasets raises many types; the user needs one line
+        raise DataError(f"{path}: could not be read: {_first_line(exc)}") from None
+    return rows_from_records(table.to_list(), table.column_names, str(path), cfg)
+
+
+def _datasets_loader():
+    """`datasets` is imported only when data is really read (it is slow to import), with its
+    progress bars off: they would fill train.log with carriage-return noise."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    return datasets.load_dataset
+
+
+def _rows_from_hub(name: str, cfg: DataConfig) -> tuple[list[Row], list[Row] | None]:
+    load_dataset = _datasets_loader()
+
+    try:
+        ds = load_dataset(name)
+    except Exception as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+        why = "offline and not in the local cache" if offline else _first_line(exc)
+        raise DataError(f"data.path: hub dataset '{name}': {why}") from None
+    if cfg.train_split not in ds:
+        raise DataError(
+            f"{name}: no '{cfg.train_split}' split (splits: {', '.join(ds.keys())})"
+        )
+    train_ds = ds[cfg.train_split]
+    train = rows_from_records(
+        train_ds.to_list(), train_ds.column_names, f"{name}[{cfg.train_split}]", cfg
+    )
+    for split in (cfg.valid_split, *_VALID_FALLBACKS):
+        if split in ds:
+            valid_ds = ds[split]
+            return train, rows_from_records(
+                valid_ds.to_list(), valid_ds.column_names, f"{name}[{split}]", cfg
+            )
+    return train, None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+# ---------------------------------------------------------------------------- validating rows
+
+
+def rows_from_records(
+    records: Sequence[dict[str, Any]], columns: Iterable[str], source: str, cfg: DataConfig
+) -> list[Row]:
+    """Validate raw records against the configured column names."""
+    columns = list(columns)
+    for key in ("chosen_feature", "rejected_feature"):
+        name = getattr(cfg, key)
+        if name not in columns:
+            raise DataError(
+                f"{source}: no '{name}' column (columns: {', '.join(columns)}); "
+                f"set data.{key} to the right one"
+            )
+    has_prompt = cfg.prompt_feature in columns
+    has_score = cfg.preference_score_feature in columns
+
+    rows = []
+    for index, record in enumerate(records, start=1):
+        origin = f"{source}: row {index}"
+        chosen = _text(record, cfg.chosen_feature, origin)
+        rejected = _text(record, cfg.rejected_feature, origin)
+        prompt = _text(record, cfg.prompt_feature, origin) if has_prompt else None
+        score = _score(record, cfg.preference_score_feature, origin) if has_score else 1.0
+        rows.append(Row(prompt, chosen, rejected, score, origin))
+    return rows
+
+
+def _text(record: dict[str, Any], column: str, origin: str) -> str:
+    value = record.get(column)
+    if value is None:
+        raise DataError(f"{origin}: '{column}' is missing")
+    if not isinstance(value, str):
+        raise DataError(f"{origin}: '{column}' must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise DataError(f"{origin}: '{column}' is empty")
+    return value
+
+
+def _score(record: dict[str, Any], column: str, origin: str) -> float:
+    value = record.get(column)
+    if value is None:
+        return 1.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise DataError(f"{origin}: '{column}' must be a finite number, got {value!r}")
+    return float(value)
+
+
+# ---------------------------------------------------------------------------- tokenizing
+
+
+@dataclass
+class TokenStats:
+    pairs: int = 0
+    truncated: int = 0
+    tokens: int = 0
+
+
+def tokenize_rows(rows: Sequence[Row], tokenizer: Any, max_seq_length: int) -> tuple[list[Pair], TokenStats]:
+    """Tokenize rows into pairs. Completions end with EOS so the model learns to stop."""
+    hf = getattr(tokenizer, "_tokenizer", tokenizer)  # mlx_lm wraps the HF tokenizer
+    eos = tokenizer.eos_token_id
+    prompted = [r for r in rows if r.prompt is not None]
+
+    def encode(texts: list[str], special: bool) -> list[list[int]]:
+        if not texts:
+            return []
+        return hf(texts, add_special_tokens=special)["input_ids"]
+
+    # Batch encoding goes through the fast tokenizer's Rust side in one call per column.
+    prompts = iter(encode([r.prompt for r in prompted], True))
+    # A flat row has no prompt: its text is tokenized whole, special tokens included.
+    chosen = iter(encode([r.chosen for r in rows], False))
+    rejected = iter(encode([r.rejected for r in rows], False))
+    flat_prefix = encode([""], True)[0]
+
+    stats = TokenStats()
+    pairs = []
+    for row in rows:
+        prompt = next(prompts) if row.prompt is not None else flat_prefix
+        c, r = next(chosen) + [eos], next(rejected) + [eos]
+        prompt, c, r, cut = _truncate(prompt, c, r, max_seq_length)
+        stats.truncated += cut
+        stats.tokens += 2 * len(prompt) + len(c) + len(r)
+        pairs.append(Pair(tuple(prompt), tuple(c), tuple(r), row.score))
+    stats.pairs = len(pairs)
+    return pairs, stats
+
+
+def _truncate(prompt: list[int], chosen: list[int], rejected: list[int], limit: int):
+    """Fit prompt + completion into `limit` tokens.
+
+    The completion is what is scored, so it keeps at least half the budget; the prompt keeps
+    its last tokens, those nearest the answer.
+    """
+    longest = max(len(chosen), len(rejected))
+    if len(prompt) + longest <= limit:
+        return prompt, chosen, rejected, 0
+    keep_prompt = min(len(prompt), max(limit - longest, limit // 2))
+    room = limit - keep_prompt
+    prompt = prompt[len(prompt) - keep_prompt :] if keep_prompt else []
+    return prompt, chosen[:room], rejected[:room], 1
+
+
+# ---------------------------------------------------------------------------- batching
+
+
+def make_batches(pairs: Sequence[Pair], batch_size: int) -> list[tuple[int, ...]]:
+    """Group pairs of similar length so little of each batch is padding.
+
+    Sorting by length, then chunking, keeps batches tight; the order of the batches is
+    shuffled per epoch by `batch_order`. A short last batch is dropped from training so every
+    step sees `batch_size` pairs; validation keeps it.
+    """
+    order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
+    return [tuple(order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
+
+
+def batch_order(n_batches: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of batches in one epoch: a pure function of (seed, epoch), so a resumed run
+    sees exactly the batches it would have seen without stopping."""
+    return np.random.default_rng([seed, epoch]).permutation(n_batches)
+
+
+def batch_at(batches: Sequence[tuple[int, ...]], seed: int, index: int) -> tuple[int, ...]:
+    """The index-th micro-batch of the endless shuffled stream."""
+    epoch, pos = divmod(index, len(batches))
+    return batches[int(batch_order(len(batches), seed, epoch)[pos])]
+
+
+def collate(pairs: Sequence[Pair], pad_id: int) -> dict[str, np.ndarray]:
+    """Chosen and rejected sequences stacked into one [2B, T] batch (chosen first).
+
+    `mask[i, t]` is 1 where target token t is part of the completion, so prompts and padding
+    never count in the log-probs.
+    """
+    seqs = [p.prompt + p.chosen for p in pairs] + [p.prompt + p.rejected for p in pairs]
+    starts = [len(p.prompt) for p in pairs] * 2
+    longest = max(len(s) for s in seqs) - 1
+    width = -(-longest // PAD_MULTIPLE) * PAD_MULTIPLE
+    inputs = np.full((len(seqs), width), pad_id, dtype=np.int32)
+    targets = np.full((len(seqs), width), pad_id, dtype=np.int32)
+    mask = np.zeros((len(seqs), width), dtype=np.float32)
+    for i, (seq, start) in enumerate(zip(seqs, starts)):
+        n = len(seq) - 1
+        inputs[i, :n] = seq[:-1]
+        targets[i, :n] = seq[1:]
+        # Target t predicts token t+1; a flat row (start 0) cannot score its first token.
+        mask[i, max(start - 1, 0) : n] = 1.0
+    return {
+        "inputs": inputs,
+        "targets": targets,
+        "mask": mask,
+        "scores": np.array([p.score for p in pairs], dtype=np.float32),
+        "tokens": int(sum(len(s) for s in seqs)),
+    }

@@ -1,0 +1,358 @@
+"""The training loop: a compiled ORPO step, periodic reports and validation, checkpoints
+that make a stopped or killed run resumable exactly, and a stop flag checked between steps.
+
+Everything a run does is written to its run directory as it happens (DESIGN.md, contracts):
+the app and the user learn about the run only from there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
+
+from trainer import data as D
+from trainer.config import Config
+from trainer.events import MetricsWriter
+from trainer.loss import orpo_loss, sequence_logps
+from trainer.model import apply_finetune, load_base, resolve_model_path, save_adapters
+from trainer.runs import atomic_write_text, write_status
+
+CHECKPOINTS_KEPT = 2
+
+
+class TrainingError(Exception):
+    """Training cannot go on (for instance a NaN loss); one line for the user."""
+
+
+@dataclass
+class StopFlag:
+    """Set from a signal handler; the loop finishes its step, saves and stops."""
+
+    requested: bool = False
+    reason: str = ""
+
+    def request(self, reason: str) -> None:
+        self.requested, self.reason = True, reason
+
+
+@dataclass
+class RunLog:
+    """Human-readable progress: always into train.log, and echoed to a terminal when there
+    is one that still works (a dropped SSH link must not kill the run)."""
+
+    path: Path
+    echo: bool = True
+    _fh: Any = field(default=None, repr=False)
+
+    def __call__(self, message: str) -> None:
+        line = f"[{time.strftime('%H:%M:%S')}] {message}"
+        if self._fh is None:
+            self._fh = open(self.path, "a", buffering=1, encoding="utf-8")
+        self._fh.write(line + "\n")
+        if self.echo:
+            try:
+                print(line, flush=True)
+            except OSError:
+                self.echo = False
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+# ---------------------------------------------------------------------------- optimizer
+
+
+def build_schedule(cfg: Config) -> Callable[[mx.array], mx.array] | float:
+    t = cfg.training
+    if t.lr_schedule == "cosine":
+        main = optim.cosine_decay(t.learning_rate, max(t.iters - t.warmup_steps, 1), t.min_learning_rate)
+    else:
+        main = None
+    if t.warmup_steps:
+        warm = optim.linear_schedule(0.0, t.learning_rate, t.warmup_steps)
+        rest = main or (lambda _step: mx.array(t.learning_rate))
+        return optim.join_schedules([warm, rest], [t.warmup_steps])
+    return main or t.learning_rate
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def checkpoints_dir(run_dir: Path) -> Path:
+    return run_dir / "adapters" / "checkpoints"
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint. Incomplete ones are still under a temporary name."""
+    folder = checkpoints_dir(run_dir)
+    if not folder.is_dir():
+        return None
+    done = sorted(p for p in folder.iterdir() if p.name.startswith("step-") and (p / "state.json").is_file())
+    return done[-1] if done else None
+
+
+def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: optim.Optimizer, extra: dict) -> Path:
+    """Write a checkpoint into a temporary folder and rename it into place: a SIGKILL at any
+    moment leaves either the previous checkpoint or the new one, never a torn one."""
+    folder = checkpoints_dir(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"step-{step:07d}"
+    tmp = folder / f".tmp-step-{step:07d}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    mx.save_safetensors(str(tmp / "adapters.safetensors"), dict(tree_flatten(model.trainable_parameters())))
+    mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
+    state = {"step": step, "rng": np.array(mx.random.state[0]).tolist(), **extra}
+    (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+    if final.exists():  # re-saving the same step (stop right after a periodic save)
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    for old in sorted(p for p in folder.iterdir() if p.name.startswith("step-"))[:-CHECKPOINTS_KEPT]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def restore_checkpoint(ckpt: Path, model: nn.Module, optimizer: optim.Optimizer) -> dict:
+    model.load_weights(list(mx.load(str(ckpt / "adapters.safetensors")).items()), strict=False)
+    optimizer.state = tree_unflatten(list(mx.load(str(ckpt / "optimizer.safetensors")).items()))
+    state = json.loads((ckpt / "state.json").read_text())
+    mx.random.state[0] = mx.array(state["rng"], dtype=mx.uint32)
+    return state
+
+
+def truncate_metrics_after(path: Path, step: int) -> int:
+    """Drop events past `step` (work lost in a crash that the resumed run redoes), so the
+    file keeps one continuous step sequence. Truncating in place lets tailing readers notice
+    (their offset passes the end) and re-read. Returns how many lines were dropped."""
+    if not path.exists():
+        return 0
+    keep_bytes, dropped = 0, 0
+    with path.open("rb") as fh:
+        for raw in fh:
+            try:
+                past = json.loads(raw).get("step", 0) > step
+            except (ValueError, AttributeError):
+                past = not raw.endswith(b"\n")  # a torn last line goes; other junk stays
+            if past:
+                dropped += 1
+            elif dropped == 0:
+                keep_bytes += len(raw)
+    if dropped:
+        os.truncate(path, keep_bytes)
+    return dropped
+
+
+# ---------------------------------------------------------------------------- the step
+
+
+def make_loss_fn(beta: float, use_scores: bool):
+    def loss_fn(model, inputs, targets, mask, scores):
+        logps = sequence_logps(model(inputs), targets, mask)
+        half = scores.shape[0]
+        return orpo_loss(logps[:half], logps[half:], beta, scores if use_scores else None)
+
+    return loss_fn
+
+
+def make_train_step(model: nn.Module, optimizer: optim.Optimizer, cfg: Config, use_scores: bool):
+    """One micro-batch forward/backward, compiled with the model, optimizer and RNG state as
+    implicit inputs and outputs (mlx-lm's pattern), so `mx.eval` once per step is the only
+    host synchronisation."""
+    value_and_grad = nn.value_and_grad(model, make_loss_fn(cfg.orpo.beta, use_scores))
+    accum = cfg.training.grad_accumulation_steps
+    max_norm = cfg.training.max_grad_norm
+    state = [model.state, optimizer.state, mx.random.state]
+
+    @partial(mx.compile, inputs=state, outputs=state)
+    def step(inputs, targets, mask, scores, prev_grad, do_update):
+        (_, metrics), grad = value_and_grad(model, inputs, targets, mask, scores)
+        if prev_grad is not None:
+            grad = tree_map(lambda a, b: a + b, grad, prev_grad)
+        if do_update:
+            if accum > 1:
+                grad = tree_map(lambda g: g / accum, grad)
+            if max_norm > 0:
+                grad, _ = optim.clip_grad_norm(grad, max_norm)
+            optimizer.update(model, grad)
+            grad = None
+        return metrics, grad
+
+    return step
+
+
+def evaluate(model: nn.Module, pairs: list[D.Pair], batches: list[tuple[int, ...]], cfg: Config, use_scores: bool, pad_id: int) -> dict[str, float]:
+    """Pair-weighted means of the ORPO metrics over the first `val_batches` batches."""
+    loss_fn = make_loss_fn(cfg.orpo.beta, use_scores)
+    limit = len(batches) if cfg.training.val_batches < 0 else cfg.training.val_batches
+    model.eval()
+    totals: dict[str, mx.array] = {}
+    count = 0
+    for idx in batches[:limit]:
+        b = D.collate([pairs[i] for i in idx], pad_id)
+        _, metrics = loss_fn(model, mx.array(b["inputs"]), mx.array(b["targets"]), mx.array(b["mask"]), mx.array(b["scores"]))
+        for k, v in metrics.items():
+            totals[k] = totals.get(k, 0.0) + v * len(idx)
+        count += len(idx)
+        mx.eval(totals)
+    model.train()
+    return {k: v.item() / count for k, v in totals.items()}
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+@dataclass
+class Prepared:
+    model: nn.Module
+    tokenizer: Any
+    train_pairs: list[D.Pair]
+    valid_pairs: list[D.Pair]
+    adapter_cfg: dict
+    use_scores: bool
+    resolved_path: Path
+
+
+def prepare(cfg: Config, log: RunLog) -> Prepared:
+    """Load model and data; raises ModelError/DataError with one-line messages."""
+    path = resolve_model_path(cfg.model.path)
+    splits = D.load_splits(cfg.data, cfg.training.seed)
+    for note in splits.notes:
+        log(note)
+    model, tokenizer = load_base(path, cfg)
+    train_pairs, tstats = D.tokenize_rows(splits.train, tokenizer, cfg.data.max_seq_length)
+    valid_pairs, vstats = D.tokenize_rows(splits.valid, tokenizer, cfg.data.max_seq_length)
+    log(f"data: {splits.source}: {tstats.pairs} train pairs, {vstats.pairs} valid pairs")
+    for name, st in (("train", tstats), ("valid", vstats)):
+        if st.truncated:
+            log(f"data: {st.truncated} of {st.pairs} {name} pairs truncated to data.max_seq_length = {cfg.data.max_seq_length}")
+    if len(train_pairs) < cfg.training.batch_size:
+        raise D.DataError(f"{splits.source}: {len(train_pairs)} train pairs, fewer than training.batch_size = {cfg.training.batch_size}")
+    # Seeded here, after the base is loaded (building the built-in model reseeds mlx), so the
+    # adapter initialisation and dropout depend on training.seed alone.
+    mx.random.seed(cfg.training.seed)
+    adapter_cfg = apply_finetune(model, cfg)
+    n_train = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
+    n_total = sum(v.size for _, v in tree_flatten(model.parameters()))
+    log(f"model: {path} ({cfg.finetune.type}, {n_train:,} trainable of {n_total:,} parameters)")
+    use_scores = any(p.score != 1.0 for p in train_pairs + valid_pairs)
+    return Prepared(model, tokenizer, train_pairs, valid_pairs, adapter_cfg, use_scores, path)
+
+
+def _peak_memory_gb() -> float:
+    return mx.get_peak_memory() / 1e9
+
+
+def train(run_dir: Path, cfg: Config, prep: Prepared, log: RunLog, stop: StopFlag, resume_from: Path | None) -> str:
+    """Train until `training.iters`, a stop request, or an error. Returns the final state
+    (`completed` or `stopped`); raises TrainingError for a diverged run."""
+    t = cfg.training
+    model, pad_id = prep.model, prep.tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = prep.tokenizer.eos_token_id
+    metrics_path = run_dir / "metrics.jsonl"
+    optimizer = optim.AdamW(learning_rate=build_schedule(cfg), weight_decay=t.weight_decay)
+    optimizer.init(model.trainable_parameters())
+
+    start_step = 0
+    if resume_from is not None:
+        state = restore_checkpoint(resume_from, model, optimizer)
+        start_step = state["step"]
+        dropped = truncate_metrics_after(metrics_path, start_step)
+        log(f"resumed from {resume_from.name} (step {start_step})" + (f"; {dropped} metric lines past it dropped and redone" if dropped else ""))
+    writer = MetricsWriter(metrics_path)
+
+    train_batches = D.make_batches(prep.train_pairs, t.batch_size)
+    if len(prep.train_pairs) % t.batch_size:
+        train_batches = train_batches[:-1] if len(train_batches) > 1 else train_batches
+    valid_batches = D.make_batches(prep.valid_pairs, t.batch_size) if prep.valid_pairs else []
+    step_fn = make_train_step(model, optimizer, cfg, prep.use_scores)
+    model.train()
+
+    def checkpoint(step: int) -> None:
+        ckpt = save_checkpoint(run_dir, step, model, optimizer, {"micro_batches": step * t.grad_accumulation_steps, "train_batches": len(train_batches), "seed": t.seed})
+        save_adapters(run_dir / "adapters", model, prep.adapter_cfg)
+        writer.write("checkpoint", step, path=str(ckpt.relative_to(run_dir)))
+        log(f"step {step}: checkpoint saved ({ckpt.name})")
+
+    def validate(step: int) -> None:
+        if not valid_batches or t.steps_per_eval == 0:
+            return
+        tic = time.perf_counter()
+        values = evaluate(model, prep.valid_pairs, valid_batches, cfg, prep.use_scores, pad_id)
+        writer.write("val", step, **values, val_time=time.perf_counter() - tic)
+        log(f"step {step}: val loss {values['loss']:.4f}, reward acc {values['rewards/accuracies']:.3f}, margin {values['rewards/margins']:.4f}")
+
+    write_status(run_dir, state="running", pid=os.getpid(), step=start_step, total_steps=t.iters, error=None, ended_at=None)
+    writer.write("status", start_step, state="running", resumed=resume_from is not None)
+    if start_step == 0:
+        validate(0)  # the untrained baseline anchors every validation curve
+
+    window: dict[str, mx.array] = {}
+    window_steps = window_tokens = window_pairs = 0
+    window_start = time.perf_counter()
+    step = start_step
+    last_saved = start_step if resume_from is not None else -1
+    while step < t.iters and not stop.requested:
+        grad = None
+        for micro in range(t.grad_accumulation_steps):
+            index = step * t.grad_accumulation_steps + micro
+            idx = D.batch_at(train_batches, t.seed, index)
+            b = D.collate([prep.train_pairs[i] for i in idx], pad_id)
+            metrics, grad = step_fn(mx.array(b["inputs"]), mx.array(b["targets"]), mx.array(b["mask"]), mx.array(b["scores"]), grad, micro == t.grad_accumulation_steps - 1)
+            for k, v in metrics.items():
+                window[k] = window.get(k, 0.0) + v
+            window_tokens += b["tokens"]
+            window_pairs += len(idx)
+        mx.eval(window, model.state, optimizer.state)
+        step += 1
+        window_steps += 1
+        loss_so_far = window["loss"].item()
+        if not math.isfinite(loss_so_far):
+            n = window_steps * t.grad_accumulation_steps
+            writer.write("train", step, **{k: v.item() / n for k, v in window.items()})
+            good = latest_checkpoint(run_dir)
+            raise TrainingError(f"loss became {loss_so_far} at step {step} (learning_rate {t.learning_rate}); last good checkpoint: {good.name if good else 'none'}")
+
+        if step % t.steps_per_report == 0 or step == t.iters or stop.requested:
+            elapsed = max(time.perf_counter() - window_start, 1e-9)
+            n = window_steps * t.grad_accumulation_steps
+            values = {k: v.item() / n for k, v in window.items()}
+            values.update(
+                learning_rate=float(optimizer.learning_rate.item()),
+                tokens_per_second=window_tokens / elapsed,
+                pairs_per_second=window_pairs / elapsed,
+                peak_memory_gb=_peak_memory_gb(),
+            )
+            writer.write("train", step, **values)
+            write_status(run_dir, step=step)
+            log(f"step {step}/{t.iters}: loss {values['loss']:.4f}, nll {values['nll_loss']:.4f}, log-odds {values['log_odds_chosen']:.3f}, reward acc {values['rewards/accuracies']:.3f}, {values['pairs_per_second']:.1f} pairs/s")
+            window, window_steps, window_tokens, window_pairs = {}, 0, 0, 0
+            window_start = time.perf_counter()
+        if t.steps_per_eval and (step % t.steps_per_eval == 0 or step == t.iters):
+            validate(step)
+            window_start = time.perf_counter()  # validation time is not training time
+        if step % t.save_every == 0 or step == t.iters or stop.requested:
+            checkpoint(step)
+            last_saved = step
+            window_start = time.perf_counter()
+
+    if last_saved != step:
+        checkpoint(step)
+    final = "completed" if step >= t.iters else "stopped"
+    return final
