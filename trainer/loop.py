@@ -118,7 +118,7 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: optim
     tmp.mkdir()
     mx.save_safetensors(str(tmp / "adapters.safetensors"), dict(tree_flatten(model.trainable_parameters())))
     mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
-    state = {"step": step, "rng": np.array(mx.random.state[0]).tolist(), **extra}
+    state = {"step": step, **extra}
     (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
     if final.exists():  # re-saving the same step (stop right after a periodic save)
         shutil.rmtree(final)
@@ -131,9 +131,7 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: optim
 def restore_checkpoint(ckpt: Path, model: nn.Module, optimizer: optim.Optimizer) -> dict:
     model.load_weights(list(mx.load(str(ckpt / "adapters.safetensors")).items()), strict=False)
     optimizer.state = tree_unflatten(list(mx.load(str(ckpt / "optimizer.safetensors")).items()))
-    state = json.loads((ckpt / "state.json").read_text())
-    mx.random.state[0] = mx.array(state["rng"], dtype=mx.uint32)
-    return state
+    return json.loads((ckpt / "state.json").read_text())
 
 
 def truncate_metrics_after(path: Path, step: int) -> int:
@@ -159,6 +157,10 @@ def truncate_metrics_after(path: Path, step: int) -> int:
 
 
 # ---------------------------------------------------------------------------- the step
+
+
+def step_seed(seed: int, step: int) -> int:
+    return (seed * 1_000_003 + step) % (2**63)
 
 
 def make_loss_fn(beta: float, use_scores: bool):
@@ -309,6 +311,9 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, log: RunLog, stop: StopFla
     step = start_step
     last_saved = start_step if resume_from is not None else -1
     while step < t.iters and not stop.requested:
+        # mlx cannot restore a saved RNG state, so dropout draws from a key derived from
+        # (seed, step): a resumed run draws exactly what an uninterrupted one would.
+        mx.random.seed(step_seed(t.seed, step))
         grad = None
         for micro in range(t.grad_accumulation_steps):
             index = step * t.grad_accumulation_steps + micro
