@@ -2,6 +2,7 @@
 
     orpo-train PRESET.toml [--runs-dir DIR] [--set section.key=value ...]
     orpo-train --resume RUN_DIR [--set training.iters=N ...]
+    orpo-train preflight PRESET.toml [--set ...]   (a JSON report on the data; see preflight.py)
 
 The first line on stdout is the run directory. Exit codes: 0 finished, 130 stopped by the
 user, 2 bad config or data (one line on stderr), 1 anything else.
@@ -100,6 +101,11 @@ def _resume_run(args):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["preflight"]:
+        from trainer.preflight import main as preflight_main  # loads mlx: only when asked
+
+        return preflight_main(argv[1:])
     args = _parser().parse_args(argv)
     if bool(args.preset) == bool(args.resume):
         return _fail_line("give either a PRESET file or --resume RUN_DIR")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -31,7 +31,15 @@ PAD_MULTIPLE = 16
 
 
 class DataError(Exception):
-    """A problem with the training data, described in one line."""
+    """A problem with the training data, described in one line.
+
+    `columns` lists the columns the source does have when the problem is a missing one, so
+    a preflight can still show them.
+    """
+
+    def __init__(self, message: str, columns: Sequence[str] | None = None):
+        super().__init__(message)
+        self.columns = list(columns) if columns is not None else None
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,8 @@ class Splits:
     valid: list[Row]
     source: str
     notes: list[str]
+    columns: list[str] = field(default_factory=list)  # of the train split, extras included
+    valid_held_out: bool = False
 
 
 # ---------------------------------------------------------------------------- locating data
@@ -103,20 +113,21 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
             valid_file = next(
                 (f for s in _VALID_FALLBACKS if (f := _split_file(path, s)) is not None), None
             )
-        train = _rows_from_file(train_file, cfg)
-        valid = _rows_from_file(valid_file, cfg) if valid_file else None
+        train, columns = _rows_from_file(train_file, cfg)
+        valid = _rows_from_file(valid_file, cfg)[0] if valid_file else None
         source = str(path)
     elif path.is_file():
-        train, valid, source = _rows_from_file(path, cfg), None, str(path)
+        (train, columns), valid, source = _rows_from_file(path, cfg), None, str(path)
     elif spec.startswith("builtin:") or _looks_local(spec):
         raise DataError(f"data.path: {spec}: no such file or folder")
     else:
-        train, valid = _rows_from_hub(spec, cfg)
+        train, valid, columns = _rows_from_hub(spec, cfg)
         source = spec
 
     if not train:
         raise DataError(f"{source}: the {cfg.train_split} split has no rows")
-    if valid is None:
+    held_out = valid is None
+    if held_out:
         train, valid = _hold_out(train, cfg.valid_fraction, seed)
         if valid:
             notes.append(
@@ -125,7 +136,7 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
             )
         else:
             notes.append("no validation split and data.valid_fraction = 0: no validation")
-    return Splits(train=train, valid=valid, source=source, notes=notes)
+    return Splits(train, valid, source, notes, columns, valid_held_out=held_out and bool(valid))
 
 
 def _hold_out(rows: list[Row], fraction: float, seed: int) -> tuple[list[Row], list[Row]]:
@@ -155,7 +166,7 @@ def _check_jsonl(path: Path) -> None:
                 raise DataError(f"{path}: row {number}: expected a JSON object")
 
 
-def _rows_from_file(path: Path, cfg: DataConfig) -> list[Row]:
+def _rows_from_file(path: Path, cfg: DataConfig) -> tuple[list[Row], list[str]]:
     suffix = path.suffix.lower()
     if suffix not in _EXTENSIONS:
         raise DataError(f"{path}: unsupported file type (use .jsonl, .json or .parquet)")
@@ -168,7 +179,7 @@ def _rows_from_file(path: Path, cfg: DataConfig) -> list[Row]:
         table = load_dataset(builder, data_files={"rows": str(path)}, split="rows")
     except Exception as exc:  # datasets raises many types; the user needs one line
         raise DataError(f"{path}: could not be read: {_first_line(exc)}") from None
-    return rows_from_records(table.to_list(), table.column_names, str(path), cfg)
+    return rows_from_records(table.to_list(), table.column_names, str(path), cfg), table.column_names
 
 
 def _datasets_loader():
@@ -180,7 +191,7 @@ def _datasets_loader():
     return datasets.load_dataset
 
 
-def _rows_from_hub(name: str, cfg: DataConfig) -> tuple[list[Row], list[Row] | None]:
+def _rows_from_hub(name: str, cfg: DataConfig) -> tuple[list[Row], list[Row] | None, list[str]]:
     load_dataset = _datasets_loader()
 
     try:
@@ -202,8 +213,8 @@ def _rows_from_hub(name: str, cfg: DataConfig) -> tuple[list[Row], list[Row] | N
             valid_ds = ds[split]
             return train, rows_from_records(
                 valid_ds.to_list(), valid_ds.column_names, f"{name}[{split}]", cfg
-            )
-    return train, None
+            ), train_ds.column_names
+    return train, None, train_ds.column_names
 
 
 def _first_line(exc: BaseException) -> str:
@@ -224,7 +235,8 @@ def rows_from_records(
         if name not in columns:
             raise DataError(
                 f"{source}: no '{name}' column (columns: {', '.join(columns)}); "
-                f"set data.{key} to the right one"
+                f"set data.{key} to the right one",
+                columns=columns,
             )
     has_prompt = cfg.prompt_feature in columns
     has_score = cfg.preference_score_feature in columns
