@@ -1,0 +1,199 @@
+"""The preset list and editor, driven through Textual's Pilot on real preset files."""
+
+import json
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, Input, Static
+
+from tui import presets_store as store
+from tui.app import make_app
+from tui.screens.preset_editor import PresetEditorScreen
+from tui.screens.preset_list import PresetListScreen
+from tui.screens.text_editor import TextEditorScreen
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def presets(tmp_path):
+    folder = tmp_path / "presets"
+    folder.mkdir()
+    shutil.copy(REPO / "presets" / "demo.toml", folder / "demo.toml")
+    (folder / "dora.toml").write_text('description = "DoRA at rank 16"\n[finetune]\ntype = "dora"\nrank = 16\n')
+    (folder / "broken.toml").write_text("[training]\niters = = 3\n")
+    return folder
+
+
+def app_for(presets):
+    return make_app(presets, presets.parent / "runs")
+
+
+def table_names(app) -> list[str]:
+    table = app.screen.query_one(DataTable)
+    return [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+
+
+async def type_into(pilot, widget_id: str, text: str) -> None:
+    field = pilot.app.screen.query_one(f"#{widget_id}", Input)
+    field.focus()
+    field.value = ""
+    await pilot.press(*text)
+    await pilot.pause()
+
+
+def field_error(app, path: str) -> str:
+    row = next(r for r in app.screen.query("FieldRow") if r.spec.path == path)
+    return str(row.query_one(".error", Static).render()) if row.has_class("invalid") else ""
+
+
+async def test_list_shows_presets_with_summary_and_broken_file(presets):
+    app = app_for(presets)
+    async with app.run_test(size=(160, 48)) as pilot:
+        assert isinstance(app.screen, PresetListScreen)
+        assert table_names(app) == ["⚠ broken", "demo", "dora"]
+        table = app.screen.query_one(DataTable)
+        dora = table.get_row_at(2)
+        assert list(map(str, dora[1:5])) == ["builtin:tiny", "builtin:demo", "dora", "0.1"]
+        assert "invalid TOML" in str(table.get_row_at(0)[5])
+        await pilot.press("d", "o", "r")  # typing filters straight away
+        assert app.screen.query_one("#filter", Input).value == "dor"
+        assert table_names(app) == ["dora"]
+        await pilot.press("escape")
+        assert len(table_names(app)) == 3
+
+
+async def test_edit_beta_and_rank_with_validation_then_save(presets):
+    before_text = (presets / "demo.toml").read_text()
+    before = tomllib.loads(before_text)
+    app = app_for(presets)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press(*"demo", "enter")
+        assert isinstance(app.screen, PresetEditorScreen)
+        editor = app.screen
+
+        await type_into(pilot, "f-orpo--beta", "-0.5")
+        assert "must be" in field_error(app, "orpo.beta")
+        await type_into(pilot, "f-finetune--rank", "abc")
+        assert field_error(app, "finetune.rank")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert (presets / "demo.toml").read_text() == before_text  # errors block saving
+
+        await type_into(pilot, "f-orpo--beta", "0.25")
+        await type_into(pilot, "f-finetune--rank", "16")
+        assert field_error(app, "orpo.beta") == "" and field_error(app, "finetune.rank") == ""
+        assert editor.dirty
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert not editor.dirty
+
+    after = tomllib.loads((presets / "demo.toml").read_text())
+    expected = json.loads(json.dumps(before))
+    expected["orpo"]["beta"] = 0.25
+    expected["finetune"]["rank"] = 16
+    assert after == expected  # the two new values and nothing else
+    assert (presets / "demo.toml").read_text().startswith("# The built-in demo")  # header kept
+
+
+async def test_cross_field_rule_is_shown_next_to_the_field(presets):
+    app = app_for(presets)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press(*"demo", "enter")
+        await type_into(pilot, "f-training--warmup_steps", "500")
+        assert "less than training.iters" in field_error(app, "training.warmup_steps")
+        assert "training.warmup_steps" in str(app.screen.query_one("#problems", Static).render())
+
+
+async def test_leaving_with_unsaved_changes_asks(presets):
+    original = (presets / "demo.toml").read_text()
+    app = app_for(presets)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press(*"demo", "enter")
+        await type_into(pilot, "f-orpo--beta", "0.3")
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen.query_one(".title").render()  # the confirm dialog
+        await pilot.click("#cancel")
+        await pilot.pause()
+        assert isinstance(app.screen, PresetEditorScreen)  # still editing, nothing lost
+        await pilot.press("ctrl+q")  # quitting asks too
+        await pilot.pause()
+        await pilot.click("#discard")
+        await pilot.pause()
+    assert (presets / "demo.toml").read_text() == original
+
+
+async def test_broken_preset_opens_as_text_and_can_be_fixed(presets):
+    app = app_for(presets)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("enter")  # the broken file is first
+        assert isinstance(app.screen, TextEditorScreen)
+        status = str(app.screen.query_one("#status", Static).render())
+        assert "broken.toml" in status and "line 2" in status
+        area = app.screen.query_one("TextArea")
+        area.text = "[training]\niters = 3\n"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert "valid preset" in str(app.screen.query_one("#status", Static).render())
+        await pilot.press("escape")
+        await pilot.pause()
+        assert "broken" in table_names(app)  # no longer flagged
+    assert tomllib.loads((presets / "broken.toml").read_text()) == {"training": {"iters": 3}}
+
+
+async def test_clone_rename_delete_from_the_list(presets):
+    app = app_for(presets)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press(*"dora", "tab", "c")
+        await pilot.pause()
+        app.screen.query_one("#name", Input).value = "dora-r32"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert (presets / "dora-r32.toml").read_text() == (presets / "dora.toml").read_text()
+        await pilot.press("d")
+        await pilot.pause()
+        await pilot.click("#delete")
+        await pilot.pause()
+    remaining = sorted(p.name for p in presets.glob("*.toml"))
+    trashed = [p.name for p in (presets / store.TRASH).iterdir()]
+    assert len(remaining) == 3 and len(trashed) == 1
+
+
+async def test_show_command_for_a_preset(presets):
+    app = app_for(presets)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press(*"demo", "tab", "x")
+        await pilot.pause()
+        command = app.screen.query_one("#command", Input).value
+        assert command == f"orpo-train {presets / 'demo.toml'} --runs-dir {presets.parent / 'runs'}"
+
+
+def test_merge_changes_touches_only_changed_keys():
+    from trainer.config import config_from_dict, replace_value
+
+    raw = {"description": "x", "training": {"iters": 10}}
+    before = config_from_dict(raw, "t")
+    after = replace_value(replace_value(before, "orpo.beta", 0.5), "finetune.keys", ("self_attn.q_proj",))
+    assert store.merge_changes(raw, before, after) == {
+        "description": "x", "training": {"iters": 10}, "orpo": {"beta": 0.5}, "finetune": {"keys": ["self_attn.q_proj"]}}
+    assert raw == {"description": "x", "training": {"iters": 10}}  # the input is not modified
+
+
+def test_store_refuses_bad_names_and_overwrites(presets):
+    entry = store.load_entry(presets / "demo.toml")
+    with pytest.raises(store.PresetFileError):
+        store.clone(entry, "dora")
+    with pytest.raises(store.PresetFileError):
+        store.preset_path(presets, "../escape")
+
+
+def test_importing_the_app_loads_no_mlx():
+    code = ("import sys, json, tui.app, tui.cli\n"
+            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('mlx', 'mlx_lm', 'datasets'))))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []

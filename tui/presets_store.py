@@ -1,0 +1,191 @@
+"""Preset files on disk: scanning, saving only what changed, and file operations.
+
+Pure Python on top of `trainer.config`: no Textual here, so every rule about files is
+testable without a screen.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from trainer.config import Config, ConfigError, config_from_dict, get_value, iter_fields, load_preset
+from trainer.runs import atomic_write_text
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+TRASH = ".trash"
+
+
+@dataclass(frozen=True)
+class PresetEntry:
+    """One preset file: its config when it parses, or the one-line error when it does not."""
+
+    path: Path
+    config: Config | None
+    raw: dict | None
+    error: str | None
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    def summary(self) -> dict[str, str]:
+        if self.config is None:
+            return {"model": "", "data": "", "type": "", "beta": "", "description": f"⚠ {self.error}"}
+        c = self.config
+        return {
+            "model": c.model.path,
+            "data": c.data.path,
+            "type": c.finetune.type + (f" q{c.model.quantize.bits}" if c.model.quantize.bits else ""),
+            "beta": f"{c.orpo.beta:g}",
+            "description": c.description,
+        }
+
+    def matches(self, query: str) -> bool:
+        """Every word of the query appears somewhere in the name or the summary."""
+        haystack = " ".join([self.name, *self.summary().values()]).lower()
+        return all(word in haystack for word in query.lower().split())
+
+
+def load_entry(path: Path) -> PresetEntry:
+    try:
+        config = load_preset(path)
+    except ConfigError as exc:
+        return PresetEntry(path, None, None, str(exc))
+    raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    return PresetEntry(path, config, raw, None)
+
+
+def scan_presets(folder: Path) -> list[PresetEntry]:
+    if not folder.is_dir():
+        return []
+    return [load_entry(p) for p in sorted(folder.glob("*.toml"), key=lambda p: p.name.lower())]
+
+
+# ---------------------------------------------------------------------------- saving
+
+
+def changed_paths(before: Config, after: Config) -> list[str]:
+    return [f.path for f in iter_fields() if get_value(before, f.path) != get_value(after, f.path)]
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def merge_changes(raw: dict, before: Config, after: Config) -> dict:
+    """The raw TOML table with only the changed keys rewritten: keys the user never wrote
+    stay absent, so a saved preset still reads like the one they wrote."""
+    merged = _deep_copy(raw)
+    for path in changed_paths(before, after):
+        *tables, key = path.split(".")
+        node = merged
+        for table in tables:
+            node = node.setdefault(table, {})
+        node[key] = _plain(get_value(after, path))
+    return merged
+
+
+def _deep_copy(raw: dict) -> dict:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in raw.items()}
+
+
+def _leading_comments(path: Path) -> str:
+    """tomli-w cannot keep comments; keep at least the header block that describes a preset."""
+    if not path.exists():
+        return ""
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line)
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def write_raw(path: Path, raw: dict, keep_header_from: Path | None = None) -> None:
+    # Refuse to write what would not load back: a saved preset must always open.
+    config_from_dict(raw, str(path))
+    header = _leading_comments(keep_header_from or path)
+    atomic_write_text(path, header + tomli_w.dumps(raw))
+
+
+def save_changes(entry: PresetEntry, after: Config, target: Path | None = None) -> Path:
+    """Save `after` over the entry's file (or to `target`, for save-as), changing only the
+    keys whose values differ from what the file held."""
+    assert entry.config is not None and entry.raw is not None
+    target = target or entry.path
+    write_raw(target, merge_changes(entry.raw, entry.config, after), keep_header_from=entry.path)
+    return target
+
+
+# ---------------------------------------------------------------------------- file operations
+
+
+class PresetFileError(Exception):
+    """A file operation that cannot be done, in one line."""
+
+
+def preset_path(folder: Path, name: str) -> Path:
+    name = name.strip()
+    if name.endswith(".toml"):
+        name = name[:-5]
+    if not name or "/" in name or name.startswith("."):
+        raise PresetFileError(f"'{name}' is not a usable preset name")
+    return folder / f"{name}.toml"
+
+
+def _free(path: Path) -> Path:
+    if path.exists():
+        raise PresetFileError(f"{path.name} already exists")
+    return path
+
+
+def clone(entry: PresetEntry, new_name: str) -> Path:
+    target = _free(preset_path(entry.path.parent, new_name))
+    shutil.copyfile(entry.path, target)
+    return target
+
+
+def rename(entry: PresetEntry, new_name: str) -> Path:
+    target = _free(preset_path(entry.path.parent, new_name))
+    entry.path.rename(target)
+    return target
+
+
+def create(folder: Path, name: str, description: str = "") -> Path:
+    target = _free(preset_path(folder, name))
+    folder.mkdir(parents=True, exist_ok=True)
+    write_raw(target, {"description": description} if description else {})
+    return target
+
+
+def trash(path: Path) -> Path:
+    """Move a preset into `.trash/` beside it, stamped so repeated deletes never collide."""
+    folder = path.parent / TRASH
+    folder.mkdir(exist_ok=True)
+    target = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{path.name}"
+    n = 2
+    while target.exists():
+        target = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{n}-{path.name}"
+        n += 1
+    path.rename(target)
+    return target
+
+
+def train_command(path: Path, runs_dir: Path | None = None) -> str:
+    """The exact shell command that trains this preset, quoted for copy and paste."""
+    args = ["orpo-train", str(path)]
+    if runs_dir is not None:
+        args += ["--runs-dir", str(runs_dir)]
+    return shlex.join(args)

@@ -1,0 +1,85 @@
+"""Small modal dialogs shared by the screens: confirm, ask for a name, show a command."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+
+class Confirm(ModalScreen[str]):
+    """Ask a question; dismisses with the id of the chosen button ("cancel" on escape)."""
+
+    BINDINGS = [Binding("escape", "dismiss('cancel')", "Cancel", id="dialog.cancel")]
+
+    def __init__(self, title: str, message: str, choices: list[tuple[str, str, str]]) -> None:
+        super().__init__()
+        self._title, self._message, self._choices = title, message, choices
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self._title, classes="title")
+            yield Static(self._message)
+            with Horizontal(classes="buttons"):
+                for ident, label, variant in self._choices:
+                    yield Button(label, id=ident, variant=variant)
+
+    def on_mount(self) -> None:
+        self.query(Button).last().focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id or "cancel")
+
+
+class AskName(ModalScreen[str | None]):
+    """Ask for a preset name; dismisses with the text, or None when cancelled."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel", id="dialog.cancel")]
+
+    def __init__(self, title: str, value: str = "") -> None:
+        super().__init__()
+        self._title, self._value = title, value
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self._title, classes="title")
+            yield Input(self._value, placeholder="name (without .toml)", id="name")
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button("OK", id="ok", variant="primary")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip() or None)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(self.query_one("#name", Input).value.strip() or None if event.button.id == "ok" else None)
+
+
+class ShowCommand(ModalScreen[None]):
+    """The exact shell command, selectable, with a copy button (OSC 52 works over SSH)."""
+
+    BINDINGS = [Binding("escape", "dismiss", "Close", id="dialog.close"), Binding("c", "copy", "Copy", id="dialog.copy")]
+
+    def __init__(self, title: str, command: str) -> None:
+        super().__init__()
+        self._title, self._command = title, command
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self._title, classes="title")
+            yield Input(self._command, id="command")
+            with Horizontal(classes="buttons"):
+                yield Button("Copy", id="copy", variant="primary")
+                yield Button("Close", id="close")
+
+    def action_copy(self) -> None:
+        self.app.copy_to_clipboard(self._command)
+        self.notify("Copied to the clipboard")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "copy":
+            self.action_copy()
+        else:
+            self.dismiss()
