@@ -48,7 +48,7 @@ async def type_into(pilot, widget_id: str, text: str) -> None:
 
 def field_error(app, path: str) -> str:
     row = next(r for r in app.screen.query("FieldRow") if r.spec.path == path)
-    return str(row.query_one(".error", Static).render()) if row.has_class("invalid") else ""
+    return row.error_text
 
 
 async def test_list_shows_presets_with_summary_and_broken_file(presets):

@@ -10,7 +10,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Container, Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, Select, Static, Switch
 
@@ -71,36 +71,46 @@ def describe_range(spec: FieldSpec) -> str:
     return " · ".join(parts)
 
 
-class FieldRow(Vertical):
-    """Label, input, help and the field's error, for one config key."""
+class FieldRow(Container):
+    """Key, input, and a note under them that shows the help, or the error when there is one.
+    Three widgets per field: the form has about fifty fields and Textual restyles widgets one
+    by one, so every widget saved here makes the form open and react faster."""
 
     def __init__(self, spec: FieldSpec, value) -> None:
         super().__init__(classes="field")
         self.spec, self.value = spec, value
+        rng = describe_range(spec)
+        self.help_text = spec.help + (" [reserved: accepted, not used yet]" if spec.reserved else "") + (f"  ({rng})" if rng else "")
 
     def compose(self) -> ComposeResult:
         spec = self.spec
-        with Horizontal(classes="line"):
-            yield Label(spec.path, classes="key")
-            wid = widget_id(spec.path)
-            if spec.type is bool:
-                yield Switch(value=bool(self.value), id=wid)
-            elif spec.choices:
-                yield Select([(str(c), c) for c in spec.choices], value=self.value, allow_blank=False, id=wid, compact=True)
-            else:
-                yield Input(as_text(spec, self.value), id=wid, compact=True)
-        help_text = spec.help + (" [reserved: accepted, not used yet]" if spec.reserved else "")
-        rng = describe_range(spec)
-        yield Static(help_text + (f"  ({rng})" if rng else ""), classes="help", markup=False)
-        yield Static("", classes="error", markup=False)
+        yield Label(spec.path, classes="key")
+        wid = widget_id(spec.path)
+        if spec.type is bool:
+            yield Switch(value=bool(self.value), id=wid)
+        elif spec.choices:
+            yield Select([(str(c), c) for c in spec.choices], value=self.value, allow_blank=False, id=wid, compact=True)
+        else:
+            yield Input(as_text(spec, self.value), id=wid, compact=True)
+        yield Static(self.help_text, classes="note", markup=False)
 
     def show_error(self, message: str | None) -> None:
+        # Restyling a row is costly in Textual; the form calls this on every keystroke.
+        if message == getattr(self, "_shown", None):
+            return
+        self._shown = message
         self.set_class(bool(message), "invalid")
-        self.query_one(".error", Static).update(message or "")
+        self.query_one(".note", Static).update(f"⚠ {message}" if message else self.help_text)
+
+    @property
+    def error_text(self) -> str:
+        return getattr(self, "_shown", None) or ""
 
 
 class PresetEditorScreen(Screen):
     CSS_PATH = "preset_editor.tcss"
+    # Below 110 columns the side panel moves under the form (see the -narrow rules).
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
     BINDINGS = [
         Binding("ctrl+s", "save", "Save", id="editor.save", tooltip="Save changed keys to the preset file", priority=True),
         Binding("ctrl+o", "save_as", "Save as", id="editor.save_as", tooltip="Save to a new preset file", priority=True),
@@ -138,11 +148,7 @@ class PresetEditorScreen(Screen):
                 yield Static("Not run yet.", id="preflight", markup=False)
         yield Footer()
 
-    def on_resize(self) -> None:
-        self.set_class(self.size.width < 110, "narrow")
-
     def on_mount(self) -> None:
-        self.set_class(self.size.width < 110, "narrow")
         self.refresh_state()
         self.query(Input).first().focus()
 
@@ -176,6 +182,8 @@ class PresetEditorScreen(Screen):
         self.title = "Edit preset"
 
     def set_field(self, path: str, value) -> None:
+        if path not in self.field_errors and get_value(self.working, path) == value:
+            return  # widgets report their initial values on mount: nothing changed
         problem = validate_field(path, value)
         if problem:
             self.field_errors[path] = problem

@@ -124,6 +124,9 @@ class PresetListScreen(Screen):
                 table.action_cursor_down() if event.key == "down" else table.action_cursor_up()
                 event.stop()
             elif event.key == "enter":
+                # Keys typed in one burst arrive before the filter's Changed message: filter
+                # now, so enter opens what the user sees matching, not a stale highlight.
+                self.refill()
                 self.action_open()
                 event.stop()
             elif event.key == "escape" and filt.value:
