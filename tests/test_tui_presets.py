@@ -59,7 +59,8 @@ async def test_list_shows_presets_with_summary_and_broken_file(presets):
         table = app.screen.query_one(DataTable)
         dora = table.get_row_at(2)
         assert list(map(str, dora[1:5])) == ["builtin:tiny", "builtin:demo", "dora", "0.1"]
-        assert "invalid TOML" in str(table.get_row_at(0)[5])
+        assert "does not load" in str(table.get_row_at(0)[5])
+        assert "invalid TOML" in str(app.screen.query_one("#detail", Static).render())
         await pilot.press("d", "o", "r")  # typing filters straight away
         assert app.screen.query_one("#filter", Input).value == "dor"
         assert table_names(app) == ["dora"]

@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("preset", nargs="?", help="preset TOML file to train")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or crashed run")
     p.add_argument("--runs-dir", metavar="DIR", help="where run folders go (default: output.runs_dir)")
+    p.add_argument("--log-only", action="store_true", help="after the run directory line, send all output to its train.log (for launchers such as orpo-tui)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a preset value, e.g. --set training.iters=50 (repeatable)")
     return p
 
@@ -51,7 +52,7 @@ def _fail_line(message: str) -> int:
     return EXIT_BAD_INPUT
 
 
-def _install_stop_handlers(stop) -> None:
+def _install_stop_handlers(stop, run_dir: Path) -> None:
     """First SIGINT/SIGTERM: finish the step, save, exit 130. A second one: stop at once
     (the last checkpoint stays valid). SIGHUP is ignored so a dropped SSH link does not end
     a run started from a bare shell."""
@@ -60,6 +61,9 @@ def _install_stop_handlers(stop) -> None:
         if stop.requested:
             raise KeyboardInterrupt
         stop.request(signal.Signals(signum).name)
+        # Visible at once to anyone watching the run, before the current step ends.
+        if (read_status(run_dir) or {}).get("state") == "running":
+            write_status(run_dir, state="stopping")
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
@@ -114,18 +118,31 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, BadInput) as exc:
         return _fail_line(str(exc))
     print(run_dir, flush=True)
-    return run(cfg, run_dir, ckpt, resuming=bool(args.resume))
+    if args.log_only:
+        _redirect_output(run_dir / "train.log")
+    return run(cfg, run_dir, ckpt, resuming=bool(args.resume), echo=not args.log_only)
 
 
-def run(cfg, run_dir: Path, ckpt, resuming: bool) -> int:
+def _redirect_output(log_path: Path) -> None:
+    """Point fds 1 and 2 at train.log, so a launcher needs no pipe to drain and even a crash
+    inside a C extension leaves its message in the run directory."""
+    import os
+
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True) -> int:
     # mlx is imported only now: config errors above are reported without paying for it.
     from trainer.data import DataError
     from trainer.loop import RunLog, StopFlag, TrainingError, prepare, train
     from trainer.model import ModelError
 
     stop = StopFlag()
-    _install_stop_handlers(stop)
-    log = RunLog(run_dir / "train.log")
+    _install_stop_handlers(stop, run_dir)
+    log = RunLog(run_dir / "train.log", echo=echo)
     if not resuming:
         write_status(run_dir, state="pending", started_at=time.time(), total_steps=cfg.training.iters, step=0)
     dump_toml(cfg, run_dir / "config.toml")

@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
+from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from tui.launcher import LaunchError, Launcher, stop_run
 from tui.screens.preset_list import PresetListScreen
+from tui.screens.runs import RunsScreen
 
 
 class OrpoApp(App):
@@ -20,15 +23,60 @@ class OrpoApp(App):
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", id="app.quit", tooltip="Quit orpo-tui (runs keep training)", priority=True),
         Binding("question_mark,f1", "toggle_keys", "Keys", id="app.keys", tooltip="Show or hide the key help panel"),
+        Binding("f2", "switch_mode('presets')", "Presets", id="app.presets", tooltip="The preset list"),
+        Binding("f3", "switch_mode('runs')", "Runs", id="app.runs", tooltip="Every run, live"),
     ]
+    MODES = {"presets": PresetListScreen, "runs": RunsScreen}
 
     def __init__(self, presets_dir: Path, runs_dir: Path) -> None:
         super().__init__()
         self.presets_dir = presets_dir
         self.runs_dir = runs_dir
+        self.launcher = Launcher()
+        # Stop escalation in progress, per run: shown in the runs list and on the monitor.
+        self.stop_phase: dict[Path, str] = {}
 
     def on_mount(self) -> None:
-        self.push_screen(PresetListScreen())
+        self.switch_mode("presets")
+
+    # ------------------------------------------------------------------ runs
+
+    def open_monitor(self, run_dir: Path) -> None:
+        from tui.screens.monitor import MonitorScreen
+
+        self.switch_mode("runs")
+        self.push_screen(MonitorScreen(run_dir))
+
+    @work(thread=True, exit_on_error=False, name="start run")
+    def start_run(self, preset: Path, overrides: list[str] | None = None) -> None:
+        try:
+            run_dir = self.launcher.start(preset, self.runs_dir, overrides or [])
+        except LaunchError as exc:
+            self.call_from_thread(self.notify, f"Not started: {exc}", severity="error", timeout=10)
+            return
+        self.call_from_thread(self.notify, f"Started {run_dir.name}")
+        self.call_from_thread(self.open_monitor, run_dir)
+
+    @work(thread=True, exit_on_error=False, name="resume run")
+    def resume_run(self, run_dir: Path, overrides: list[str] | None = None) -> None:
+        try:
+            self.launcher.resume(run_dir, overrides or [])
+        except LaunchError as exc:
+            self.call_from_thread(self.notify, f"Not resumed: {exc}", severity="error", timeout=10)
+            return
+        self.call_from_thread(self.notify, f"Resumed {run_dir.name}")
+
+    @work(thread=True, exit_on_error=False, name="stop run")
+    def stop_run(self, run_dir: Path) -> None:
+        def phase(name: str, wait: float) -> None:
+            self.stop_phase[run_dir] = f"stopping: {name} sent, waiting ≤{wait:.0f}s"
+
+        ended = stop_run(run_dir, phase)
+        self.stop_phase.pop(run_dir, None)
+        message = {"": "was not running", "SIGINT": "stopped after saving (SIGINT)",
+                   "SIGTERM": "stopped at once (SIGTERM); last checkpoint kept",
+                   "SIGKILL": "killed (SIGKILL); resumes from its last checkpoint"}[ended]
+        self.call_from_thread(self.notify, f"{run_dir.name} {message}", severity="warning" if ended in ("SIGTERM", "SIGKILL") else "information")
 
     async def action_quit(self) -> None:
         """Quitting never drops unsaved edits: a screen with changes asks first."""

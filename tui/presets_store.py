@@ -42,7 +42,7 @@ class PresetEntry:
 
     def summary(self) -> dict[str, str]:
         if self.config is None:
-            return {"model": "", "data": "", "type": "", "beta": "", "description": f"⚠ {self.error}"}
+            return {"model": "", "data": "", "type": "", "beta": "", "description": "⚠ does not load (details below)"}
         c = self.config
         return {
             "model": c.model.path,
@@ -51,6 +51,11 @@ class PresetEntry:
             "beta": f"{c.orpo.beta:g}",
             "description": c.description,
         }
+
+    @property
+    def problem(self) -> str:
+        """The error without the file name the list already shows."""
+        return (self.error or "").removeprefix(f"{self.path}: ")
 
     def matches(self, query: str) -> bool:
         """Every word of the query appears somewhere in the name or the summary."""

@@ -114,6 +114,7 @@ class PresetEditorScreen(Screen):
     BINDINGS = [
         Binding("ctrl+s", "save", "Save", id="editor.save", tooltip="Save changed keys to the preset file", priority=True),
         Binding("ctrl+o", "save_as", "Save as", id="editor.save_as", tooltip="Save to a new preset file", priority=True),
+        Binding("ctrl+r", "start", "Start run", id="editor.start", tooltip="Train this preset (saves first)", priority=True),
         Binding("ctrl+b", "preflight", "Check data", id="editor.preflight", tooltip="Load the dataset and report on it", priority=True),
         Binding("ctrl+t", "show_command", "Command", id="editor.command", tooltip="Show the orpo-train command", priority=True),
         Binding("escape", "back", "Back", id="editor.back", tooltip="Back to the preset list (asks about unsaved changes)"),
@@ -255,6 +256,12 @@ class PresetEditorScreen(Screen):
 
         self.app.push_screen(AskName("Save as", f"{self.entry.name}-copy"), done)
 
+    def action_start(self) -> None:
+        """A run must match a file on disk, so unsaved edits are saved first."""
+        if self.dirty and not self.action_save():
+            return
+        self.app.start_run(self.entry.path)
+
     def action_show_command(self) -> None:
         note = "  # unsaved changes are not in the file yet" if self.dirty else ""
         self.app.push_screen(ShowCommand("Train this preset", store.train_command(self.entry.path, self.app.runs_dir) + note))
@@ -314,6 +321,7 @@ class PresetEditorScreen(Screen):
         self.query_one("#preflight", Static).update(text)
 
     def commands(self):
+        yield SystemCommand("Start run", "Save and train this preset in the background", self.action_start)
         yield SystemCommand("Save preset", "Save changed keys to the file", self.action_save)
         yield SystemCommand("Save preset as", "Save to a new preset file", self.action_save_as)
         yield SystemCommand("Check data", "Load the dataset and report rows, columns and lengths", self.action_preflight)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -22,6 +23,7 @@ class PresetListScreen(Screen):
     CSS_PATH = "preset_list.tcss"
     BINDINGS = [
         Binding("enter", "open", "Open", id="presets.open", tooltip="Edit the highlighted preset"),
+        Binding("s", "start", "Start run", id="presets.start", tooltip="Train the highlighted preset in the background"),
         Binding("slash", "focus_filter", "Filter", id="presets.filter", tooltip="Type to filter presets"),
         Binding("n", "new", "New", id="presets.new", tooltip="Create a preset with the demo defaults"),
         Binding("c", "clone", "Clone", id="presets.clone", tooltip="Copy the highlighted preset"),
@@ -96,9 +98,11 @@ class PresetListScreen(Screen):
         if entry is None:
             detail.update("No preset matches the filter." if self.entries else "")
         elif entry.error:
-            detail.update(f"[b]{entry.path.name}[/b] cannot be loaded: [$error]{entry.error}[/]\nPress t to open it as text and fix it.")
+            # Text, not markup: error messages quote TOML such as "[training]".
+            detail.update(Text.assemble((entry.path.name, "bold"), " does not load: ", (entry.problem, "red"),
+                                        "  ·  t: open as text to fix it"))
         else:
-            detail.update(f"[b]{entry.path}[/b]\n{store.train_command(entry.path)}")
+            detail.update(Text.assemble((str(entry.path), "bold"), "\n", store.train_command(entry.path)))
 
     # ------------------------------------------------------------------ events
 
@@ -168,6 +172,15 @@ class PresetListScreen(Screen):
 
             self.app.push_screen(TextEditorScreen(entry.path))
 
+    def action_start(self) -> None:
+        entry = self.highlighted
+        if entry is None:
+            return
+        if entry.error:
+            self.notify(f"{entry.path.name} does not load: {entry.error}", severity="error")
+            return
+        self.app.start_run(entry.path)
+
     def action_show_command(self) -> None:
         entry = self.highlighted
         if entry is not None:
@@ -218,6 +231,7 @@ class PresetListScreen(Screen):
 
     def commands(self):
         for title, help_text, action in (
+            ("Start run", "Train the highlighted preset in the background", self.action_start),
             ("New preset", "Create a preset with the demo defaults", self.action_new),
             ("Clone preset", "Copy the highlighted preset", self.action_clone),
             ("Rename preset", "Rename the highlighted preset", self.action_rename),

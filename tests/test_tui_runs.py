@@ -1,0 +1,56 @@
+"""Runs from the app: a real `orpo-train` started, watched, stopped and resumed through Pilot."""
+
+import time
+
+from textual.widgets import DataTable
+
+from trainer.runs import read_status
+from tui.app import make_app
+from tui.charts import ChartView
+from tui.screens.monitor import MonitorScreen
+from tui.screens.runs import RunsScreen
+
+PRESET = """description = "short demo for the app test"
+[training]
+iters = 400
+steps_per_report = 2
+steps_per_eval = 0
+save_every = 100
+"""
+
+
+async def wait_until(pilot, condition, timeout=120.0, what=""):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await pilot.pause(0.2)
+
+
+async def test_start_watch_stop_resume_finish(tmp_path):
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "short.toml").write_text(PRESET)
+    app = make_app(presets, tmp_path / "runs")
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press(*"short", "tab", "s")
+        await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 60, "the monitor")
+        monitor = app.screen
+        run_dir = monitor.run_dir
+        await wait_until(pilot, lambda: len(monitor.series.train("loss")[0]) >= 3, 120, "loss points")
+        chart = monitor.query_one("#chart-loss", ChartView)
+        await wait_until(pilot, lambda: chart.renders >= 2, 10, "a chart redraw with data")
+        assert "loss" in chart.render().plain and "waiting for data" not in chart.render().plain
+
+        await pilot.press("x")
+        await wait_until(pilot, lambda: (read_status(run_dir) or {}).get("state") == "stopped", 60, "stopped")
+        assert (run_dir / "adapters" / "adapters.safetensors").is_file()
+        stopped_at = read_status(run_dir)["step"]
+
+        # Extend from the runs list to a near finish line, as a user would after a stop.
+        await pilot.press("escape")
+        assert isinstance(app.screen, RunsScreen)
+        await wait_until(pilot, lambda: app.screen.query_one(DataTable).row_count == 1, 10, "the runs row")
+        app.resume_run(run_dir, [f"training.iters={stopped_at + 4}"])
+        await wait_until(pilot, lambda: (read_status(run_dir) or {}).get("state") == "completed", 120, "completed")
+        await pilot.pause(1.2)  # one refresh tick of the runs list
+        assert "completed" in str(app.screen.query_one(DataTable).get_row_at(0)[1])

@@ -1,0 +1,114 @@
+"""Starting, stopping and resuming `orpo-train` processes, detached from the app.
+
+A run is started in its own session with no shell, its output going to its own train.log
+(the trainer's `--log-only`), so closing the app or losing the SSH link never touches it.
+Nothing here imports Textual: the screens call these functions from worker threads.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from trainer.runs import pid_alive, read_status, write_status
+
+TRAINER = [sys.executable, "-m", "trainer"]
+
+
+class LaunchError(Exception):
+    """The trainer refused to start (bad preset, bad --set); the one line it printed."""
+
+
+@dataclass
+class Launcher:
+    """Keeps the Popen objects of the runs this app started, so they are reaped when they
+    exit instead of lingering as zombies (runs started elsewhere are watched by pid)."""
+
+    children: dict[int, subprocess.Popen] = field(default_factory=dict)
+
+    def reap(self) -> None:
+        for pid, proc in list(self.children.items()):
+            if proc.poll() is not None:
+                del self.children[pid]
+
+    def start(self, preset: Path, runs_dir: Path, overrides: Sequence[str] = ()) -> Path:
+        args = [str(preset), "--runs-dir", str(runs_dir)]
+        return self._spawn(args, overrides, runs_dir)
+
+    def resume(self, run_dir: Path, overrides: Sequence[str] = ()) -> Path:
+        return self._spawn(["--resume", str(run_dir)], overrides, run_dir.parent)
+
+    def _spawn(self, args: list[str], overrides: Sequence[str], runs_dir: Path, timeout: float = 60) -> Path:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        errors = runs_dir / f".launch-{os.getpid()}-{time.monotonic_ns()}.err"
+        sets = [x for item in overrides for x in ("--set", item)]
+        with errors.open("w") as err:
+            proc = subprocess.Popen(
+                [*TRAINER, *args, *sets, "--log-only"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                start_new_session=True, text=True,
+            )
+        try:
+            line = _first_line(proc, timeout)
+            if not line:
+                proc.wait(timeout=timeout)
+                text = errors.read_text().strip().splitlines()
+                raise LaunchError(text[-1].removeprefix("orpo-train: ") if text else f"orpo-train exited with {proc.returncode}")
+        finally:
+            errors.unlink(missing_ok=True)
+        proc.stdout.close()  # the trainer writes nothing more there (--log-only)
+        self.children[proc.pid] = proc
+        return Path(line)
+
+
+def _first_line(proc: subprocess.Popen, timeout: float) -> str:
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    return proc.stdout.readline().strip() if ready else ""
+
+
+# ---------------------------------------------------------------------------- stopping
+
+STOP_PHASES = ("SIGINT", "SIGTERM", "SIGKILL")
+
+
+def stop_process(pid: int, on_phase: Callable[[str, float], None] = lambda phase, wait: None,
+                 waits: Sequence[float] = (60.0, 15.0, 5.0), alive: Callable[[int], bool] = pid_alive) -> str:
+    """Ask politely, then firmly, then end it: SIGINT lets the trainer finish its step and
+    save; SIGTERM (its second signal) makes it stop at once; SIGKILL if it still lives.
+    Returns the phase that ended the process ("" if it was already gone)."""
+    for phase, wait in zip(STOP_PHASES, waits):
+        if not alive(pid):
+            return ""
+        on_phase(phase, wait)
+        try:
+            os.kill(pid, getattr(signal, phase))
+        except ProcessLookupError:
+            return phase
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not alive(pid):
+                return phase
+            time.sleep(0.1)
+    return STOP_PHASES[-1]
+
+
+def stop_run(run_dir: Path, on_phase: Callable[[str, float], None] = lambda phase, wait: None,
+             waits: Sequence[float] = (60.0, 15.0, 5.0), alive: Callable[[int], bool] = pid_alive) -> str:
+    """Stop a run's trainer; after a SIGKILL the trainer could not record its own end, so the
+    status says what happened (its last checkpoint is intact and resumable)."""
+    status = read_status(run_dir) or {}
+    pid = status.get("pid")
+    if not pid or status.get("state") not in ("running", "stopping", "pending"):
+        return ""
+    ended_by = stop_process(pid, on_phase, waits, alive)
+    if ended_by == "SIGKILL":
+        write_status(run_dir, state="stopped", ended_at=time.time(),
+                     error="killed with SIGKILL after ignoring SIGINT and SIGTERM; resumes from its last checkpoint")
+    return ended_by

@@ -1,0 +1,165 @@
+"""One run, live: ORPO curves, progress with ETA, health alarms, the end of train.log and the
+latest sample generations. Everything is read from the run directory, tailed by offset."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.text import Text
+from textual.app import ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header, ProgressBar, Static
+
+from trainer.events import MetricsTail
+from trainer.runs import effective_state, read_status
+from tui.alarms import health_alarms
+from tui.charts import ChartView
+from tui.runs_index import format_duration
+from tui.series import RunSeries
+from tui.chart_specs import CHARTS, chart_series
+
+LOG_TAIL_BYTES = 64 * 1024
+
+
+def tail_text(path: Path, lines: int) -> str:
+    """The last lines of a log, reading only its end however large it grows."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(size - LOG_TAIL_BYTES, 0))
+            data = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])
+
+
+class MonitorScreen(Screen):
+    CSS_PATH = "monitor.tcss"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", id="monitor.back", tooltip="Back to the runs list"),
+        Binding("m", "toggle_smooth", "Smooth", id="monitor.smooth", tooltip="Exponential moving average on/off"),
+        Binding("l", "toggle_log", "Log y", id="monitor.log", tooltip="Logarithmic y axis on/off"),
+        Binding("a", "toggle_window", "All/last", id="monitor.window", tooltip="All steps or the last 200 reports"),
+        Binding("x", "stop", "Stop", id="monitor.stop", tooltip="Stop: SIGINT, then SIGTERM, then SIGKILL"),
+        Binding("u", "resume", "Resume", id="monitor.resume", tooltip="Resume a stopped or crashed run"),
+    ]
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__()
+        self.run_dir = run_dir
+        self.series = RunSeries()
+        self.tail = MetricsTail(run_dir / "metrics.jsonl")
+        self.smooth = False
+        self.log_y = False
+        self.last_n: int | None = None
+        self._drawn_version = -1
+        self.total_steps = 0
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="top"):
+            with Horizontal(id="progress-line"):
+                yield ProgressBar(id="progress", show_eta=True)
+                yield Static(id="state")
+            yield Static(id="alarms")
+        with Grid(id="charts"):
+            for spec in CHARTS:
+                yield ChartView(id=f"chart-{spec.key}")
+        with Horizontal(id="bottom"):
+            yield Static(id="log", markup=False)
+            yield Static(id="samples", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title, self.sub_title = "Monitor", self.run_dir.name
+        self.poll()
+        self.set_interval(1.0, self.poll)
+
+    # ------------------------------------------------------------------ polling
+
+    def poll(self) -> None:
+        events = self.tail.read_new()
+        if events:
+            self.series.add(events)
+        status = read_status(self.run_dir) or {}
+        self.show_status(status)
+        if self.series.version != self._drawn_version:
+            self._drawn_version = self.series.version
+            self.redraw()
+        log = self.query_one("#log", Static)
+        log.update(tail_text(self.run_dir / "train.log", max(log.size.height, 1)) or "train.log is empty")
+
+    def redraw(self) -> None:
+        for spec in CHARTS:
+            self.query_one(f"#chart-{spec.key}", ChartView).update_series(
+                chart_series(self.series, spec, smooth=self.smooth, last_n_reports=self.last_n),
+                version=(self.series.version, self.smooth, self.last_n), title=spec.title, log_y=self.log_y)
+        alarms = health_alarms(self.series, total_steps=self.total_steps or None)
+        widget = self.query_one("#alarms", Static)
+        widget.update(Text("\n".join(f"⚠ {a.message}" for a in alarms), style="bold red") if alarms else Text("no alarms", style="dim"))
+        self.show_samples()
+
+    def show_status(self, status: dict) -> None:
+        state = self.app.stop_phase.get(self.run_dir) or (effective_state(status) if status else "pending")
+        step, total = int(status.get("step") or 0), int(status.get("total_steps") or 0)
+        self.total_steps = total
+        bar = self.query_one("#progress", ProgressBar)
+        bar.update(total=total or None, progress=step)
+        started = status.get("started_at")
+        ended = status.get("ended_at") if state not in ("running", "stopping") else None
+        elapsed = ((ended or time.time()) - started) if started else None
+        parts = [f"{state}", f"step {step}/{total}", format_duration(elapsed)]
+        if status.get("error"):
+            parts.append(f"error: {status['error']}")
+        style = "bold red" if state in ("failed", "crashed") else ""
+        self.query_one("#state", Static).update(Text("  ·  ".join(p for p in parts if p), style=style))
+
+    def show_samples(self) -> None:
+        samples = self.series.samples
+        widget = self.query_one("#samples", Static)
+        if not samples:
+            widget.update("No sample generations yet.")
+            return
+        step = samples[-1].get("step")
+        latest = [s for s in samples if s.get("step") == step]
+        widget.update("\n".join([f"samples at step {step}:"] + [f"» {s.get('prompt', '')}\n  {s.get('completion', '')}" for s in latest]))
+
+    # ------------------------------------------------------------------ toggles and actions
+
+    def _toggled(self, message: str) -> None:
+        self.redraw()
+        self.notify(message, timeout=2)
+
+    def action_toggle_smooth(self) -> None:
+        self.smooth = not self.smooth
+        self._toggled(f"smoothing {'on (EMA)' if self.smooth else 'off'}")
+
+    def action_toggle_log(self) -> None:
+        self.log_y = not self.log_y
+        self._toggled(f"log-scale y {'on' if self.log_y else 'off'}")
+
+    def action_toggle_window(self) -> None:
+        self.last_n = None if self.last_n else 200
+        self._toggled("last 200 reports" if self.last_n else "all steps")
+
+    def action_stop(self) -> None:
+        self.app.stop_run(self.run_dir)
+
+    def action_resume(self) -> None:
+        state = effective_state(read_status(self.run_dir))
+        if state in ("stopped", "crashed", "failed"):
+            self.app.resume_run(self.run_dir)
+        else:
+            self.notify(f"A {state} run cannot be resumed.", severity="warning")
+
+    def commands(self):
+        yield SystemCommand("Toggle smoothing", "EMA smoothing of the training curves", self.action_toggle_smooth)
+        yield SystemCommand("Toggle log scale", "Logarithmic y axis", self.action_toggle_log)
+        yield SystemCommand("Toggle all / last steps", "Show all steps or only the last 200 reports", self.action_toggle_window)
+        yield SystemCommand("Stop run", "SIGINT, then SIGTERM, then SIGKILL", self.action_stop)
+        yield SystemCommand("Resume run", "Resume this stopped or crashed run", self.action_resume)

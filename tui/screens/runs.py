@@ -1,0 +1,194 @@
+"""Every run folder with its state, progress and latest numbers; refreshes by itself, and
+is where runs are stopped, resumed, extended and deleted."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from datetime import datetime
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from tui.runs_index import RunsIndex, RunSummary, format_duration
+from tui.screens.dialogs import AskName, Confirm
+
+STATE_STYLE = {"running": "bold green", "stopping": "yellow", "pending": "cyan", "completed": "blue",
+               "stopped": "magenta", "failed": "bold red", "crashed": "bold red"}
+SORTS = (("started", lambda s: s.started_at or 0, True), ("state", lambda s: s.state, False),
+         ("loss", lambda s: s.loss if s.loss is not None else float("inf"), False),
+         ("val acc", lambda s: -(s.val_acc if s.val_acc is not None else -1), False))
+
+
+def fmt(value: float | None, spec: str = ".4f") -> str:
+    return "" if value is None else format(value, spec)
+
+
+class RunsScreen(Screen):
+    CSS_PATH = "runs.tcss"
+    BINDINGS = [
+        Binding("enter", "monitor", "Monitor", id="runs.monitor", tooltip="Open the run's live charts"),
+        Binding("x", "stop", "Stop", id="runs.stop", tooltip="Stop: SIGINT, then SIGTERM, then SIGKILL"),
+        Binding("u", "resume", "Resume", id="runs.resume", tooltip="Resume a stopped or crashed run"),
+        Binding("e", "extend", "Extend", id="runs.extend", tooltip="Train a finished run for more steps"),
+        Binding("d", "delete", "Delete", id="runs.delete", tooltip="Move the run folder to the trash"),
+        Binding("o", "sort", "Sort", id="runs.sort", tooltip="Cycle the sort order"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.summaries: list[RunSummary] = []
+        self.sort_index = 0
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield Static(id="detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title, self.sub_title = "Runs", str(self.app.runs_dir)
+        self.index = RunsIndex(self.app.runs_dir)
+        table = self.query_one(DataTable)
+        for key, label in (("run", "Run"), ("state", "State"), ("step", "Step"), ("loss", "Loss"), ("val_loss", "Val loss"),
+                           ("val_acc", "Val acc"), ("started", "Started"), ("duration", "Duration"), ("note", "Note")):
+            table.add_column(label, key=key)
+        self.refresh_runs()
+        self.set_interval(1.0, self.refresh_runs)
+
+    # ------------------------------------------------------------------ table
+
+    def refresh_runs(self) -> None:
+        self.app.launcher.reap()
+        name, key, reverse = SORTS[self.sort_index]
+        self.summaries = sorted(self.index.refresh(), key=key, reverse=reverse)
+        self.sub_title = f"{self.app.runs_dir} · sorted by {name}"
+        table = self.query_one(DataTable)
+        selected = self.selected.path if self.selected else None
+        rows = [self.row(s) for s in self.summaries]
+        keys = [str(s.path) for s in self.summaries]
+        if keys != [str(k.value) for k in table.rows]:
+            table.clear()
+            for k, row in zip(keys, rows):
+                table.add_row(*row, key=k)
+            if selected is not None and str(selected) in table.rows:
+                table.move_cursor(row=table.get_row_index(str(selected)))
+        else:
+            for k, row in zip(keys, rows):
+                for column, value in zip(table.columns, row):
+                    if table.get_cell(k, column) != value:
+                        table.update_cell(k, column, value)
+        self.show_detail()
+
+    def row(self, s: RunSummary) -> tuple:
+        from rich.text import Text
+
+        state = self.app.stop_phase.get(s.path) or s.state
+        note = s.alarm or (s.error or "")
+        return (
+            s.name, Text(state, style=STATE_STYLE.get(s.state, "")), f"{s.step}/{s.total}",
+            fmt(s.loss), fmt(s.val_loss), fmt(s.val_acc, ".3f"),
+            datetime.fromtimestamp(s.started_at).strftime("%m-%d %H:%M") if s.started_at else "",
+            format_duration(s.duration), Text(note[:60], style="red" if note else ""),
+        )
+
+    @property
+    def selected(self) -> RunSummary | None:
+        table = self.query_one(DataTable)
+        if not table.row_count:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return next((s for s in self.summaries if str(s.path) == key), None)
+
+    def show_detail(self) -> None:
+        s = self.selected
+        detail = self.query_one("#detail", Static)
+        if s is None:
+            detail.update(f"No runs in {self.app.runs_dir} yet. Start one from a preset (F2, then s).")
+            return
+        lines = [str(s.path)]
+        if s.error:
+            lines.append(f"error: {s.error}")
+        if s.state == "crashed":
+            lines.append("The trainer is gone without recording an end: press u to resume from its last checkpoint.")
+        detail.update("\n".join(lines))
+
+    @on(DataTable.RowHighlighted)
+    def highlighted(self) -> None:
+        self.show_detail()
+
+    @on(DataTable.RowSelected)
+    def selected_row(self) -> None:
+        self.action_monitor()
+
+    # ------------------------------------------------------------------ actions
+
+    def action_monitor(self) -> None:
+        s = self.selected
+        if s is not None:
+            from tui.screens.monitor import MonitorScreen
+
+            self.app.push_screen(MonitorScreen(s.path))
+
+    def action_sort(self) -> None:
+        self.sort_index = (self.sort_index + 1) % len(SORTS)
+        self.refresh_runs()
+
+    def action_stop(self) -> None:
+        s = self.selected
+        if s is None or not s.active:
+            self.notify("Only a running run can be stopped.", severity="warning")
+            return
+        self.app.stop_run(s.path)
+
+    def action_resume(self) -> None:
+        s = self.selected
+        if s is None or s.state not in ("stopped", "crashed", "failed"):
+            self.notify("Resume takes a stopped, crashed or failed run; extend a completed one (e).", severity="warning")
+            return
+        self.app.resume_run(s.path)
+
+    def action_extend(self) -> None:
+        s = self.selected
+        if s is None or s.active:
+            return
+
+        def done(text: str | None) -> None:
+            if text:
+                try:
+                    more = int(text)
+                except ValueError:
+                    self.notify(f"'{text}' is not a number of steps", severity="error")
+                    return
+                self.app.resume_run(s.path, [f"training.iters={s.total + more}"])
+
+        self.app.push_screen(AskName(f"Train {s.name} for how many more steps? (now {s.step}/{s.total})", "100"), done)
+
+    def action_delete(self) -> None:
+        s = self.selected
+        if s is None:
+            return
+        if s.active:
+            self.notify("Stop the run before deleting it.", severity="warning")
+            return
+
+        def done(choice: str) -> None:
+            if choice == "delete":
+                trash = self.app.runs_dir / ".trash"
+                trash.mkdir(exist_ok=True)
+                shutil.move(str(s.path), trash / f"{time.strftime('%Y%m%d-%H%M%S')}-{s.name}")
+                self.notify(f"Moved {s.name} to {trash}")
+                self.refresh_runs()
+
+        self.app.push_screen(Confirm(f"Delete run {s.name}?", "The folder moves to .trash/ in the runs folder.",
+                                     [("cancel", "Cancel", "default"), ("delete", "Delete", "error")]), done)
+
+    def commands(self):
+        yield SystemCommand("Stop run", "Stop the highlighted run (SIGINT → SIGTERM → SIGKILL)", self.action_stop)
+        yield SystemCommand("Resume run", "Resume the highlighted stopped or crashed run", self.action_resume)
+        yield SystemCommand("Extend run", "Train the highlighted run for more steps", self.action_extend)
+        yield SystemCommand("Delete run", "Move the highlighted run to the trash", self.action_delete)
