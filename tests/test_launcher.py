@@ -70,3 +70,33 @@ def test_real_run_is_detached_stoppable_and_resumable(tmp_path):
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert train_steps(run_dir) == list(range(1, status["step"] + 4))
+
+
+def test_run_again_from_a_runs_resolved_config(tmp_path):
+    from trainer.config import config_from_dict, dump_toml, load_preset
+
+    old = tmp_path / "old-run"
+    old.mkdir()
+    dump_toml(config_from_dict({"training": {"iters": 2, "steps_per_eval": 0}}, "t"), old / "config.toml")
+    run_dir = Launcher().start(old / "config.toml", tmp_path / "runs", ["output.name=demo"])
+    assert run_dir.name.endswith("-demo")
+    deadline = time.monotonic() + 120
+    while (read_status(run_dir) or {}).get("state") not in ("completed", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert read_status(run_dir)["state"] == "completed"
+    assert load_preset(run_dir / "config.toml").training.iters == 2
+
+
+def test_runs_index_reports_health_alarms(tmp_path):
+    from trainer.events import MetricsWriter
+    from tui.runs_index import RunsIndex
+
+    run = tmp_path / "20260101-000000-demo"
+    run.mkdir()
+    write_status(run, state="completed", step=3, total_steps=3)
+    with MetricsWriter(run / "metrics.jsonl") as w:
+        w.write("train", 1, loss=2.0)
+        w.write("train", 2, loss=float("nan"))
+    (summary,) = RunsIndex(tmp_path).refresh()
+    assert summary.preset == "demo" and "nan" in summary.alarm and "step 2" in summary.alarm

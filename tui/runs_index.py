@@ -3,13 +3,14 @@ each run's metrics.jsonl is tailed from where the last look stopped."""
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainer.events import MetricsTail
 from trainer.runs import effective_state, list_runs, read_status
+from tui.alarms import health_alarms
+from tui.series import RunSeries
 
 _STAMP = len("YYYYmmdd-HHMMSS-")
 
@@ -52,10 +53,9 @@ class RunSummary:
 @dataclass
 class _Latest:
     tail: MetricsTail
-    loss: float | None = None
-    val_loss: float | None = None
-    val_acc: float | None = None
-    nonfinite: str | None = None
+    series: RunSeries = field(default_factory=RunSeries)
+    alarm: str | None = None
+    alarm_version: int = -1
 
 
 @dataclass
@@ -68,33 +68,25 @@ class RunsIndex:
         for run in list_runs(self.runs_dir):
             status = read_status(run) or {}
             latest = self._latest.setdefault(run, _Latest(MetricsTail(run / "metrics.jsonl")))
-            for event in latest.tail.read_new():
-                _absorb(latest, event)
+            events = latest.tail.read_new()
+            if events:
+                latest.series.add(events)
+            total = int(status.get("total_steps") or 0)
+            if latest.series.version != latest.alarm_version:  # alarms only when data moved
+                latest.alarm_version = latest.series.version
+                alarms = health_alarms(latest.series, total_steps=total or None)
+                latest.alarm = alarms[0].message if alarms else None
+            last_train, last_val = latest.series.last_train, latest.series.last_val
             out.append(RunSummary(
                 path=run, state=effective_state(status) if status else "pending",
-                step=int(status.get("step") or 0), total=int(status.get("total_steps") or 0),
-                loss=latest.loss, val_loss=latest.val_loss, val_acc=latest.val_acc,
+                step=int(status.get("step") or 0), total=total,
+                loss=last_train.get("loss"), val_loss=last_val.get("loss"), val_acc=last_val.get("rewards/accuracies"),
                 started_at=status.get("started_at"), ended_at=status.get("ended_at"),
-                error=status.get("error"), pid=status.get("pid"), alarm=latest.nonfinite,
+                error=status.get("error"), pid=status.get("pid"), alarm=latest.alarm,
             ))
         for gone in set(self._latest) - {s.path for s in out}:
             del self._latest[gone]
         return out
-
-
-def _absorb(latest: _Latest, event: dict) -> None:
-    kind = event.get("event")
-    if kind == "train":
-        latest.loss = event.get("loss", latest.loss)
-    elif kind == "val":
-        latest.val_loss = event.get("loss", latest.val_loss)
-        latest.val_acc = event.get("rewards/accuracies", latest.val_acc)
-    else:
-        return
-    if latest.nonfinite is None:
-        bad = [k for k, v in event.items() if isinstance(v, float) and not math.isfinite(v)]
-        if bad:
-            latest.nonfinite = f"{bad[0]} is {event[bad[0]]} at step {event.get('step')}"
 
 
 def format_duration(seconds: float | None) -> str:

@@ -35,6 +35,7 @@ class RunsScreen(Screen):
         Binding("x", "stop", "Stop", id="runs.stop", tooltip="Stop: SIGINT, then SIGTERM, then SIGKILL"),
         Binding("u", "resume", "Resume", id="runs.resume", tooltip="Resume a stopped or crashed run"),
         Binding("e", "extend", "Extend", id="runs.extend", tooltip="Train a finished run for more steps"),
+        Binding("r", "rerun", "Run again", id="runs.rerun", tooltip="Start a new run from this run's resolved config"),
         Binding("d", "delete", "Delete", id="runs.delete", tooltip="Move the run folder to the trash"),
         Binding("o", "sort", "Sort", id="runs.sort", tooltip="Cycle the sort order"),
     ]
@@ -168,6 +169,12 @@ class RunsScreen(Screen):
 
         self.app.push_screen(AskName(f"Train {s.name} for how many more steps? (now {s.step}/{s.total})", "100"), done)
 
+    def action_rerun(self) -> None:
+        """A new run with exactly the config this one used, named after the same preset."""
+        s = self.selected
+        if s is not None:
+            self.app.start_run(s.path / "config.toml", [f"output.name={s.preset}"])
+
     def action_delete(self) -> None:
         s = self.selected
         if s is None:
@@ -191,4 +198,5 @@ class RunsScreen(Screen):
         yield SystemCommand("Stop run", "Stop the highlighted run (SIGINT → SIGTERM → SIGKILL)", self.action_stop)
         yield SystemCommand("Resume run", "Resume the highlighted stopped or crashed run", self.action_resume)
         yield SystemCommand("Extend run", "Train the highlighted run for more steps", self.action_extend)
+        yield SystemCommand("Run again", "Start a new run from the highlighted run's config", self.action_rerun)
         yield SystemCommand("Delete run", "Move the highlighted run to the trash", self.action_delete)
