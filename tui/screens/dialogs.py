@@ -33,6 +33,24 @@ class Confirm(ModalScreen[str]):
         self.dismiss(event.button.id or "cancel")
 
 
+def leave_unless_kept(screen, dirty: bool, what: str, save, then) -> None:
+    """Run `then` unless there are unsaved changes the user wants to keep. `save` returns
+    whether it saved (a form with errors refuses), and `then` runs only if it did."""
+    if not dirty:
+        then()
+        return
+
+    def done(choice: str) -> None:
+        if choice == "discard" or (choice == "save" and save()):
+            then()
+
+    screen.app.push_screen(
+        Confirm("Unsaved changes", f"{what} has changes that are not saved.",
+                [("cancel", "Keep editing", "default"), ("discard", "Discard", "error"), ("save", "Save", "primary")]),
+        done,
+    )
+
+
 class AskName(ModalScreen[str | None]):
     """Ask for a preset name; dismisses with the text, or None when cancelled."""
 

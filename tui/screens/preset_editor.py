@@ -18,7 +18,7 @@ from trainer.config import (Config, ConfigError, FieldSpec, dump_toml, get_value
                             replace_value, validate, validate_field)
 from tui import presets_store as store
 from tui.derived import count_train_rows, derived_values
-from tui.screens.dialogs import AskName, Confirm, ShowCommand
+from tui.screens.dialogs import AskName, ShowCommand, leave_unless_kept
 
 # The grouping of MLX-LoRA-Studio's shared form, which users of MLX fine-tuning know.
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -270,20 +270,7 @@ class PresetEditorScreen(Screen):
         self.leave(then=self.app.pop_screen)
 
     def leave(self, then) -> None:
-        """Run `then` unless there are unsaved changes the user wants to keep."""
-        if not self.dirty:
-            then()
-            return
-
-        def done(choice: str) -> None:
-            if choice == "discard" or (choice == "save" and self.action_save()):
-                then()
-
-        self.app.push_screen(
-            Confirm("Unsaved changes", f"{self.entry.path.name} has changes that are not saved.",
-                    [("cancel", "Keep editing", "default"), ("discard", "Discard", "error"), ("save", "Save", "primary")]),
-            done,
-        )
+        leave_unless_kept(self, self.dirty, self.entry.path.name, self.action_save, then)
 
     def action_preflight(self) -> None:
         self.query_one("#preflight", Static).update("Checking the data… (loads the dataset and tokenizer)")

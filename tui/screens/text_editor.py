@@ -11,7 +11,7 @@ from textual.widgets import Footer, Header, Static, TextArea
 
 from trainer.config import ConfigError, load_preset
 from trainer.runs import atomic_write_text
-from tui.screens.dialogs import Confirm
+from tui.screens.dialogs import leave_unless_kept
 
 
 class TextEditorScreen(Screen):
@@ -55,12 +55,13 @@ class TextEditorScreen(Screen):
         status.set_class(bool(problem), "error-text")
         return problem
 
-    def action_save(self) -> None:
+    def action_save(self) -> bool:
         text = self.query_one(TextArea).text
         atomic_write_text(self.path, text)
         self.original = text
         problem = self.check(text)
         self.notify(f"Saved {self.path.name}" + (" (still has a problem)" if problem else ""), severity="warning" if problem else "information")
+        return True
 
     @property
     def dirty(self) -> bool:
@@ -70,15 +71,4 @@ class TextEditorScreen(Screen):
         self.leave(then=self.app.pop_screen)
 
     def leave(self, then) -> None:
-        if not self.dirty:
-            then()
-            return
-
-        def done(choice: str) -> None:
-            if choice == "save":
-                self.action_save()
-            if choice in ("save", "discard"):
-                then()
-
-        self.app.push_screen(Confirm("Unsaved changes", f"{self.path.name} has unsaved text.",
-                                     [("cancel", "Keep editing", "default"), ("discard", "Discard", "error"), ("save", "Save", "primary")]), done)
+        leave_unless_kept(self, self.dirty, self.path.name, self.action_save, then)
