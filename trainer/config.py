@@ -300,9 +300,10 @@ class Config:
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class FieldSpec:
-    """One leaf field, as the form and the validators see it.
+@dataclass(frozen=True, kw_only=True)
+class FieldSpec(_Rule):
+    """One leaf field, as the form and the validators see it: the field's rule (help,
+    range, choices, ...) plus where the field sits in the tree.
 
     ``type`` is one of bool, int, float, str or list (a list of strings; the
     config holds it as a tuple, and ``default`` is that tuple).  ``special``
@@ -315,16 +316,6 @@ class FieldSpec:
     name: str
     type: type
     default: Any
-    help: str
-    min: Any = None
-    max: Any = None
-    min_exclusive: bool = False
-    max_exclusive: bool = False
-    choices: Optional[tuple] = None
-    special: Tuple[Tuple[Any, str], ...] = ()
-    reserved: bool = False
-    unit: Optional[str] = None
-    nonempty: bool = False
     section: str = ""
     section_title: str = ""
 
@@ -374,18 +365,9 @@ def _specs(cls: type) -> Tuple[FieldSpec, ...]:
                     name=f.name,
                     type=_kind(f.type),
                     default=f.default,
-                    help=rule.help,
-                    min=rule.min,
-                    max=rule.max,
-                    min_exclusive=rule.min_exclusive,
-                    max_exclusive=rule.max_exclusive,
-                    choices=rule.choices,
-                    special=rule.special,
-                    reserved=rule.reserved,
-                    unit=rule.unit,
-                    nonempty=rule.nonempty,
                     section=top,
                     section_title=top_title,
+                    **vars(rule),
                 )
             )
 
