@@ -81,6 +81,12 @@ def test_data_errors_exit_2_and_mark_the_run_failed(tmp_path, case):
     assert status["state"] == "failed" and status["error"] in line
 
 
+def test_qat_is_refused_until_it_exists(tmp_path):
+    path = preset(tmp_path, "[qat]\nenable = true\n")
+    proc = run_trainer(str(path), "--runs-dir", str(tmp_path / "runs"))
+    assert proc.returncode == 2 and "qat.enable" in proc.stderr and proc.stderr.strip().count("\n") == 0
+
+
 def test_resume_refuses_a_non_run_and_frozen_keys(tmp_path):
     proc = run_trainer("--resume", str(tmp_path))
     assert proc.returncode == 2 and "not a run directory" in proc.stderr

@@ -15,6 +15,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -335,13 +336,14 @@ def make_batches(pairs: Sequence[Pair], batch_size: int) -> list[tuple[int, ...]
     """Group pairs of similar length so little of each batch is padding.
 
     Sorting by length, then chunking, keeps batches tight; the order of the batches is
-    shuffled per epoch by `batch_order`. A short last batch is dropped from training so every
-    step sees `batch_size` pairs; validation keeps it.
+    shuffled per epoch by `batch_order`. The last batch may be short: it holds the longest
+    pairs, which training must see too (the loss is a mean, so a short batch is fine).
     """
     order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
     return [tuple(order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
 
 
+@lru_cache(maxsize=4)
 def batch_order(n_batches: int, seed: int, epoch: int) -> np.ndarray:
     """The order of batches in one epoch: a pure function of (seed, epoch), so a resumed run
     sees exactly the batches it would have seen without stopping."""

@@ -20,15 +20,14 @@ from typing import Any, Callable
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
-import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from trainer import data as D
 from trainer.config import Config
 from trainer.events import MetricsWriter
 from trainer.loss import orpo_loss, sequence_logps
-from trainer.model import apply_finetune, load_base, resolve_model_path, save_adapters
-from trainer.runs import atomic_write_text, write_status
+from trainer.model import ModelError, apply_finetune, load_base, resolve_model_path, save_adapters
+from trainer.runs import write_status
 
 CHECKPOINTS_KEPT = 2
 
@@ -198,19 +197,22 @@ def make_train_step(model: nn.Module, optimizer: optim.Optimizer, cfg: Config, u
     return step
 
 
-def evaluate(model: nn.Module, pairs: list[D.Pair], batches: list[tuple[int, ...]], cfg: Config, use_scores: bool, pad_id: int) -> dict[str, float]:
-    """Pair-weighted means of the ORPO metrics over the first `val_batches` batches."""
+def to_device(batch: dict) -> tuple[mx.array, ...]:
+    return tuple(mx.array(batch[k]) for k in ("inputs", "targets", "mask", "scores"))
+
+
+def evaluate(model: nn.Module, batches: list[tuple[int, tuple[mx.array, ...]]], cfg: Config, use_scores: bool) -> dict[str, float]:
+    """Pair-weighted means of the ORPO metrics over `(pairs, device arrays)` batches that
+    were collated once for the whole run."""
     loss_fn = make_loss_fn(cfg.orpo.beta, use_scores)
-    limit = len(batches) if cfg.training.val_batches < 0 else cfg.training.val_batches
     model.eval()
     totals: dict[str, mx.array] = {}
     count = 0
-    for idx in batches[:limit]:
-        b = D.collate([pairs[i] for i in idx], pad_id)
-        _, metrics = loss_fn(model, mx.array(b["inputs"]), mx.array(b["targets"]), mx.array(b["mask"]), mx.array(b["scores"]))
+    for n_pairs, arrays in batches:
+        _, metrics = loss_fn(model, *arrays)
         for k, v in metrics.items():
-            totals[k] = totals.get(k, 0.0) + v * len(idx)
-        count += len(idx)
+            totals[k] = totals.get(k, 0.0) + v * n_pairs
+        count += n_pairs
         mx.eval(totals)
     model.train()
     return {k: v.item() / count for k, v in totals.items()}
@@ -232,6 +234,9 @@ class Prepared:
 
 def prepare(cfg: Config, log: RunLog) -> Prepared:
     """Load model and data; raises ModelError/DataError with one-line messages."""
+    if cfg.qat.enable:
+        # Refuse rather than silently train without it: the run would not be what it says.
+        raise ModelError("qat.enable: quantization-aware training is not implemented yet; set qat.enable = false")
     path = resolve_model_path(cfg.model.path)
     splits = D.load_splits(cfg.data, cfg.training.seed)
     for note in splits.notes:
@@ -280,9 +285,11 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, log: RunLog, stop: StopFla
     writer = MetricsWriter(metrics_path)
 
     train_batches = D.make_batches(prep.train_pairs, t.batch_size)
-    if len(prep.train_pairs) % t.batch_size:
-        train_batches = train_batches[:-1] if len(train_batches) > 1 else train_batches
-    valid_batches = D.make_batches(prep.valid_pairs, t.batch_size) if prep.valid_pairs else []
+    valid_index = D.make_batches(prep.valid_pairs, t.batch_size) if prep.valid_pairs else []
+    if t.val_batches >= 0:
+        valid_index = valid_index[: t.val_batches]
+    # The same validation batches at every evaluation: collate them once.
+    valid_batches = [(len(idx), to_device(D.collate([prep.valid_pairs[i] for i in idx], pad_id))) for idx in valid_index]
     step_fn = make_train_step(model, optimizer, cfg, prep.use_scores)
     model.train()
 
@@ -296,7 +303,7 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, log: RunLog, stop: StopFla
         if not valid_batches or t.steps_per_eval == 0:
             return
         tic = time.perf_counter()
-        values = evaluate(model, prep.valid_pairs, valid_batches, cfg, prep.use_scores, pad_id)
+        values = evaluate(model, valid_batches, cfg, prep.use_scores)
         writer.write("val", step, **values, val_time=time.perf_counter() - tic)
         log(f"step {step}: val loss {values['loss']:.4f}, reward acc {values['rewards/accuracies']:.3f}, margin {values['rewards/margins']:.4f}")
 
@@ -319,7 +326,7 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, log: RunLog, stop: StopFla
             index = step * t.grad_accumulation_steps + micro
             idx = D.batch_at(train_batches, t.seed, index)
             b = D.collate([prep.train_pairs[i] for i in idx], pad_id)
-            metrics, grad = step_fn(mx.array(b["inputs"]), mx.array(b["targets"]), mx.array(b["mask"]), mx.array(b["scores"]), grad, micro == t.grad_accumulation_steps - 1)
+            metrics, grad = step_fn(*to_device(b), grad, micro == t.grad_accumulation_steps - 1)
             for k, v in metrics.items():
                 window[k] = window.get(k, 0.0) + v
             window_tokens += b["tokens"]
@@ -352,12 +359,11 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, log: RunLog, stop: StopFla
         if t.steps_per_eval and (step % t.steps_per_eval == 0 or step == t.iters):
             validate(step)
             window_start = time.perf_counter()  # validation time is not training time
-        if step % t.save_every == 0 or step == t.iters or stop.requested:
+        if step % t.save_every == 0:
             checkpoint(step)
             last_saved = step
             window_start = time.perf_counter()
 
-    if last_saved != step:
+    if last_saved != step:  # the final step, or where a stop request ended the loop
         checkpoint(step)
-    final = "completed" if step >= t.iters else "stopped"
-    return final
+    return "completed" if step >= t.iters else "stopped"
