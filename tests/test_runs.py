@@ -138,3 +138,22 @@ def test_list_runs_newest_first(tmp_path):
     (old / "status.json").unlink()
     (old / "config.toml").write_text("")
     assert list_runs(tmp_path)[-1] == old
+
+
+def test_run_label_strips_stamp_and_collision_suffix():
+    from trainer.runs import run_label
+
+    assert run_label("20261127-142102-demo") == "demo"
+    assert run_label("20261127-142102-beta-sweep-2") == "beta-sweep"
+    assert run_label("my-hand-made-run") == "my-hand-made-run"
+
+
+def test_move_to_trash_never_overwrites(tmp_path):
+    from trainer.runs import TRASH_DIR, move_to_trash
+
+    targets = []
+    for _ in range(3):
+        (tmp_path / "x.toml").write_text("a")
+        targets.append(move_to_trash(tmp_path / "x.toml"))
+    assert len(set(targets)) == 3 and all(t.parent == tmp_path / TRASH_DIR for t in targets)
+    assert not (tmp_path / "x.toml").exists()

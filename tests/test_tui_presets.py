@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Input, Static
 
+from trainer.runs import TRASH_DIR
 from tui import presets_store as store
 from tui.app import make_app
 from tui.screens.preset_editor import PresetEditorScreen
@@ -161,7 +162,7 @@ async def test_clone_rename_delete_from_the_list(presets):
         await pilot.click("#delete")
         await pilot.pause()
     remaining = sorted(p.name for p in presets.glob("*.toml"))
-    trashed = [p.name for p in (presets / store.TRASH).iterdir()]
+    trashed = [p.name for p in (presets / TRASH_DIR).iterdir()]
     assert len(remaining) == 3 and len(trashed) == 1
 
 

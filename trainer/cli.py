@@ -18,7 +18,8 @@ import traceback
 from pathlib import Path
 
 from trainer.config import ConfigError, apply_overrides, check, dump_toml, load_preset, replace_value
-from trainer.runs import create_run_dir, pid_alive, read_status, write_status
+from trainer.messages import describe
+from trainer.runs import ACTIVE_STATES, create_run_dir, pid_alive, read_status, write_status
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 130
 
@@ -95,7 +96,7 @@ def _resume_run(args):
     cfg = apply_overrides(cfg, args.overrides)
     check(cfg, str(run_dir / "config.toml"))
     status = read_status(run_dir) or {}
-    if status.get("state") in ("running", "stopping", "pending") and pid_alive(status.get("pid") or -1):
+    if status.get("state") in ACTIVE_STATES and pid_alive(status.get("pid") or -1):
         raise BadInput(f"{run_dir}: still running (pid {status['pid']})")
     ckpt = latest_checkpoint(run_dir)
     done = int(ckpt.name.split("-")[1]) if ckpt else 0
@@ -162,7 +163,7 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True) -> int:
         return EXIT_STOPPED
     except Exception as exc:  # anything unexpected: full traceback in the log, one line out
         log(traceback.format_exc().rstrip())
-        return _failed(run_dir, log, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", EXIT_ERROR)
+        return _failed(run_dir, log, describe(exc), EXIT_ERROR)
     finally:
         log.close()
     write_status(run_dir, state=state, ended_at=time.time())

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 
 from trainer.builtin import resolve_builtin_data
 from trainer.config import DataConfig  # noqa: F401 (annotations)
+from trainer.messages import first_line, hub_offline
 
 _EXTENSIONS = (".jsonl", ".json", ".parquet")
 _VALID_FALLBACKS = ("valid", "validation", "test", "eval")
@@ -179,7 +179,7 @@ def _rows_from_file(path: Path, cfg: DataConfig) -> tuple[list[Row], list[str]]:
     try:
         table = load_dataset(builder, data_files={"rows": str(path)}, split="rows")
     except Exception as exc:  # datasets raises many types; the user needs one line
-        raise DataError(f"{path}: could not be read: {_first_line(exc)}") from None
+        raise DataError(f"{path}: could not be read: {first_line(exc)}") from None
     return rows_from_records(table.to_list(), table.column_names, str(path), cfg), table.column_names
 
 
@@ -198,8 +198,7 @@ def _rows_from_hub(name: str, cfg: DataConfig) -> tuple[list[Row], list[Row] | N
     try:
         ds = load_dataset(name)
     except Exception as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
-        why = "offline and not in the local cache" if offline else _first_line(exc)
+        why = "offline and not in the local cache" if hub_offline() else first_line(exc)
         raise DataError(f"data.path: hub dataset '{name}': {why}") from None
     if cfg.train_split not in ds:
         raise DataError(
@@ -216,11 +215,6 @@ def _rows_from_hub(name: str, cfg: DataConfig) -> tuple[list[Row], list[Row] | N
                 valid_ds.to_list(), valid_ds.column_names, f"{name}[{split}]", cfg
             ), train_ds.column_names
     return train, None, train_ds.column_names
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 # ---------------------------------------------------------------------------- validating rows

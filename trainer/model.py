@@ -17,6 +17,7 @@ from mlx.utils import tree_flatten
 
 from trainer.builtin import resolve_builtin_model
 from trainer.config import Config
+from trainer.messages import first_line, hub_offline
 from trainer.runs import atomic_write_text
 
 
@@ -44,8 +45,7 @@ def resolve_model_path(spec: str) -> Path:
     try:
         return Path(_download(spec))
     except Exception as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        why = "offline and not in the local hub cache" if offline else str(exc).splitlines()[0]
+        why = "offline and not in the local hub cache" if hub_offline() else first_line(exc)
         raise ModelError(f"model.path: hub model '{spec}': {why}") from None
 
 
@@ -55,7 +55,7 @@ def load_base(path: Path, cfg: Config) -> tuple[nn.Module, Any]:
     try:
         model, tokenizer = load(str(path))
     except Exception as exc:
-        raise ModelError(f"model.path: {path}: {str(exc).splitlines()[0]}") from None
+        raise ModelError(f"model.path: {path}: {first_line(exc)}") from None
     bits, group = cfg.model.quantize.bits, cfg.model.quantize.group_size
     if bits and not _is_quantized(model):
         nn.quantize(model, group_size=group, bits=bits)
@@ -100,7 +100,7 @@ def apply_finetune(model: nn.Module, cfg: Config) -> dict[str, Any]:
                 use_dora=cfg.finetune.type == "dora",
             )
         except (ValueError, KeyError) as exc:
-            raise ModelError(f"finetune: {str(exc).splitlines()[0]}") from None
+            raise ModelError(f"finetune: {first_line(exc)}") from None
     if not tree_flatten(model.trainable_parameters()):
         raise ModelError(
             f"finetune.keys: {list(cfg.finetune.keys)} matches no layer of this model"

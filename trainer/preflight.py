@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 from trainer.config import Config, ConfigError, apply_overrides, check, load_preset
 from trainer.data import DataError, Pair, Row, collate, load_splits, tokenize_rows
+from trainer.messages import describe
 from trainer.model import ModelError, resolve_model_path
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
@@ -232,7 +233,7 @@ def main(argv: Sequence[str]) -> int:
         except Exception as exc:  # a bug, not bad input: traceback on stderr, one line in JSON
             traceback.print_exc()
             report = empty_report(cfg)
-            report["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            report["error"] = describe(exc)
             code = EXIT_ERROR
     print(json.dumps(report), flush=True)
     if report["error"] is not None and code == EXIT_OK:

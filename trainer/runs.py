@@ -23,6 +23,10 @@ from typing import Any, Optional
 __all__ = [
     "STATES",
     "ACTIVE_STATES",
+    "RESUMABLE_STATES",
+    "TRASH_DIR",
+    "move_to_trash",
+    "run_label",
     "STATUS_FILE",
     "CONFIG_FILE",
     "METRICS_FILE",
@@ -41,6 +45,9 @@ __all__ = [
 STATES = ("pending", "running", "stopping", "stopped", "completed", "failed")
 # States in which a live trainer process is expected.
 ACTIVE_STATES = ("pending", "running", "stopping")
+# Effective states (see effective_state) that `orpo-train --resume` continues.
+RESUMABLE_STATES = ("stopped", "crashed", "failed")
+TRASH_DIR = ".trash"
 
 STATUS_FILE = "status.json"
 CONFIG_FILE = "config.toml"
@@ -255,6 +262,29 @@ def effective_state(status: Optional[dict]) -> str:
 # --------------------------------------------------------------------------
 
 _STAMP = re.compile(r"^(\d{8}-\d{6})")
+_RUN_NAME = re.compile(r"^\d{8}-\d{6}-(.+?)(?:-\d+)?$")
+
+
+def run_label(name: str) -> str:
+    """The label a run folder was created with (`<stamp>-<label>[-N]`), or the whole name
+    for a folder someone named by hand."""
+    m = _RUN_NAME.match(name)
+    return m.group(1) if m else name
+
+
+def move_to_trash(path: Path) -> Path:
+    """Move a file or folder into `.trash/` beside it, stamped so repeated deletes of the
+    same name never collide. Nothing is erased: the user can move it back."""
+    folder = path.parent / TRASH_DIR
+    folder.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = folder / f"{stamp}-{path.name}"
+    n = 2
+    while target.exists():
+        target = folder / f"{stamp}-{n}-{path.name}"
+        n += 1
+    path.rename(target)
+    return target
 
 
 def _natural(name: str) -> list:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from trainer.runs import pid_alive, read_status, write_status
+from trainer.runs import ACTIVE_STATES, pid_alive, read_status, write_status
 
 TRAINER = [sys.executable, "-m", "trainer"]
 
@@ -105,7 +105,7 @@ def stop_run(run_dir: Path, on_phase: Callable[[str, float], None] = lambda phas
     status says what happened (its last checkpoint is intact and resumable)."""
     status = read_status(run_dir) or {}
     pid = status.get("pid")
-    if not pid or status.get("state") not in ("running", "stopping", "pending"):
+    if not pid or status.get("state") not in ACTIVE_STATES:
         return ""
     ended_by = stop_process(pid, on_phase, waits, alive)
     if ended_by == "SIGKILL":

@@ -9,7 +9,6 @@ from __future__ import annotations
 import shlex
 import shutil
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-TRASH = ".trash"
 
 
 @dataclass(frozen=True)
@@ -172,19 +170,6 @@ def create(folder: Path, name: str, description: str = "") -> Path:
     target = _free(preset_path(folder, name))
     folder.mkdir(parents=True, exist_ok=True)
     write_raw(target, {"description": description} if description else {})
-    return target
-
-
-def trash(path: Path) -> Path:
-    """Move a preset into `.trash/` beside it, stamped so repeated deletes never collide."""
-    folder = path.parent / TRASH
-    folder.mkdir(exist_ok=True)
-    target = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{path.name}"
-    n = 2
-    while target.exists():
-        target = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{n}-{path.name}"
-        n += 1
-    path.rename(target)
     return target
 
 

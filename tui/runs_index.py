@@ -8,12 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainer.events import MetricsTail
-from trainer.runs import effective_state, list_runs, read_status
+from trainer.runs import ACTIVE_STATES, effective_state, list_runs, read_status, run_label
 from tui.alarms import health_alarms
 from tui.series import RunSeries
-
-_STAMP = len("YYYYmmdd-HHMMSS-")
-
 
 @dataclass
 class RunSummary:
@@ -36,18 +33,18 @@ class RunSummary:
 
     @property
     def preset(self) -> str:
-        return self.path.name[_STAMP:] or self.path.name
+        return run_label(self.path.name)
 
     @property
     def duration(self) -> float | None:
         if not self.started_at:
             return None
-        end = self.ended_at if self.state not in ("running", "stopping", "pending") else time.time()
+        end = None if self.active else self.ended_at
         return max((end or time.time()) - self.started_at, 0.0)
 
     @property
     def active(self) -> bool:
-        return self.state in ("running", "stopping", "pending")
+        return self.state in ACTIVE_STATES
 
 
 @dataclass

@@ -14,7 +14,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, ProgressBar, Static
 
 from trainer.events import MetricsTail
-from trainer.runs import effective_state, read_status
+from trainer.runs import ACTIVE_STATES, RESUMABLE_STATES, effective_state, read_status
 from tui.alarms import health_alarms
 from tui.charts import ChartView
 from tui.runs_index import format_duration
@@ -59,6 +59,8 @@ class MonitorScreen(Screen):
         self.last_n: int | None = None
         self._drawn_version = -1
         self.total_steps = 0
+        self._log_key: tuple | None = None
+        self.error: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -91,18 +93,35 @@ class MonitorScreen(Screen):
         if self.series.version != self._drawn_version:
             self._drawn_version = self.series.version
             self.redraw()
+        self.show_log()
+
+    def show_log(self) -> None:
+        """Re-read the end of train.log only when it or the box changed."""
         log = self.query_one("#log", Static)
+        try:
+            st = (self.run_dir / "train.log").stat()
+            key = (st.st_mtime_ns, st.st_size, log.size.height)
+        except OSError:
+            key = None
+        if key == self._log_key and key is not None:
+            return
+        self._log_key = key
         log.update(tail_text(self.run_dir / "train.log", max(log.size.height, 1)) or "train.log is empty")
 
     def redraw(self) -> None:
         for spec in CHARTS:
+            # A callable source: the chart builds its series only when it really redraws.
             self.query_one(f"#chart-{spec.key}", ChartView).update_series(
-                chart_series(self.series, spec, smooth=self.smooth, last_n_reports=self.last_n),
+                lambda _width, spec=spec: chart_series(self.series, spec, smooth=self.smooth, last_n_reports=self.last_n),
                 version=(self.series.version, self.smooth, self.last_n), title=spec.title, log_y=self.log_y)
-        alarms = health_alarms(self.series, total_steps=self.total_steps or None)
-        widget = self.query_one("#alarms", Static)
-        widget.update(Text("\n".join(f"⚠ {a.message}" for a in alarms), style="bold red") if alarms else Text("no alarms", style="dim"))
+        self.show_alarms()
         self.show_samples()
+
+    def show_alarms(self) -> None:
+        lines = [f"✖ {self.error}"] if self.error else []
+        lines += [f"⚠ {a.message}" for a in health_alarms(self.series, total_steps=self.total_steps or None)]
+        widget = self.query_one("#alarms", Static)
+        widget.update(Text("\n".join(lines), style="bold red") if lines else Text("no alarms", style="dim"))
 
     def show_status(self, status: dict) -> None:
         state = self.app.stop_phase.get(self.run_dir) or (effective_state(status) if status else "pending")
@@ -111,11 +130,10 @@ class MonitorScreen(Screen):
         bar = self.query_one("#progress", ProgressBar)
         bar.update(total=total or None, progress=step)
         started = status.get("started_at")
-        ended = status.get("ended_at") if state not in ("running", "stopping") else None
+        ended = None if state in ACTIVE_STATES else status.get("ended_at")
         elapsed = ((ended or time.time()) - started) if started else None
         parts = [f"{state}", f"step {step}/{total}", format_duration(elapsed)]
-        if status.get("error"):
-            parts.append(f"error: {status['error']}")
+        self.error = status.get("error")
         style = "bold red" if state in ("failed", "crashed") else ""
         self.query_one("#state", Static).update(Text("  ·  ".join(p for p in parts if p), style=style))
 
@@ -152,7 +170,7 @@ class MonitorScreen(Screen):
 
     def action_resume(self) -> None:
         state = effective_state(read_status(self.run_dir))
-        if state in ("stopped", "crashed", "failed"):
+        if state in RESUMABLE_STATES:
             self.app.resume_run(self.run_dir)
         else:
             self.notify(f"A {state} run cannot be resumed.", severity="warning")

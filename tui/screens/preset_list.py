@@ -13,6 +13,7 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from trainer.runs import TRASH_DIR, move_to_trash
 from tui import presets_store as store
 from tui.screens.dialogs import AskName, Confirm, ShowCommand
 
@@ -37,6 +38,7 @@ class PresetListScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.entries: list[store.PresetEntry] = []
+        self._filled_once = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -54,7 +56,11 @@ class PresetListScreen(Screen):
         self.query_one("#filter", Input).focus()
 
     def on_screen_resume(self) -> None:
-        self.reload()
+        # Coming back from the editor or another mode: files may have changed. The resume
+        # that comes with the first show finds the table just filled by on_mount.
+        if self._filled_once:
+            self.reload()
+        self._filled_once = True
 
     # ------------------------------------------------------------------ data
 
@@ -219,12 +225,12 @@ class PresetListScreen(Screen):
 
         def done(choice: str) -> None:
             if choice == "delete":
-                target = store.trash(entry.path)
+                target = move_to_trash(entry.path)
                 self.notify(f"Moved to {target.parent.name}/{target.name}")
                 self.reload()
 
         self.app.push_screen(
-            Confirm(f"Delete {entry.path.name}?", f"It is moved to {self.presets_dir / store.TRASH}/, not erased.",
+            Confirm(f"Delete {entry.path.name}?", f"It is moved to {self.presets_dir / TRASH_DIR}/, not erased.",
                     [("cancel", "Cancel", "default"), ("delete", "Delete", "error")]),
             done,
         )

@@ -3,17 +3,15 @@ is where runs are stopped, resumed, extended and deleted."""
 
 from __future__ import annotations
 
-import shutil
-import time
 from datetime import datetime
-from pathlib import Path
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from trainer.runs import RESUMABLE_STATES, move_to_trash
 from tui.runs_index import RunsIndex, RunSummary, format_duration
 from tui.screens.dialogs import AskName, Confirm
 
@@ -59,7 +57,15 @@ class RunsScreen(Screen):
                            ("val_acc", "Val acc"), ("started", "Started"), ("duration", "Duration"), ("note", "Note")):
             table.add_column(label, key=key)
         self.refresh_runs()
-        self.set_interval(1.0, self.refresh_runs)
+        self.ticker = self.set_interval(1.0, self.refresh_runs)
+
+    # Textual keeps a covered screen's timers running: pause while the monitor is on top.
+    def on_screen_suspend(self) -> None:
+        self.ticker.pause()
+
+    def on_screen_resume(self) -> None:
+        self.refresh_runs()
+        self.ticker.resume()
 
     # ------------------------------------------------------------------ table
 
@@ -148,7 +154,7 @@ class RunsScreen(Screen):
 
     def action_resume(self) -> None:
         s = self.selected
-        if s is None or s.state not in ("stopped", "crashed", "failed"):
+        if s is None or s.state not in RESUMABLE_STATES:
             self.notify("Resume takes a stopped, crashed or failed run; extend a completed one (e).", severity="warning")
             return
         self.app.resume_run(s.path)
@@ -185,10 +191,8 @@ class RunsScreen(Screen):
 
         def done(choice: str) -> None:
             if choice == "delete":
-                trash = self.app.runs_dir / ".trash"
-                trash.mkdir(exist_ok=True)
-                shutil.move(str(s.path), trash / f"{time.strftime('%Y%m%d-%H%M%S')}-{s.name}")
-                self.notify(f"Moved {s.name} to {trash}")
+                target = move_to_trash(s.path)
+                self.notify(f"Moved {s.name} to {target.parent}")
                 self.refresh_runs()
 
         self.app.push_screen(Confirm(f"Delete run {s.name}?", "The folder moves to .trash/ in the runs folder.",
