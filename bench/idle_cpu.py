@@ -1,8 +1,8 @@
 """CPU use of the app while it sits idle, tailing a live run (target: under 2% of one core).
 
-Starts a real ``--log-only`` training run detached, then two headless app processes in
-turn: one that opens the runs list (F3) and the live run's monitor (Enter), one that only
-opens the runs list. After a warm-up, it samples each app's utime+stime from
+Starts a real ``--log-only`` training run detached, then the real ``orpo-tui`` twice in a
+160x48 pseudo-terminal (as a user over SSH): once on the live run's monitor (F3, Enter,
+each checked on screen), once on the runs list. After a warm-up, it samples each app's utime+stime from
 ``/proc/<pid>/stat`` over a window and prints CPU % of one core, with the number of train
 events the run wrote in that window.
 
@@ -12,38 +12,61 @@ events the run wrote in that window.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_PCT = 2.0
 
-APP_SNIPPET = """
-import asyncio, sys
-sys.path.insert(0, {root!r})
-from pathlib import Path
-from tui.app import make_app
+F3, ENTER = b"\x1bOR", b"\r"  # the bytes an xterm sends for these keys
 
-app = make_app(Path({presets!r}), Path({runs!r}))
 
-async def main():
-    async with app.run_test(headless=True, size=(160, 48)) as pilot:
-        await pilot.press("f3")
-        await pilot.pause(1)
-        if {open_monitor!r}:
-            await pilot.press("enter")
-        print("ready", flush=True)
-        await asyncio.sleep({duration!r})
+def start_app_in_pty(presets: Path, runs: Path) -> tuple[subprocess.Popen, int, bytearray]:
+    """The real `orpo-tui` in a pseudo-terminal of 160x48, as over SSH: a headless test
+    harness has its own polling and would measure that instead of the app."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 48, 160, 0, 0))
+    env = {**os.environ, "TERM": "xterm-256color", "COLORTERM": "truecolor"}
+    app = subprocess.Popen(
+        [sys.executable, "-m", "tui", "--presets", str(presets), "--runs-dir", str(runs)],
+        cwd=ROOT, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True,
+    )
+    os.close(slave)
+    screen = bytearray()
 
-asyncio.run(main())
-"""
+    def drain() -> None:  # a terminal must read what the app writes, or the app blocks
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            screen.extend(chunk)
+
+    threading.Thread(target=drain, daemon=True).start()
+    return app, master, screen
+
+
+def wait_for(screen: bytearray, text: bytes, timeout: float) -> bool:
+    start = len(screen)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in screen[start:]:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def cpu_ticks(pid: int) -> int:
@@ -69,18 +92,18 @@ def count_train(metrics: Path) -> int:
 
 
 def measure(presets: Path, runs: Path, metrics: Path, open_monitor: bool, warmup: float, window: float):
-    code = APP_SNIPPET.format(
-        root=str(ROOT), presets=str(presets), runs=str(runs),
-        open_monitor=open_monitor, duration=warmup + window + 30.0,
-    )
-    app = subprocess.Popen(
-        [sys.executable, "-c", code], cwd=ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
+    app, master, screen = start_app_in_pty(presets, runs)
     try:
-        line = app.stdout.readline()
-        if line.strip() != "ready":
-            raise RuntimeError(f"app did not start (exit {app.poll()})")
+        if not wait_for(screen, b"Preset", 30):
+            raise RuntimeError("the app did not draw its preset list")
+        os.write(master, F3)
+        if not wait_for(screen, b"Runs", 10):
+            raise RuntimeError("F3 did not open the runs list")
+        if open_monitor:
+            time.sleep(1.0)
+            os.write(master, ENTER)
+            if not wait_for(screen, b"Monitor", 10):
+                raise RuntimeError("enter did not open the monitor")
         time.sleep(warmup)
         hz = os.sysconf("SC_CLK_TCK")
         e0, t0, c0 = count_train(metrics), time.monotonic(), cpu_ticks(app.pid)
@@ -90,6 +113,7 @@ def measure(presets: Path, runs: Path, metrics: Path, open_monitor: bool, warmup
     finally:
         app.kill()
         app.wait()
+        os.close(master)
 
 
 def main() -> int:

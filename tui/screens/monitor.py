@@ -22,6 +22,7 @@ from tui.series import RunSeries
 from tui.chart_specs import CHARTS, chart_series
 
 LOG_TAIL_BYTES = 64 * 1024
+CHART_MIN_INTERVAL = 5.0  # seconds between chart redraws while data streams in
 
 
 def tail_text(path: Path, lines: int) -> str:
@@ -58,15 +59,19 @@ class MonitorScreen(Screen):
         self.log_y = False
         self.last_n: int | None = None
         self._drawn_version = -1
+        self._drawn_at = 0.0
         self.total_steps = 0
         self._log_key: tuple | None = None
         self.error: str | None = None
+        self._shown: dict[str, Text | str] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Vertical(id="top"):
             with Horizontal(id="progress-line"):
-                yield ProgressBar(id="progress", show_eta=True)
+                # Our own ETA (from the run's step times), not the bar's: the bar's clock starts when
+                # the screen opens and ticks a redraw every second even when nothing changes.
+                yield ProgressBar(id="progress", show_eta=False, total=1)
                 yield Static(id="state")
             yield Static(id="alarms")
         with Grid(id="charts"):
@@ -90,25 +95,28 @@ class MonitorScreen(Screen):
             self.series.add(events)
         status = read_status(self.run_dir) or {}
         self.show_status(status)
-        if self.series.version != self._drawn_version:
-            self._drawn_version = self.series.version
+        # Six charts cost tens of milliseconds to draw on a slow CPU; curves that move every
+        # report need not move more than every few seconds, so idle watching stays cheap.
+        due = time.monotonic() - self._drawn_at >= CHART_MIN_INTERVAL
+        if self.series.version != self._drawn_version and due:
             self.redraw()
         self.show_log()
 
     def show_log(self) -> None:
         """Re-read the end of train.log only when it or the box changed."""
-        log = self.query_one("#log", Static)
+        height = self.query_one("#log", Static).size.height
         try:
             st = (self.run_dir / "train.log").stat()
-            key = (st.st_mtime_ns, st.st_size, log.size.height)
+            key = (st.st_mtime_ns, st.st_size, height)
         except OSError:
             key = None
         if key == self._log_key and key is not None:
             return
         self._log_key = key
-        log.update(tail_text(self.run_dir / "train.log", max(log.size.height, 1)) or "train.log is empty")
+        self.set_text("#log", tail_text(self.run_dir / "train.log", max(height, 1)) or "train.log is empty")
 
     def redraw(self) -> None:
+        self._drawn_version, self._drawn_at = self.series.version, time.monotonic()
         for spec in CHARTS:
             # A callable source: the chart builds its series only when it really redraws.
             self.query_one(f"#chart-{spec.key}", ChartView).update_series(
@@ -120,32 +128,53 @@ class MonitorScreen(Screen):
     def show_alarms(self) -> None:
         lines = [f"✖ {self.error}"] if self.error else []
         lines += [f"⚠ {a.message}" for a in health_alarms(self.series, total_steps=self.total_steps or None)]
-        widget = self.query_one("#alarms", Static)
-        widget.update(Text("\n".join(lines), style="bold red") if lines else Text("no alarms", style="dim"))
+        # Auto height: a layout pass, but only when the alarms really changed.
+        self.set_text("#alarms", Text("\n".join(lines), style="bold red") if lines else Text("no alarms", style="dim"), layout=True)
+
+    def set_text(self, selector: str, text: Text | str, layout: bool = False) -> None:
+        """Update a text box only when its content changes: every repaint of this screen
+        costs real CPU on a slow machine, and most ticks change nothing."""
+        if self._shown.get(selector) != text:
+            self._shown[selector] = text
+            self.query_one(selector, Static).update(text, layout=layout)
 
     def show_status(self, status: dict) -> None:
         state = self.app.stop_phase.get(self.run_dir) or (effective_state(status) if status else "pending")
         step, total = int(status.get("step") or 0), int(status.get("total_steps") or 0)
         self.total_steps = total
         bar = self.query_one("#progress", ProgressBar)
-        bar.update(total=total or None, progress=step)
+        if (bar.total, bar.progress) != (max(total, 1), step):
+            # Never an unknown total: that animates the bar at 15 frames a second.
+            bar.update(total=max(total, 1), progress=step)
         started = status.get("started_at")
         ended = None if state in ACTIVE_STATES else status.get("ended_at")
         elapsed = ((ended or time.time()) - started) if started else None
         parts = [f"{state}", f"step {step}/{total}", format_duration(elapsed)]
+        if state == "running" and (eta := self.eta(step, total)) is not None:
+            parts.append(f"ETA {format_duration(eta)}")
         self.error = status.get("error")
         style = "bold red" if state in ("failed", "crashed") else ""
-        self.query_one("#state", Static).update(Text("  ·  ".join(p for p in parts if p), style=style))
+        # A fixed-size box: no layout pass, which would repaint every chart.
+        self.set_text("#state", Text("  ·  ".join(p for p in parts if p), style=style))
+
+    def eta(self, step: int, total: int) -> float | None:
+        """Seconds left at the pace of the last reports (validation pauses included)."""
+        track = self.series.track("train", "loss")
+        if track is None or len(track.steps) < 2 or total <= step:
+            return None
+        first = max(len(track.steps) - 20, 0)
+        steps = track.steps[-1] - track.steps[first]
+        seconds = track.times[-1] - track.times[first]
+        return (total - step) * seconds / steps if steps > 0 and seconds > 0 else None
 
     def show_samples(self) -> None:
         samples = self.series.samples
-        widget = self.query_one("#samples", Static)
         if not samples:
-            widget.update("No sample generations yet.")
+            self.set_text("#samples", "No sample generations yet.")
             return
         step = samples[-1].get("step")
         latest = [s for s in samples if s.get("step") == step]
-        widget.update("\n".join([f"samples at step {step}:"] + [f"» {s.get('prompt', '')}\n  {s.get('completion', '')}" for s in latest]))
+        self.set_text("#samples", "\n".join([f"samples at step {step}:"] + [f"» {s.get('prompt', '')}\n  {s.get('completion', '')}" for s in latest]))
 
     # ------------------------------------------------------------------ toggles and actions
 
