@@ -48,6 +48,8 @@ __all__ = [
     "iter_fields",
     "iter_sections",
     "load_preset",
+    "parse_preset_text",
+    "read_preset_text",
     "config_from_dict",
     "config_to_dict",
     "dump_toml",
@@ -638,6 +640,11 @@ _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 
 def load_preset(path: Any) -> Config:
     """Read, parse and check a preset file."""
+    return parse_preset_text(read_preset_text(path), str(path))[1]
+
+
+def read_preset_text(path: Any) -> str:
+    """A preset file's text, with unreadable files reported as one-line ConfigErrors."""
     source = str(path)
     try:
         raw = Path(path).read_bytes()
@@ -651,11 +658,17 @@ def load_preset(path: Any) -> Config:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(source, f"not UTF-8 text (byte {exc.start})") from None
+    return text
+
+
+def parse_preset_text(text: str, source: str) -> Tuple[dict, Config]:
+    """The raw TOML table and the checked config of a preset's text. Callers that rewrite
+    a preset need both; `source` names it in error messages."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, _toml_error(exc)) from None
-    return config_from_dict(data, source)
+    return data, config_from_dict(data, source)
 
 
 def _toml_error(exc: Exception) -> str:

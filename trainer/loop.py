@@ -26,7 +26,8 @@ from trainer import data as D
 from trainer.config import Config
 from trainer.events import MetricsWriter
 from trainer.loss import orpo_loss, sequence_logps
-from trainer.model import ModelError, apply_finetune, load_base, resolve_model_path, save_adapters
+from trainer.model import (ModelError, apply_finetune, load_base, publish_adapters, resolve_model_path,
+                           trainable_weights)
 from trainer.runs import write_status
 
 CHECKPOINTS_KEPT = 2
@@ -115,7 +116,7 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: optim
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    mx.save_safetensors(str(tmp / "adapters.safetensors"), dict(tree_flatten(model.trainable_parameters())))
+    mx.save_safetensors(str(tmp / "adapters.safetensors"), trainable_weights(model))
     mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
     state = {"step": step, **extra}
     (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
@@ -295,7 +296,7 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, log: RunLog, stop: StopFla
 
     def checkpoint(step: int) -> None:
         ckpt = save_checkpoint(run_dir, step, model, optimizer, {"micro_batches": step * t.grad_accumulation_steps, "train_batches": len(train_batches), "seed": t.seed})
-        save_adapters(run_dir / "adapters", model, prep.adapter_cfg)
+        publish_adapters(run_dir / "adapters", ckpt / "adapters.safetensors", prep.adapter_cfg)
         writer.write("checkpoint", step, path=str(ckpt.relative_to(run_dir)))
         log(f"step {step}: checkpoint saved ({ckpt.name})")
 

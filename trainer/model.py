@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -112,10 +113,12 @@ def trainable_weights(model: nn.Module) -> dict[str, mx.array]:
     return dict(tree_flatten(model.trainable_parameters()))
 
 
-def save_adapters(folder: Path, model: nn.Module, acfg: dict[str, Any]) -> None:
-    """Write adapters + config atomically: a reader never sees a half-written file."""
+def publish_adapters(folder: Path, weights_file: Path, acfg: dict[str, Any]) -> None:
+    """Make a checkpoint's adapter weights the run's current ones, in mlx-lm's layout.
+    Copied, not re-serialized from the model; written atomically so a reader (mlx_lm, a
+    fuse, the app) never sees a half-written file."""
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / ".adapters.tmp.safetensors"
-    mx.save_safetensors(str(tmp), trainable_weights(model))
+    shutil.copyfile(weights_file, tmp)
     os.replace(tmp, folder / "adapters.safetensors")
     atomic_write_text(folder / "adapter_config.json", json.dumps(acfg, indent=2) + "\n")

@@ -8,20 +8,14 @@ from __future__ import annotations
 
 import shlex
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
-from trainer.config import Config, ConfigError, config_from_dict, get_value, iter_fields, load_preset
+from trainer.config import Config, ConfigError, config_from_dict, get_value, iter_fields, parse_preset_text, read_preset_text
 from trainer.runs import atomic_write_text
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 
 
@@ -62,11 +56,11 @@ class PresetEntry:
 
 
 def load_entry(path: Path) -> PresetEntry:
+    """Read the file once: the raw table (for minimal saves) and the config come together."""
     try:
-        config = load_preset(path)
+        raw, config = parse_preset_text(read_preset_text(path), str(path))
     except ConfigError as exc:
         return PresetEntry(path, None, None, str(exc))
-    raw = tomllib.loads(path.read_text(encoding="utf-8"))
     return PresetEntry(path, config, raw, None)
 
 

@@ -9,7 +9,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static, TextArea
 
-from trainer.config import ConfigError, load_preset
+from trainer.config import ConfigError, parse_preset_text
 from trainer.runs import atomic_write_text
 from tui.screens.dialogs import leave_unless_kept
 
@@ -39,17 +39,11 @@ class TextEditorScreen(Screen):
 
     def check(self, text: str) -> str | None:
         """Parse the text as the trainer would; show the first problem or that it is fine."""
-        import tempfile
-
-        with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as tmp:
-            tmp.write(text)
         try:
-            load_preset(tmp.name)
+            parse_preset_text(text, self.path.name)
             problem = None
         except ConfigError as exc:
-            problem = str(exc).replace(tmp.name, self.path.name)
-        finally:
-            Path(tmp.name).unlink(missing_ok=True)
+            problem = str(exc)
         status = self.query_one("#status", Static)
         status.update(f"⚠ {problem}" if problem else "✓ loads as a valid preset")
         status.set_class(bool(problem), "error-text")
