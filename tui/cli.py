@@ -1,24 +1,105 @@
-"""`orpo-tui [--presets DIR] [--runs-dir DIR]`: start the app."""
+"""`orpo-tui [--presets DIR] [--runs-dir DIR]`: start the app.
+
+Also the comparison subcommands, which print and exit without starting the app:
+`orpo-tui diff A B [--all]`, `orpo-tui export RUN [--out FILE]`,
+`orpo-tui summary RUN... [--csv]`. They are dispatched on the first argument before the
+app's own parser, so the app's flags stay as they were, and they never import textual.
+Exit codes: 0 done, 2 a path that is not a run or preset (one line on stderr).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 
 from tui.settings import resolve_folders
 
+_SUBCOMMANDS = ("diff", "export", "summary")
+
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in _SUBCOMMANDS:
+        return _compare_main(argv)
     parser = argparse.ArgumentParser(prog="orpo-tui", description="Terminal experiment manager for ORPO on MLX.")
     parser.add_argument("--presets", metavar="DIR", help="folder of preset TOML files (default: the repo's presets/)")
     parser.add_argument("--runs-dir", metavar="DIR", help="folder of run directories (default: the repo's runs/)")
     args = parser.parse_args(argv)
     folders = resolve_folders(args.presets, args.runs_dir)
 
-    from tui.app import make_app
+    from tui.app import make_app  # textual is loaded only when the app really starts
 
     make_app(folders.presets, folders.runs).run()
     return 0
+
+
+def _compare_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orpo-tui", description="Compare runs and presets.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    diff = sub.add_parser("diff", help="side-by-side config diff of two runs or presets")
+    diff.add_argument("a", metavar="A", help="run directory or preset .toml")
+    diff.add_argument("b", metavar="B", help="run directory or preset .toml")
+    diff.add_argument("--all", action="store_true", help="show unchanged keys too")
+    export = sub.add_parser("export", help="a run's train/val metrics as CSV")
+    export.add_argument("run", metavar="RUN", help="run directory")
+    export.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+    summary = sub.add_parser("summary", help="headline numbers of one or more runs")
+    summary.add_argument("runs", metavar="RUN", nargs="+", help="run directories")
+    summary.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    return parser
+
+
+def _compare_main(argv: list[str]) -> int:
+    # Imported here so that starting the app does not pay for the comparison code.
+    from tui.compare import CompareError
+
+    args = _compare_parser().parse_args(argv)
+    try:
+        text = {"diff": _diff, "export": _export, "summary": _summary}[args.command](args)
+    except CompareError as exc:
+        print(f"orpo-tui {args.command}: {exc}", file=sys.stderr)
+        return 2
+    if text:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def _diff(args: argparse.Namespace) -> str:
+    from tui.compare import config_diff, format_diff, load_side
+
+    a, b = load_side(args.a), load_side(args.b)
+    tty = sys.stdout.isatty()
+    # https://no-color.org: any non-empty NO_COLOR turns colour off; pipes never get it.
+    color = tty and not os.environ.get("NO_COLOR")
+    width = shutil.get_terminal_size((100, 24)).columns if tty else 100
+    return format_diff(config_diff(a, b, only_changed=not args.all), a.label, b.label, color, width)
+
+
+def _export(args: argparse.Namespace) -> str:
+    from pathlib import Path
+
+    from trainer.runs import atomic_write_text
+    from tui.compare import CompareError, check_run_dir, metrics_to_csv
+
+    text = metrics_to_csv(check_run_dir(Path(args.run)))
+    if args.out is None:
+        return text
+    try:
+        atomic_write_text(Path(args.out), text)
+    except OSError as exc:
+        raise CompareError(f"{args.out}: cannot write: {exc.strerror or exc}") from None
+    return ""
+
+
+def _summary(args: argparse.Namespace) -> str:
+    from pathlib import Path
+
+    from tui.compare import check_run_dir, format_summaries, summaries_to_csv, summarize
+
+    rows = [summarize(check_run_dir(Path(run))) for run in args.runs]
+    return summaries_to_csv(rows) if args.csv else format_summaries(rows)
 
 
 if __name__ == "__main__":
