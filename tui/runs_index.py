@@ -10,6 +10,7 @@ from pathlib import Path
 from trainer.events import MetricsTail
 from trainer.runs import ACTIVE_STATES, effective_state, list_runs, read_status, run_label
 from tui.alarms import health_alarms
+from tui.run_notes import first_line, read_notes, read_tags
 from tui.series import RunSeries
 
 @dataclass
@@ -26,6 +27,13 @@ class RunSummary:
     error: str | None
     pid: int | None
     alarm: str | None = None
+    tags: tuple[str, ...] = ()
+    note: str = ""
+
+    def matches(self, query: str) -> bool:
+        """Every word of the query appears in the name, state, tags or note."""
+        haystack = " ".join([self.name, self.state, *self.tags, self.note]).lower()
+        return all(word in haystack for word in query.lower().split())
 
     @property
     def name(self) -> str:
@@ -80,6 +88,7 @@ class RunsIndex:
                 loss=last_train.get("loss"), val_loss=last_val.get("loss"), val_acc=last_val.get("rewards/accuracies"),
                 started_at=status.get("started_at"), ended_at=status.get("ended_at"),
                 error=status.get("error"), pid=status.get("pid"), alarm=latest.alarm,
+                tags=tuple(read_tags(run)), note=first_line(read_notes(run)),
             ))
         for gone in set(self._latest) - {s.path for s in out}:
             del self._latest[gone]

@@ -52,27 +52,32 @@ def leave_unless_kept(screen, dirty: bool, what: str, save, then) -> None:
 
 
 class AskName(ModalScreen[str | None]):
-    """Ask for a preset name; dismisses with the text, or None when cancelled."""
+    """Ask for a line of text (a name, tags, a number); dismisses with it, or None when
+    cancelled. An empty answer counts as cancelled unless `allow_empty` (clearing tags)."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel", id="dialog.cancel")]
 
-    def __init__(self, title: str, value: str = "") -> None:
+    def __init__(self, title: str, value: str = "", allow_empty: bool = False) -> None:
         super().__init__()
-        self._title, self._value = title, value
+        self._title, self._value, self._allow_empty = title, value, allow_empty
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(self._title, classes="title")
-            yield Input(self._value, placeholder="name (without .toml)", id="name")
+            yield Input(self._value, id="name")
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("OK", id="ok", variant="primary")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.dismiss(event.value.strip() or None)
+        self.dismiss(self._answer(event.value))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(self.query_one("#name", Input).value.strip() or None if event.button.id == "ok" else None)
+        self.dismiss(self._answer(self.query_one("#name", Input).value) if event.button.id == "ok" else None)
+
+    def _answer(self, text: str) -> str | None:
+        text = text.strip()
+        return text if text or self._allow_empty else None
 
 
 class ShowCommand(ModalScreen[None]):

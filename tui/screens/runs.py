@@ -4,14 +4,16 @@ is where runs are stopped, resumed, extended and deleted."""
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 from textual import on
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from trainer.runs import RESUMABLE_STATES, move_to_trash
+from tui.run_notes import parse_tags, write_tags
 from tui.runs_index import RunsIndex, RunSummary, format_duration
 from tui.screens.dialogs import AskName, Confirm
 
@@ -39,15 +41,22 @@ class RunsScreen(Screen):
         Binding("r", "rerun", "Run again", id="runs.rerun", tooltip="Start a new run from this run's resolved config"),
         Binding("d", "delete", "Delete", id="runs.delete", tooltip="Move the run folder to the trash"),
         Binding("o", "sort", "Sort", id="runs.sort", tooltip="Cycle the sort order"),
+        Binding("space", "mark", "Mark", id="runs.mark", tooltip="Mark or unmark the run for comparison"),
+        Binding("c", "compare", "Compare", id="runs.compare", tooltip="Compare the marked runs (or the highlighted one with the next)"),
+        Binding("t", "tags", "Tags", id="runs.tags", tooltip="Edit the run's tags"),
+        Binding("n", "notes", "Notes", id="runs.notes", tooltip="Edit the run's notes (notes.md)"),
+        Binding("slash", "filter", "Filter", id="runs.filter", tooltip="Filter runs by name, state, tag or note"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self.summaries: list[RunSummary] = []
         self.sort_index = 0
+        self.marked: list[Path] = []  # in marking order: the first is "A" in a diff
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield Input(placeholder="/ filter by name, state, tag or note · enter back to the list", id="run-filter")
         yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static(id="detail")
         yield Footer()
@@ -57,8 +66,9 @@ class RunsScreen(Screen):
         self.index = RunsIndex(self.app.runs_dir)
         table = self.query_one(DataTable)
         for key, label in (("run", "Run"), ("state", "State"), ("step", "Step"), ("loss", "Loss"), ("val_loss", "Val loss"),
-                           ("val_acc", "Val acc"), ("started", "Started"), ("duration", "Duration"), ("note", "Note")):
+                           ("val_acc", "Val acc"), ("started", "Started"), ("duration", "Duration"), ("tags", "Tags"), ("note", "Note")):
             table.add_column(label, key=key)
+        table.focus()
         self.refresh_runs()
         # Every refresh that changes a cell re-renders the whole DataTable (about 20 ms
         # here); two seconds keeps the list live at half the cost of one.
@@ -77,7 +87,8 @@ class RunsScreen(Screen):
     def refresh_runs(self) -> None:
         self.app.launcher.reap()
         name, key, reverse = SORTS[self.sort_index]
-        self.summaries = sorted(self.index.refresh(), key=key, reverse=reverse)
+        query = self.query_one("#run-filter", Input).value
+        self.summaries = sorted((s for s in self.index.refresh() if s.matches(query)), key=key, reverse=reverse)
         self.sub_title = f"{self.app.runs_dir} · sorted by {name}"
         table = self.query_one(DataTable)
         selected = self.selected.path if self.selected else None
@@ -100,12 +111,13 @@ class RunsScreen(Screen):
         from rich.text import Text
 
         state = self.app.stop_phase.get(s.path) or s.state
-        note = s.alarm or (s.error or "")
+        note = s.alarm or s.error or s.note
+        mark = f"{self.marked.index(s.path) + 1}● " if s.path in self.marked else ""
         return (
-            s.name, Text(state, style=STATE_STYLE.get(s.state, "")), f"{s.step}/{s.total}",
+            mark + s.name, Text(state, style=STATE_STYLE.get(s.state, "")), f"{s.step}/{s.total}",
             fmt(s.loss), fmt(s.val_loss), fmt(s.val_acc, ".3f"),
             datetime.fromtimestamp(s.started_at).strftime("%m-%d %H:%M") if s.started_at else "",
-            format_duration(s.duration), Text(note[:60], style="red" if note else ""),
+            format_duration(s.duration), " ".join(s.tags), Text(note[:60], style="red" if (s.alarm or s.error) else ""),
         )
 
     @property
@@ -145,6 +157,55 @@ class RunsScreen(Screen):
             from tui.screens.monitor import MonitorScreen
 
             self.app.push_screen(MonitorScreen(s.path))
+
+    def action_filter(self) -> None:
+        self.query_one("#run-filter", Input).focus()
+
+    @on(Input.Changed, "#run-filter")
+    def filter_changed(self) -> None:
+        self.refresh_runs()
+
+    @on(Input.Submitted, "#run-filter")
+    def filter_done(self) -> None:
+        self.query_one(DataTable).focus()
+
+    def action_mark(self) -> None:
+        s = self.selected
+        if s is None:
+            return
+        if s.path in self.marked:
+            self.marked.remove(s.path)
+        else:
+            self.marked.append(s.path)
+        self.refresh_runs()
+
+    def action_compare(self) -> None:
+        runs = [p for p in self.marked if p.exists()]
+        if len(runs) < 2:
+            self.notify("Mark two or more runs with space, then press c.", severity="warning")
+            return
+        from tui.screens.compare import CompareScreen
+
+        self.app.push_screen(CompareScreen(runs))
+
+    def action_tags(self) -> None:
+        s = self.selected
+        if s is None:
+            return
+
+        def done(text: str | None) -> None:
+            if text is not None:
+                write_tags(s.path, parse_tags(text))
+                self.refresh_runs()
+
+        self.app.push_screen(AskName(f"Tags for {s.name} (space or comma separated)", " ".join(s.tags), allow_empty=True), done)
+
+    def action_notes(self) -> None:
+        s = self.selected
+        if s is not None:
+            from tui.screens.notes import NotesScreen
+
+            self.app.push_screen(NotesScreen(s.path))
 
     def action_sort(self) -> None:
         self.sort_index = (self.sort_index + 1) % len(SORTS)

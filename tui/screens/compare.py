@@ -1,0 +1,235 @@
+"""Why did one run do better? Marked runs side by side: the config diff (derived values
+included), one metric overlaid for all of them, their sample generations at a common step,
+and a sortable summary that exports to CSV."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
+
+from trainer.events import ORPO_METRICS, RATE_METRICS, MetricsTail
+from trainer.runs import atomic_write_text
+from tui.charts import ChartSeries, ChartView
+from tui.compare import config_diff, load_side, summaries_to_csv, summarize
+from tui.series import RunSeries, ema, last_n
+
+OVERLAY_METRICS = tuple(f"{kind} {name}" for name in ORPO_METRICS for kind in ("train", "val")) + tuple(
+    f"train {name}" for name in RATE_METRICS)
+SUMMARY_COLUMNS = ("run", "preset", "state", "steps", "final_val_loss", "best_val_loss", "best_val_step",
+                   "final_val_accuracy", "final_val_margin", "final_val_log_odds_chosen", "mean_pairs_per_second",
+                   "max_peak_memory_gb", "duration_s")
+
+
+def load_series(run_dir: Path) -> RunSeries:
+    series = RunSeries()
+    series.add(MetricsTail(run_dir / "metrics.jsonl").read_new())
+    return series
+
+
+def nearest_common_step(a: list[dict], b: list[dict]) -> int | None:
+    """The latest step at which both runs logged samples, else the closest pair of steps."""
+    steps_a = {s.get("step") for s in a}
+    steps_b = {s.get("step") for s in b}
+    common = steps_a & steps_b
+    if common:
+        return max(common)
+    if not steps_a or not steps_b:
+        return None
+    return min(steps_a, key=lambda x: min(abs(x - y) for y in steps_b))
+
+
+def cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+class CompareScreen(Screen):
+    CSS_PATH = "compare.tcss"
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", id="compare.back", tooltip="Back to the runs list"),
+        Binding("f", "toggle_changed", "Only diffs", id="compare.only", tooltip="Config diff: only changed keys, or all"),
+        Binding("b", "next_b", "Next B", id="compare.next_b", tooltip="Config diff: compare A with the next marked run"),
+        Binding("right_square_bracket", "metric(1)", "Metric ▶", id="compare.metric_next", tooltip="Overlay: next metric"),
+        Binding("left_square_bracket", "metric(-1)", "◀ Metric", id="compare.metric_prev", tooltip="Overlay: previous metric"),
+        Binding("m", "toggle_smooth", "Smooth", id="compare.smooth", tooltip="Overlay: EMA smoothing"),
+        Binding("l", "toggle_log", "Log y", id="compare.log", tooltip="Overlay: logarithmic y axis"),
+        Binding("a", "toggle_window", "All/last", id="compare.window", tooltip="Overlay: all steps or the last 200 reports"),
+        Binding("w", "toggle_clock", "Step/time", id="compare.clock", tooltip="Overlay: align on step or on wall-clock time"),
+        Binding("x", "export", "Export CSV", id="compare.export", tooltip="Write the summary table as CSV into the runs folder"),
+    ]
+
+    def __init__(self, runs: list[Path]) -> None:
+        super().__init__()
+        self.runs = runs
+        self.b_index = 1
+        self.only_changed = True
+        self.metric_index = 0
+        self.smooth = self.log_y = self.wall_clock = False
+        self.last_n: int | None = None
+        self.series = {run: load_series(run) for run in runs}
+        self.rows = [summarize(run) for run in runs]
+        self.sort_key, self.sort_reverse = "best_val_loss", False
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with TabbedContent(initial="diff"):
+            with TabPane("Config diff", id="diff"):
+                yield Static(id="diff-title")
+                yield DataTable(id="diff-table", cursor_type="row", zebra_stripes=True)
+            with TabPane("Overlay", id="overlay"):
+                yield ChartView(id="overlay-chart")
+            with TabPane("Samples", id="samples"):
+                yield Static(id="samples-title")
+                with Horizontal(id="samples-row"):
+                    yield Static(id="samples-a", markup=False)
+                    yield Static(id="samples-b", markup=False)
+            with TabPane("Summary", id="summary"):
+                with Vertical():
+                    yield DataTable(id="summary-table", cursor_type="row", zebra_stripes=True)
+                    yield Static("click a column header (or enter on it) to sort · x exports CSV", classes="muted")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title, self.sub_title = "Compare", f"{len(self.runs)} runs"
+        self.show_diff()
+        self.show_overlay()
+        self.show_samples()
+        self.show_summary()
+
+    # ------------------------------------------------------------------ diff
+
+    def show_diff(self) -> None:
+        a, b = load_side(self.runs[0]), load_side(self.runs[self.b_index])
+        rows = config_diff(a, b, only_changed=self.only_changed)
+        changed = sum(1 for r in rows if r.changed)
+        self.query_one("#diff-title", Static).update(Text.assemble(
+            ("A ", "bold"), a.label, ("   B ", "bold"), b.label,
+            f"   · {changed} differ" + (" (only differences shown: f for all)" if self.only_changed else " (f: only differences)")))
+        table = self.query_one("#diff-table", DataTable)
+        table.clear(columns=True)
+        table.add_columns("key", "A", "B")
+        for r in rows:
+            style = "bold yellow" if r.changed else ("dim" if not self.only_changed else "")
+            key = Text(r.key, style="italic" if r.derived else "")
+            table.add_row(key, Text(r.a, style=style), Text(r.b, style=style))
+
+    def action_toggle_changed(self) -> None:
+        self.only_changed = not self.only_changed
+        self.show_diff()
+
+    def action_next_b(self) -> None:
+        if len(self.runs) > 2:
+            self.b_index = self.b_index % (len(self.runs) - 1) + 1
+            self.show_diff()
+
+    # ------------------------------------------------------------------ overlay
+
+    def overlay_series(self, _width: int = 0) -> list[ChartSeries]:
+        kind, name = OVERLAY_METRICS[self.metric_index].split(" ", 1)
+        out = []
+        for run, series in self.series.items():
+            track = series.track(kind, name)
+            if track is None:
+                continue
+            xs, ys = list(track.steps), list(track.values)
+            if self.wall_clock and len(track.times):
+                start = track.times[0]
+                xs = [t - start for t in track.times]
+            if self.last_n:
+                xs, ys = last_n(xs, ys, self.last_n)
+            if self.smooth and kind == "train":
+                ys = ema(ys, 0.2)
+            out.append(ChartSeries(run.name[-24:], xs, ys, style="points" if kind == "val" else "line"))
+        return out
+
+    def show_overlay(self) -> None:
+        metric = OVERLAY_METRICS[self.metric_index]
+        options = (self.metric_index, self.smooth, self.log_y, self.last_n, self.wall_clock)
+        self.query_one("#overlay-chart", ChartView).update_series(
+            self.overlay_series, version=options, title=f"{metric}  ([ ] metric · m smooth · l log · a range · w step/time)",
+            log_y=self.log_y, xlabel="seconds since start" if self.wall_clock else "step")
+
+    def action_metric(self, delta: int) -> None:
+        self.metric_index = (self.metric_index + delta) % len(OVERLAY_METRICS)
+        self.show_overlay()
+
+    def action_toggle_smooth(self) -> None:
+        self.smooth = not self.smooth
+        self.show_overlay()
+
+    def action_toggle_log(self) -> None:
+        self.log_y = not self.log_y
+        self.show_overlay()
+
+    def action_toggle_window(self) -> None:
+        self.last_n = None if self.last_n else 200
+        self.show_overlay()
+
+    def action_toggle_clock(self) -> None:
+        self.wall_clock = not self.wall_clock
+        self.show_overlay()
+
+    # ------------------------------------------------------------------ samples
+
+    def show_samples(self) -> None:
+        a, b = self.runs[0], self.runs[self.b_index]
+        sa, sb = self.series[a].samples, self.series[b].samples
+        step = nearest_common_step(sa, sb)
+        title = self.query_one("#samples-title", Static)
+        if step is None:
+            title.update("No sample generations in these runs yet (the trainer logs them at each evaluation once samples are enabled).")
+            return
+        title.update(f"Samples at step {step} (nearest step both runs logged)")
+        for widget_id, run, samples in (("#samples-a", a, sa), ("#samples-b", b, sb)):
+            near = min({s.get("step") for s in samples}, key=lambda x: abs(x - step))
+            lines = [run.name, ""]
+            for s in samples:
+                if s.get("step") == near:
+                    lines += [f"» {s.get('prompt', '')}", f"  {s.get('completion', '')}", ""]
+            self.query_one(widget_id, Static).update("\n".join(lines))
+
+    # ------------------------------------------------------------------ summary
+
+    def show_summary(self) -> None:
+        table = self.query_one("#summary-table", DataTable)
+        table.clear(columns=True)
+        for column in SUMMARY_COLUMNS:
+            arrow = (" ▼" if self.sort_reverse else " ▲") if column == self.sort_key else ""
+            table.add_column(column.replace("_", " ") + arrow, key=column)
+
+        def key(row):
+            value = row.get(self.sort_key)
+            return (value is None, value if value is not None else 0)
+
+        for row in sorted(self.rows, key=key, reverse=self.sort_reverse):
+            table.add_row(*(cell(row.get(c)) for c in SUMMARY_COLUMNS))
+
+    @on(DataTable.HeaderSelected, "#summary-table")
+    def header_selected(self, event: DataTable.HeaderSelected) -> None:
+        self.sort_summary(str(event.column_key.value))
+
+    def sort_summary(self, column: str) -> None:
+        """Sort by a column; choosing the same column again flips the order."""
+        self.sort_reverse = not self.sort_reverse if column == self.sort_key else False
+        self.sort_key = column
+        self.show_summary()
+
+    def action_export(self) -> None:
+        target = self.app.runs_dir / f"compare-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+        atomic_write_text(target, summaries_to_csv(self.rows))
+        self.notify(f"Wrote {target}")
+
+    def commands(self):
+        yield SystemCommand("Export summary CSV", "Write the summary table into the runs folder", self.action_export)
+        yield SystemCommand("Toggle only differences", "Config diff: changed keys only, or all", self.action_toggle_changed)
