@@ -13,6 +13,7 @@ from textual.worker import Worker, WorkerState
 
 from tui.launcher import LaunchError, Launcher, stop_run
 from tui.screens.preset_list import PresetListScreen
+from tui.screens.queue import QueueScreen
 from tui.screens.runs import RunsScreen
 
 
@@ -25,8 +26,9 @@ class OrpoApp(App):
         Binding("question_mark,f1", "toggle_keys", "Keys", id="app.keys", tooltip="Show or hide the key help panel"),
         Binding("f2", "switch_mode('presets')", "Presets", id="app.presets", tooltip="The preset list"),
         Binding("f3", "switch_mode('runs')", "Runs", id="app.runs", tooltip="Every run, live"),
+        Binding("f4", "switch_mode('queue')", "Queue", id="app.queue", tooltip="The sweep queue"),
     ]
-    MODES = {"presets": PresetListScreen, "runs": RunsScreen}
+    MODES = {"presets": PresetListScreen, "runs": RunsScreen, "queue": QueueScreen}
 
     def __init__(self, presets_dir: Path, runs_dir: Path) -> None:
         super().__init__()

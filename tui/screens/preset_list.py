@@ -26,6 +26,7 @@ class PresetListScreen(Screen):
         Binding("enter", "open", "Open", id="presets.open", tooltip="Edit the highlighted preset"),
         Binding("s", "start", "Start run", id="presets.start", tooltip="Train the highlighted preset in the background"),
         Binding("slash", "focus_filter", "Filter", id="presets.filter", tooltip="Type to filter presets"),
+        Binding("w", "sweep", "Sweep", id="presets.sweep", tooltip="Queue a grid of runs over one or two fields"),
         Binding("n", "new", "New", id="presets.new", tooltip="Create a preset with the demo defaults"),
         Binding("c", "clone", "Clone", id="presets.clone", tooltip="Copy the highlighted preset"),
         Binding("r", "rename", "Rename", id="presets.rename", tooltip="Rename the highlighted preset file"),
@@ -187,6 +188,15 @@ class PresetListScreen(Screen):
             return
         self.app.start_run(entry.path)
 
+    def action_sweep(self) -> None:
+        entry = self.highlighted
+        if entry is None or entry.error:
+            self.notify("Choose a preset that loads to sweep over.", severity="warning")
+            return
+        from tui.screens.queue import SweepDialog
+
+        self.app.push_screen(SweepDialog(entry.path))
+
     def action_show_command(self) -> None:
         entry = self.highlighted
         if entry is not None:
@@ -238,6 +248,7 @@ class PresetListScreen(Screen):
     def commands(self):
         for title, help_text, action in (
             ("Start run", "Train the highlighted preset in the background", self.action_start),
+            ("Sweep", "Queue a grid of runs over one or two fields of the highlighted preset", self.action_sweep),
             ("New preset", "Create a preset with the demo defaults", self.action_new),
             ("Clone preset", "Copy the highlighted preset", self.action_clone),
             ("Rename preset", "Rename the highlighted preset", self.action_rename),
