@@ -56,10 +56,9 @@ async def test_overlay_draws_one_series_per_run_and_summary_sorts(tmp_path):
         screen.query_one(TabbedContent).active = "overlay"
         await pilot.pause()
         series = screen.overlay_series()
-        assert [s.label for s in series] == [a.name[-24:], b.name[-24:]] and all(len(s.steps) == 3 for s in series)
+        assert [s.label for s in series] == ["base", "base"] and all(len(s.steps) == 3 for s in series)
         chart = screen.query_one("#overlay-chart", ChartView)
-        text = chart.render().plain
-        assert a.name[-24:] in text and b.name[-24:] in text
+        assert chart.render().plain.count("━ base") == 2
         await pilot.press("right_square_bracket")  # next metric: val loss, drawn as points
         assert screen.overlay_series()[0].style == "points"
 
@@ -101,3 +100,20 @@ async def test_tags_and_notes_are_kept_in_the_run_folder_and_filter(tmp_path):
         runs_screen.query_one("#run-filter", Input).value = "best"
         await pilot.pause()
         assert table.row_count == 1 and b.name in column(table, 0)[0]
+
+
+async def test_run_against_preset_diff(tmp_path):
+    from trainer.config import dump_toml
+
+    runs, a, b = fixture_runs(tmp_path)
+    dump_toml(_config(0.1, 32), tmp_path / "presets" / "base.toml")
+    app = make_app(tmp_path / "presets", runs)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("f3", "down", "v")  # A (the older run); the dialog proposes its preset label
+        await pilot.pause()
+        assert app.screen.query_one("#name", Input).value == "base"
+        await pilot.press("enter")
+        await pilot.pause()
+        table = app.screen.query_one("#diff-table", DataTable)
+        assert column(table, 0) == ["finetune.rank", "derived.peft_alpha"]
+        assert column(table, 2)[0] == "32"

@@ -16,7 +16,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 
 from trainer.events import ORPO_METRICS, RATE_METRICS, MetricsTail
-from trainer.runs import atomic_write_text
+from trainer.runs import atomic_write_text, run_label
 from tui.charts import ChartSeries, ChartView
 from tui.compare import config_diff, load_side, summaries_to_csv, summarize
 from tui.series import RunSeries, ema, last_n
@@ -58,6 +58,10 @@ class CompareScreen(Screen):
     CSS_PATH = "compare.tcss"
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="compare.back", tooltip="Back to the runs list"),
+        Binding("1", "tab('diff')", "Diff", id="compare.tab_diff", tooltip="Config diff tab"),
+        Binding("2", "tab('overlay')", "Overlay", id="compare.tab_overlay", tooltip="Overlaid curves tab"),
+        Binding("3", "tab('samples')", "Samples", id="compare.tab_samples", tooltip="Samples side by side tab"),
+        Binding("4", "tab('summary')", "Summary", id="compare.tab_summary", tooltip="Summary table tab"),
         Binding("f", "toggle_changed", "Only diffs", id="compare.only", tooltip="Config diff: only changed keys, or all"),
         Binding("b", "next_b", "Next B", id="compare.next_b", tooltip="Config diff: compare A with the next marked run"),
         Binding("right_square_bracket", "metric(1)", "Metric ▶", id="compare.metric_next", tooltip="Overlay: next metric"),
@@ -69,9 +73,11 @@ class CompareScreen(Screen):
         Binding("x", "export", "Export CSV", id="compare.export", tooltip="Write the summary table as CSV into the runs folder"),
     ]
 
-    def __init__(self, runs: list[Path]) -> None:
+    def __init__(self, runs: list[Path], against: Path | None = None) -> None:
+        """`runs` to compare; with `against` (a preset file) the diff is runs[0] vs it."""
         super().__init__()
         self.runs = runs
+        self.against = against
         self.b_index = 1
         self.only_changed = True
         self.metric_index = 0
@@ -101,16 +107,21 @@ class CompareScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.title, self.sub_title = "Compare", f"{len(self.runs)} runs"
+        self.title = "Compare"
+        self.sub_title = f"{self.runs[0].name} vs preset {self.against.name}" if self.against else f"{len(self.runs)} runs"
         self.show_diff()
         self.show_overlay()
         self.show_samples()
         self.show_summary()
 
+    def action_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+
     # ------------------------------------------------------------------ diff
 
     def show_diff(self) -> None:
-        a, b = load_side(self.runs[0]), load_side(self.runs[self.b_index])
+        a = load_side(self.runs[0])
+        b = load_side(self.against if self.against else self.runs[self.b_index])
         rows = config_diff(a, b, only_changed=self.only_changed)
         changed = sum(1 for r in rows if r.changed)
         self.query_one("#diff-title", Static).update(Text.assemble(
@@ -129,7 +140,7 @@ class CompareScreen(Screen):
         self.show_diff()
 
     def action_next_b(self) -> None:
-        if len(self.runs) > 2:
+        if len(self.runs) > 2 and self.against is None:
             self.b_index = self.b_index % (len(self.runs) - 1) + 1
             self.show_diff()
 
@@ -150,7 +161,7 @@ class CompareScreen(Screen):
                 xs, ys = last_n(xs, ys, self.last_n)
             if self.smooth and kind == "train":
                 ys = ema(ys, 0.2)
-            out.append(ChartSeries(run.name[-24:], xs, ys, style="points" if kind == "val" else "line"))
+            out.append(ChartSeries(run_label(run.name), xs, ys, style="points" if kind == "val" else "line"))
         return out
 
     def show_overlay(self) -> None:
@@ -183,6 +194,9 @@ class CompareScreen(Screen):
     # ------------------------------------------------------------------ samples
 
     def show_samples(self) -> None:
+        if len(self.runs) < 2:
+            self.query_one("#samples-title", Static).update("Samples are compared between two runs.")
+            return
         a, b = self.runs[0], self.runs[self.b_index]
         sa, sb = self.series[a].samples, self.series[b].samples
         step = nearest_common_step(sa, sb)

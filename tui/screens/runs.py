@@ -43,6 +43,7 @@ class RunsScreen(Screen):
         Binding("o", "sort", "Sort", id="runs.sort", tooltip="Cycle the sort order"),
         Binding("space", "mark", "Mark", id="runs.mark", tooltip="Mark or unmark the run for comparison"),
         Binding("c", "compare", "Compare", id="runs.compare", tooltip="Compare the marked runs (or the highlighted one with the next)"),
+        Binding("v", "diff_preset", "Diff preset", id="runs.diff_preset", tooltip="Diff the run's config against a preset"),
         Binding("t", "tags", "Tags", id="runs.tags", tooltip="Edit the run's tags"),
         Binding("n", "notes", "Notes", id="runs.notes", tooltip="Edit the run's notes (notes.md)"),
         Binding("slash", "filter", "Filter", id="runs.filter", tooltip="Filter runs by name, state, tag or note"),
@@ -187,6 +188,24 @@ class RunsScreen(Screen):
         from tui.screens.compare import CompareScreen
 
         self.app.push_screen(CompareScreen(runs))
+
+    def action_diff_preset(self) -> None:
+        s = self.selected
+        if s is None:
+            return
+
+        def done(name: str | None) -> None:
+            if not name:
+                return
+            preset = self.app.presets_dir / (name if name.endswith(".toml") else f"{name}.toml")
+            if not preset.is_file():
+                self.notify(f"No preset {preset.name} in {self.app.presets_dir}", severity="error")
+                return
+            from tui.screens.compare import CompareScreen
+
+            self.app.push_screen(CompareScreen([s.path], against=preset))
+
+        self.app.push_screen(AskName(f"Diff {s.name} against which preset?", s.preset), done)
 
     def action_tags(self) -> None:
         s = self.selected
