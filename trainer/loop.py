@@ -242,7 +242,7 @@ def prepare(cfg: Config, log: RunLog) -> Prepared:
     splits = D.load_splits(cfg.data, cfg.training.seed)
     for note in splits.notes:
         log(note)
-    model, tokenizer = load_base(path, cfg)
+    model, tokenizer, path = load_base(path, cfg)  # a quantized base: its cached quantized copy
     train_pairs, tstats = D.tokenize_rows(splits.train, tokenizer, cfg.data.max_seq_length)
     valid_pairs, vstats = D.tokenize_rows(splits.valid, tokenizer, cfg.data.max_seq_length)
     log(f"data: {splits.source}: {tstats.pairs} train pairs, {vstats.pairs} valid pairs")

@@ -50,21 +50,97 @@ def resolve_model_path(spec: str) -> Path:
         raise ModelError(f"model.path: hub model '{spec}': {why}") from None
 
 
-def load_base(path: Path, cfg: Config) -> tuple[nn.Module, Any]:
+def load_base(path: Path, cfg: Config) -> tuple[nn.Module, Any, Path]:
+    """The base model, its tokenizer and the folder `mlx_lm.load` must be given to rebuild
+    exactly this base (what a run records as `model.resolved_path`).
+
+    With `model.quantize.bits` set and a float base, the base is quantized once into a cached
+    copy (see :func:`quantized_copy`) and loaded from there: the adapters are trained on, and
+    later loaded onto, the very same quantized weights. A base that is already quantized (a
+    pre-quantized MLX model) loads as it is."""
     from mlx_lm.utils import load
 
+    bits = cfg.model.quantize.bits
+    if bits:
+        path = quantized_copy(path, bits, cfg.model.quantize.group_size)
     try:
         model, tokenizer = load(str(path))
     except Exception as exc:
         raise ModelError(f"model.path: {path}: {first_line(exc)}") from None
-    bits, group = cfg.model.quantize.bits, cfg.model.quantize.group_size
-    if bits and not _is_quantized(model):
-        nn.quantize(model, group_size=group, bits=bits)
-    return model, tokenizer
+    return model, tokenizer, path
 
 
 def _is_quantized(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.QuantizedLinear) for _, m in model.named_modules())
+    return any(isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)) for _, m in model.named_modules())
+
+
+def _config_is_quantized(path: Path) -> bool:
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return "quantization" in config or "quantization_config" in config
+
+
+def quantized_copies_dir() -> Path:
+    from trainer.builtin.tiny_model import cache_root
+
+    return cache_root() / "quantized"
+
+
+def quantized_copy(path: Path, bits: int, group_size: int) -> Path:
+    """The folder of `path` quantized to `bits`/`group_size` in mlx-lm's format, written once
+    into the cache (`<cache>/quantized/<name>-<digest>-q<bits>g<group>`) and reused.
+
+    mlx_lm rebuilds a quantized base only from a folder whose config.json has a
+    "quantization" entry, so adapters trained on a quantized-on-load base need this copy to
+    load anywhere else. A base that is already quantized is returned unchanged."""
+    import hashlib
+
+    path = Path(path)
+    if _config_is_quantized(path):
+        return path
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
+    target = quantized_copies_dir() / f"{path.name}-{digest}-q{bits}g{group_size}"
+    if (target / "config.json").is_file():
+        return target
+    from mlx_lm.utils import load, quantize_model
+
+    try:
+        model, tokenizer, config = load(str(path), return_config=True)
+    except Exception as exc:
+        raise ModelError(f"model.path: {path}: {first_line(exc)}") from None
+    if _is_quantized(model):
+        return path
+    try:
+        model, config = quantize_model(model, config, group_size, bits)
+    except Exception as exc:
+        raise ModelError(f"model.quantize: bits={bits}, group_size={group_size}: {first_line(exc)}") from None
+    if not _is_quantized(model):
+        raise ModelError(
+            f"model.quantize.group_size = {group_size}: no layer of this model has a width divisible by it"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".tmp-{target.name}-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    _quiet_save(staging, path, model, tokenizer, config)
+    try:
+        os.rename(staging, target)
+    except OSError:  # another process wrote the same copy first: theirs is as good
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _quiet_save(dest: Path, src: Path, model: nn.Module, tokenizer: Any, config: dict) -> None:
+    """mlx_lm's `save` (weights, config.json with any "quantization" entry, tokenizer files)."""
+    import contextlib
+    import io
+
+    from mlx_lm.utils import save
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        save(dest, str(src), model, tokenizer, config, donate_model=False)
 
 
 def adapter_config(cfg: Config, n_layers: int) -> dict[str, Any]:
@@ -88,10 +164,16 @@ def apply_finetune(model: nn.Module, cfg: Config) -> dict[str, Any]:
     from mlx_lm.tuner.utils import linear_to_lora_layers
 
     acfg = adapter_config(cfg, len(model.layers))
+    if cfg.finetune.type == "full" and _is_quantized(model):
+        raise ModelError(
+            "finetune.type = full: the base model is quantized and its weights cannot be trained; use lora or dora"
+        )
     model.freeze()
     if cfg.finetune.type == "full":
-        for layer in model.layers[-acfg["num_layers"] :]:
-            layer.unfreeze()
+        # -1: every weight (embeddings, norms, head); N: only the top N transformer blocks.
+        targets = [model] if cfg.finetune.num_layers < 0 else model.layers[-acfg["num_layers"] :]
+        for part in targets:
+            part.unfreeze()
     else:
         try:
             linear_to_lora_layers(
