@@ -152,7 +152,8 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True) -> int:
         if not resuming:
             cfg = replace_value(cfg, "model.resolved_path", str(prep.resolved_path))
             dump_toml(cfg, run_dir / "config.toml")
-        state = train(run_dir, cfg, prep, log, stop, ckpt)
+        outcome: dict = {}  # early stop details for the final status event
+        state = train(run_dir, cfg, prep, log, stop, ckpt, outcome)
     except (DataError, ModelError, ConfigError) as exc:
         return _failed(run_dir, log, str(exc), EXIT_BAD_INPUT)
     except TrainingError as exc:
@@ -167,7 +168,7 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True) -> int:
     finally:
         log.close()
     write_status(run_dir, state=state, ended_at=time.time())
-    _event(run_dir, state)
+    _event(run_dir, state, **outcome)
     if state == "stopped":
         print(f"stopped by {stop.reason}; resume with: orpo-train --resume {run_dir}", file=sys.stderr, flush=True)
         return EXIT_STOPPED

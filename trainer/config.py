@@ -277,6 +277,23 @@ class TrainingConfig:
         8, "Validation batches per evaluation (-1 = the whole split)", min=1, special={-1: "all"}, unit="batches"
     )
     save_every: int = opt(50, "Save a resumable checkpoint every this many steps", min=1, unit="steps")
+    keep_best: bool = opt(True, "Keep the adapters of the best validation loss in adapters/best beside the latest")
+    patience: int = opt(
+        0,
+        "Stop early after this many evaluations without a new best validation loss (0 = off)",
+        min=0,
+        special={0: "off"},
+        unit="evaluations",
+    )
+    sample_prompts: int = opt(
+        2,
+        "Validation prompts to generate a greedy sample for at each evaluation (0 = off)",
+        min=0,
+        max=16,
+        special={0: "off"},
+        unit="prompts",
+    )
+    sample_max_tokens: int = opt(32, "Most tokens generated per sample", min=1, max=1024, unit="tokens")
 
 
 @dataclass(frozen=True)

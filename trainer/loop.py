@@ -24,11 +24,11 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from trainer import data as D
 from trainer.config import Config
-from trainer.events import MetricsWriter
+from trainer.events import MetricsWriter, read_events
 from trainer.loss import orpo_loss, sequence_logps
 from trainer.model import (ModelError, apply_finetune, load_base, publish_adapters, resolve_model_path,
                            trainable_weights)
-from trainer.runs import write_status
+from trainer.runs import atomic_write_text, write_status
 
 CHECKPOINTS_KEPT = 2
 
@@ -106,7 +106,8 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return done[-1] if done else None
 
 
-def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: optim.Optimizer, extra: dict) -> Path:
+def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: optim.Optimizer, extra: dict,
+                    before_rename: Callable[[Path], None] | None = None) -> Path:
     """Write a checkpoint into a temporary folder and rename it into place: a SIGKILL at any
     moment leaves either the previous checkpoint or the new one, never a torn one."""
     folder = checkpoints_dir(run_dir)
@@ -120,6 +121,8 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: optim
     mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
     state = {"step": step, **extra}
     (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+    if before_rename is not None:
+        before_rename(tmp)
     if final.exists():  # re-saving the same step (stop right after a periodic save)
         shutil.rmtree(final)
     os.rename(tmp, final)
@@ -132,6 +135,157 @@ def restore_checkpoint(ckpt: Path, model: nn.Module, optimizer: optim.Optimizer)
     model.load_weights(list(mx.load(str(ckpt / "adapters.safetensors")).items()), strict=False)
     optimizer.state = tree_unflatten(list(mx.load(str(ckpt / "optimizer.safetensors")).items()))
     return json.loads((ckpt / "state.json").read_text())
+
+
+# ---------------------------------------------------------------------------- best and early stop
+
+
+@dataclass
+class BestTracker:
+    """The early-stopping bookkeeping: the best validation loss so far, its step, and how many
+    evaluations since then brought no new best. NaN is never a best. Saved in each
+    checkpoint's state.json, so a resumed run continues the same count."""
+
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    evals_without_improvement: int = 0
+
+    def update(self, step: int, loss: float) -> bool:
+        """Record one evaluation; True when `loss` is a new best."""
+        if math.isfinite(loss) and (self.best_val_loss is None or loss < self.best_val_loss):
+            self.best_val_loss, self.best_step, self.evals_without_improvement = loss, step, 0
+            return True
+        self.evals_without_improvement += 1
+        return False
+
+    def should_stop(self, patience: int) -> bool:
+        return patience > 0 and self.evals_without_improvement >= patience
+
+    def to_state(self) -> dict:
+        return {"best_val_loss": self.best_val_loss, "best_step": self.best_step, "evals_without_improvement": self.evals_without_improvement}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "BestTracker":
+        loss = state.get("best_val_loss")
+        return cls(None if loss is None else float(loss), state.get("best_step"), int(state.get("evals_without_improvement", 0)))
+
+
+BEST_IN_CHECKPOINT = "best-adapters.safetensors"
+
+
+def best_dir(run_dir: Path) -> Path:
+    return run_dir / "adapters" / "best"
+
+
+def save_best(run_dir: Path, model: nn.Module, acfg: dict) -> Path:
+    """The current adapters as the best ones, in mlx-lm's layout; each file replaced atomically."""
+    folder = best_dir(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / ".adapters.tmp.safetensors"
+    mx.save_safetensors(str(tmp), trainable_weights(model))
+    os.replace(tmp, folder / "adapters.safetensors")
+    atomic_write_text(folder / "adapter_config.json", json.dumps(acfg, indent=2) + "\n")
+    return folder
+
+
+def keep_best_in_checkpoint(run_dir: Path, ckpt_tmp: Path) -> None:
+    """Snapshot the best adapters into a checkpoint being written, so a resume from it puts
+    back the best of *its* past, not one found in work the crash lost. A copy, not a hard
+    link: anything writing into adapters/best in place would change the checkpoint too."""
+    src = best_dir(run_dir) / "adapters.safetensors"
+    if src.is_file():
+        shutil.copyfile(src, ckpt_tmp / BEST_IN_CHECKPOINT)
+
+
+def restore_best(run_dir: Path, ckpt: Path, tracker: BestTracker, acfg: dict) -> None:
+    """On resume: adapters/best as it was at the checkpoint (or gone, when no best was kept then)."""
+    saved = ckpt / BEST_IN_CHECKPOINT
+    folder = best_dir(run_dir)
+    if saved.is_file() and tracker.best_step is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / ".adapters.tmp.safetensors"
+        shutil.copyfile(saved, tmp)
+        os.replace(tmp, folder / "adapters.safetensors")
+        atomic_write_text(folder / "adapter_config.json", json.dumps(acfg, indent=2) + "\n")
+    elif folder.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: non-finite floats become "nan"/"inf"/"-inf", as in metrics.jsonl."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_summary(run_dir: Path, **values: Any) -> Path:
+    """RUN/summary.json, atomically: what a finished (or stopped) run came to."""
+    events = read_events(run_dir / "metrics.jsonl")
+    last = {kind: next((e for e in reversed(events) if e.get("event") == kind), None) for kind in ("train", "val")}
+    strip = lambda e: None if e is None else {k: v for k, v in e.items() if k not in ("v", "event", "time")}  # noqa: E731
+    ckpt = latest_checkpoint(run_dir)
+    best = best_dir(run_dir) / "adapters.safetensors"
+    summary = {
+        **values,
+        "final_train": strip(last["train"]),
+        "final_val": strip(last["val"]),
+        "checkpoints": {
+            "latest_adapters": "adapters" if (run_dir / "adapters" / "adapters.safetensors").is_file() else None,
+            "best_adapters": "adapters/best" if best.is_file() else None,
+            "last_resumable": str(ckpt.relative_to(run_dir)) if ckpt else None,
+        },
+    }
+    path = run_dir / "summary.json"
+    atomic_write_text(path, json.dumps(_finite(summary), indent=2, allow_nan=False, default=str) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------------------- samples
+
+
+def generate_greedy(model: nn.Module, prompt: tuple[int, ...] | list[int], max_tokens: int, eos_ids: set[int]) -> list[int]:
+    """Greedy decoding with a KV cache; stops at EOS. The caller sets eval mode."""
+    from mlx_lm.models.cache import make_prompt_cache
+
+    cache = make_prompt_cache(model)
+    logits = model(mx.array([list(prompt)]), cache=cache)[:, -1, :]
+    out: list[int] = []
+    for _ in range(max_tokens):
+        token = mx.argmax(logits, axis=-1)
+        tid = token.item()
+        if tid in eos_ids:
+            break
+        out.append(tid)
+        if len(out) < max_tokens:
+            logits = model(token[:, None], cache=cache)[:, -1, :]
+    return out
+
+
+def sample_prompts(prep: "Prepared", n: int) -> list[tuple[int, ...]]:
+    """The prompt tokens of the first `n` validation rows that have a prompt (flat rows have
+    nothing to complete), exactly as training tokenized them; fixed for the whole run."""
+    if n <= 0:
+        return []
+    return [prep.valid_pairs[i].prompt for i in prep.valid_prompted if i < len(prep.valid_pairs)][:n]
+
+
+def generate_samples(model: nn.Module, tokenizer: Any, prompts: list[tuple[int, ...]], max_tokens: int) -> list[tuple[str, str]]:
+    """(prompt text, completion text) per prompt; the model is left in train mode."""
+    eos = set(getattr(tokenizer, "eos_token_ids", None) or ()) | {tokenizer.eos_token_id}
+    eos.discard(None)
+    model.eval()
+    try:
+        out = []
+        for prompt in prompts:
+            tokens = generate_greedy(model, prompt, max_tokens, eos)
+            out.append((tokenizer.decode(list(prompt), skip_special_tokens=True).strip(), tokenizer.decode(tokens, skip_special_tokens=True)))
+        return out
+    finally:
+        model.train()
 
 
 def truncate_metrics_after(path: Path, step: int) -> int:
@@ -231,6 +385,7 @@ class Prepared:
     adapter_cfg: dict
     use_scores: bool
     resolved_path: Path
+    valid_prompted: list[int] = field(default_factory=list)  # indices of valid rows with a prompt
 
 
 def prepare(cfg: Config, log: RunLog) -> Prepared:
@@ -259,17 +414,22 @@ def prepare(cfg: Config, log: RunLog) -> Prepared:
     n_total = sum(v.size for _, v in tree_flatten(model.parameters()))
     log(f"model: {path} ({cfg.finetune.type}, {n_train:,} trainable of {n_total:,} parameters)")
     use_scores = any(p.score != 1.0 for p in train_pairs + valid_pairs)
-    return Prepared(model, tokenizer, train_pairs, valid_pairs, adapter_cfg, use_scores, path)
+    valid_prompted = [i for i, row in enumerate(splits.valid) if row.prompt is not None]
+    return Prepared(model, tokenizer, train_pairs, valid_pairs, adapter_cfg, use_scores, path, valid_prompted)
 
 
 def _peak_memory_gb() -> float:
     return mx.get_peak_memory() / 1e9
 
 
-def train(run_dir: Path, cfg: Config, prep: Prepared, log: RunLog, stop: StopFlag, resume_from: Path | None) -> str:
-    """Train until `training.iters`, a stop request, or an error. Returns the final state
-    (`completed` or `stopped`); raises TrainingError for a diverged run."""
+def train(run_dir: Path, cfg: Config, prep: Prepared, log: RunLog, stop: StopFlag, resume_from: Path | None,
+          outcome: dict | None = None) -> str:
+    """Train until `training.iters`, early stopping (`training.patience`), a stop request, or
+    an error. Returns the final state (`completed` or `stopped`); raises TrainingError for a
+    diverged run. `outcome`, when given, receives what the final status event should add
+    (`early_stopped`, `best_step`)."""
     t = cfg.training
+    started = time.perf_counter()
     model, pad_id = prep.model, prep.tokenizer.pad_token_id
     if pad_id is None:
         pad_id = prep.tokenizer.eos_token_id
@@ -278,9 +438,14 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, log: RunLog, stop: StopFla
     optimizer.init(model.trainable_parameters())
 
     start_step = 0
+    best = BestTracker()
+    earlier_wall = 0.0
     if resume_from is not None:
         state = restore_checkpoint(resume_from, model, optimizer)
         start_step = state["step"]
+        best = BestTracker.from_state(state)
+        earlier_wall = float(state.get("wall_time_s", 0.0))
+        restore_best(run_dir, resume_from, best, prep.adapter_cfg)
         dropped = truncate_metrics_after(metrics_path, start_step)
         log(f"resumed from {resume_from.name} (step {start_step})" + (f"; {dropped} metric lines past it dropped and redone" if dropped else ""))
     writer = MetricsWriter(metrics_path)
@@ -292,10 +457,16 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, log: RunLog, stop: StopFla
     # The same validation batches at every evaluation: collate them once.
     valid_batches = [(len(idx), to_device(D.collate([prep.valid_pairs[i] for i in idx], pad_id))) for idx in valid_index]
     step_fn = make_train_step(model, optimizer, cfg, prep.use_scores)
+    prompts = sample_prompts(prep, t.sample_prompts)
     model.train()
 
+    def wall_time() -> float:
+        return earlier_wall + time.perf_counter() - started
+
     def checkpoint(step: int) -> None:
-        ckpt = save_checkpoint(run_dir, step, model, optimizer, {"micro_batches": step * t.grad_accumulation_steps, "train_batches": len(train_batches), "seed": t.seed})
+        extra = {"micro_batches": step * t.grad_accumulation_steps, "train_batches": len(train_batches), "seed": t.seed,
+                 **best.to_state(), "wall_time_s": wall_time()}
+        ckpt = save_checkpoint(run_dir, step, model, optimizer, extra, before_rename=lambda tmp: keep_best_in_checkpoint(run_dir, tmp))
         publish_adapters(run_dir / "adapters", ckpt / "adapters.safetensors", prep.adapter_cfg)
         writer.write("checkpoint", step, path=str(ckpt.relative_to(run_dir)))
         log(f"step {step}: checkpoint saved ({ckpt.name})")
@@ -307,6 +478,13 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, log: RunLog, stop: StopFla
         values = evaluate(model, valid_batches, cfg, prep.use_scores)
         writer.write("val", step, **values, val_time=time.perf_counter() - tic)
         log(f"step {step}: val loss {values['loss']:.4f}, reward acc {values['rewards/accuracies']:.3f}, margin {values['rewards/margins']:.4f}")
+        if best.update(step, values["loss"]) and t.keep_best:
+            folder = save_best(run_dir, model, prep.adapter_cfg)
+            writer.write("checkpoint", step, path=str(folder.relative_to(run_dir)), best=True, val_loss=values["loss"])
+            log(f"step {step}: new best val loss, adapters saved to {folder.relative_to(run_dir)}")
+        if prompts:
+            for i, (prompt, completion) in enumerate(generate_samples(model, prep.tokenizer, prompts, t.sample_max_tokens)):
+                writer.write("sample", step, prompt=prompt, completion=completion, index=i)
 
     write_status(run_dir, state="running", pid=os.getpid(), step=start_step, total_steps=t.iters, error=None, ended_at=None)
     writer.write("status", start_step, state="running", resumed=resume_from is not None)
@@ -318,7 +496,8 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, log: RunLog, stop: StopFla
     window_start = time.perf_counter()
     step = start_step
     last_saved = start_step if resume_from is not None else -1
-    while step < t.iters and not stop.requested:
+    early_stopped = False
+    while step < t.iters and not stop.requested and not early_stopped:
         # mlx cannot restore a saved RNG state, so dropout draws from a key derived from
         # (seed, step): a resumed run draws exactly what an uninterrupted one would.
         mx.random.seed(step_seed(t.seed, step))
@@ -360,11 +539,20 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, log: RunLog, stop: StopFla
         if t.steps_per_eval and (step % t.steps_per_eval == 0 or step == t.iters):
             validate(step)
             window_start = time.perf_counter()  # validation time is not training time
+            if best.should_stop(t.patience):
+                early_stopped = True
+                log(f"step {step}: early stop, no new best val loss in {best.evals_without_improvement} evaluations "
+                    f"(training.patience = {t.patience}); best {best.best_val_loss:.4f} at step {best.best_step}")
         if step % t.save_every == 0:
             checkpoint(step)
             last_saved = step
             window_start = time.perf_counter()
 
-    if last_saved != step:  # the final step, or where a stop request ended the loop
+    if last_saved != step:  # the final step, or where a stop request or early stop ended the loop
         checkpoint(step)
-    return "completed" if step >= t.iters else "stopped"
+    state = "completed" if step >= t.iters or early_stopped else "stopped"
+    write_summary(run_dir, state=state, steps_done=step, total_steps=t.iters, early_stopped=early_stopped,
+                  best_val_loss=best.best_val_loss, best_step=best.best_step, wall_time_s=wall_time())
+    if outcome is not None and early_stopped:
+        outcome.update(early_stopped=True, best_step=best.best_step)
+    return state
