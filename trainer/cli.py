@@ -3,6 +3,7 @@
     orpo-train PRESET.toml [--runs-dir DIR] [--set section.key=value ...]
     orpo-train --resume RUN_DIR [--set training.iters=N ...]
     orpo-train preflight PRESET.toml [--set ...]   (a JSON report on the data; see preflight.py)
+    orpo-train fuse RUN_DIR [--best] [--quantize BITS] [--out DIR]   (a standalone model; see fuse.py)
 
 The first line on stdout is the run directory. Exit codes: 0 finished, 130 stopped by the
 user, 2 bad config or data (one line on stderr), 1 anything else.
@@ -111,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         from trainer.preflight import main as preflight_main  # loads mlx: only when asked
 
         return preflight_main(argv[1:])
+    if argv[:1] == ["fuse"]:
+        from trainer.fuse import main as fuse_main  # loads mlx: only when asked
+
+        return fuse_main(argv[1:])
     args = _parser().parse_args(argv)
     if bool(args.preset) == bool(args.resume):
         return _fail_line("give either a PRESET file or --resume RUN_DIR")

@@ -211,6 +211,11 @@ class DataConfig:
         min=0.0,
         max=0.5,
     )
+    apply_chat_template: bool = opt(
+        False,
+        "Wrap plain-string prompt/completion rows in the model's chat template: prompt as a "
+        "user message, completion as the assistant message",
+    )
 
 
 @dataclass(frozen=True)
