@@ -5,6 +5,15 @@ local file, or a hub dataset id. Rows are either flat (chosen and rejected score
 carry a prompt: the prompt is tokenized on its own and the completions after it, so the
 boundary between them is exact and the prompt's tokens are masked out of the loss.
 
+Chat rows go through the tokenizer's chat template first. They are TRL's conversational
+preference rows (`prompt`, `chosen` and `rejected` lists of {role, content} messages; without
+a `prompt` the shared leading messages of chosen and rejected are the prompt), or plain
+prompt/completion strings wrapped as one user and one assistant message when
+`data.apply_chat_template` is on. `render_row` turns a chat row into the prompt as the
+template renders it with the generation prompt, and each completion as the rest of the
+rendered conversation, so only the assistant turn(s), with the template's own end-of-turn
+tokens, are scored.
+
 Every problem with the data is a `DataError` whose message is one line naming the file (or
 dataset) and the row, so the CLI can print it and exit 2.
 """
@@ -16,7 +25,7 @@ import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Dict, Iterable, Sequence, Tuple
 
 import numpy as np
 
@@ -43,13 +52,50 @@ class DataError(Exception):
         self.columns = list(columns) if columns is not None else None
 
 
+Message = Dict[str, Any]  # {"role": str, "content": str, ...}; keys with None values dropped
+
+
+@dataclass(frozen=True)
+class Chat:
+    """The messages of a chat row: the prompt (user side) and each completion."""
+
+    prompt: Tuple[Message, ...]
+    chosen: Tuple[Message, ...]
+    rejected: Tuple[Message, ...]
+    wrapped: bool = False  # plain strings wrapped by data.apply_chat_template
+
+
 @dataclass(frozen=True)
 class Row:
+    """One validated preference row. For a chat row, `chat` holds the messages that are
+    tokenized; `prompt`, `chosen` and `rejected` are then only a plain-text view of them (the
+    last prompt message, the completions' contents)."""
+
     prompt: str | None
     chosen: str
     rejected: str
     score: float
     origin: str  # "file: row N", for messages
+    chat: Chat | None = None
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A row as the texts that are tokenized.
+
+    `templated`: the texts come from a chat template, so they already hold every special
+    token the model expects (BOS, end-of-turn): they are tokenized with
+    add_special_tokens=False and no EOS is appended to the completions.
+    `exact`: the completions are the suffix of the conversation after `prompt`. When False
+    (a template that does not render the prompt as a prefix of the whole conversation),
+    `chosen` and `rejected` are the whole renders and the prompt is their common token prefix.
+    """
+
+    prompt: str | None
+    chosen: str
+    rejected: str
+    templated: bool = False
+    exact: bool = True
 
 
 @dataclass(frozen=True)
@@ -235,16 +281,122 @@ def rows_from_records(
             )
     has_prompt = cfg.prompt_feature in columns
     has_score = cfg.preference_score_feature in columns
+    wrap = cfg.apply_chat_template
+    if wrap and not has_prompt:
+        raise DataError(
+            f"{source}: data.apply_chat_template needs a '{cfg.prompt_feature}' column for the "
+            f"user message (columns: {', '.join(columns)})",
+            columns=columns,
+        )
 
     rows = []
+    first_kind = None
     for index, record in enumerate(records, start=1):
         origin = f"{source}: row {index}"
+        kind = _row_kind(record, cfg, has_prompt, origin)
+        if first_kind is None:
+            first_kind = kind
+        elif kind != first_kind:
+            raise DataError(
+                f"{origin}: {kind} row in a dataset of {first_kind} rows (row 1); rows must not mix formats"
+            )
+        score = _score(record, cfg.preference_score_feature, origin) if has_score else 1.0
+        if kind == "conversational":
+            rows.append(_chat_row(record, cfg, has_prompt, score, origin))
+            continue
         chosen = _text(record, cfg.chosen_feature, origin)
         rejected = _text(record, cfg.rejected_feature, origin)
         prompt = _text(record, cfg.prompt_feature, origin) if has_prompt else None
-        score = _score(record, cfg.preference_score_feature, origin) if has_score else 1.0
-        rows.append(Row(prompt, chosen, rejected, score, origin))
+        chat = None
+        if wrap:
+            chat = Chat(
+                ({"role": "user", "content": prompt},),
+                ({"role": "assistant", "content": chosen},),
+                ({"role": "assistant", "content": rejected},),
+                wrapped=True,
+            )
+        rows.append(Row(prompt, chosen, rejected, score, origin, chat))
     return rows
+
+
+def _row_kind(record: dict[str, Any], cfg: DataConfig, has_prompt: bool, origin: str) -> str:
+    """"conversational" when the row's texts are message lists, "plain" when strings; a row
+    mixing the two is an error."""
+    keys = [cfg.chosen_feature, cfg.rejected_feature]
+    if has_prompt and record.get(cfg.prompt_feature) is not None:
+        keys.insert(0, cfg.prompt_feature)
+    lists = [k for k in keys if isinstance(record.get(k), (list, tuple))]
+    if not lists:
+        return "plain"
+    others = [k for k in keys if k not in lists and record.get(k) is not None]
+    if others:
+        raise DataError(
+            f"{origin}: mixes formats: '{lists[0]}' is a list of messages but '{others[0]}' is "
+            f"a {type(record.get(others[0])).__name__}"
+        )
+    return "conversational"
+
+
+def _messages(record: dict[str, Any], column: str, origin: str) -> list[Message]:
+    value = record.get(column)
+    if value is None:
+        raise DataError(f"{origin}: '{column}' is missing")
+    if not value:
+        raise DataError(f"{origin}: '{column}' has no messages")
+    out = []
+    for number, message in enumerate(value, start=1):
+        where = f"{origin}: '{column}' message {number}"
+        if not isinstance(message, dict):
+            raise DataError(f"{where}: expected an object with 'role' and 'content', got {type(message).__name__}")
+        for key in ("role", "content"):
+            if message.get(key) is None:
+                raise DataError(f"{where}: '{key}' is missing")
+            if not isinstance(message[key], str):
+                raise DataError(f"{where}: '{key}' must be a string, got {type(message[key]).__name__}")
+        if not message["role"].strip():
+            raise DataError(f"{where}: 'role' is empty")
+        # Arrow gives every message every key seen in the column; absent ones come back as
+        # None and must not reach the template as if they were set.
+        out.append({k: v for k, v in message.items() if v is not None})
+    return out
+
+
+def _chat_row(record: dict[str, Any], cfg: DataConfig, has_prompt: bool, score: float, origin: str) -> Row:
+    """A TRL conversational row. Without a prompt, the messages chosen and rejected share
+    at the start are the prompt (TRL's implicit prompt)."""
+    chosen = _messages(record, cfg.chosen_feature, origin)
+    rejected = _messages(record, cfg.rejected_feature, origin)
+    if has_prompt and record.get(cfg.prompt_feature) is not None:
+        prompt = _messages(record, cfg.prompt_feature, origin)
+    else:
+        shared = 0
+        while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+            shared += 1
+        prompt, chosen, rejected = chosen[:shared], chosen[shared:], rejected[shared:]
+        if not prompt:
+            raise DataError(
+                f"{origin}: no '{cfg.prompt_feature}' and '{cfg.chosen_feature}' and "
+                f"'{cfg.rejected_feature}' share no leading messages to use as the prompt"
+            )
+        for column, completion in ((cfg.chosen_feature, chosen), (cfg.rejected_feature, rejected)):
+            if not completion:
+                raise DataError(f"{origin}: '{column}' has nothing after the shared prompt messages")
+    for column, completion in ((cfg.chosen_feature, chosen), (cfg.rejected_feature, rejected)):
+        # Only assistant turns may be scored: a user turn here would be trained on too.
+        for message in completion:
+            if message["role"] != "assistant":
+                raise DataError(
+                    f"{origin}: '{column}' holds a '{message['role']}' message after the prompt; "
+                    f"completions must be assistant messages"
+                )
+    return Row(
+        prompt[-1]["content"],
+        "".join(m["content"] for m in chosen),
+        "".join(m["content"] for m in rejected),
+        score,
+        origin,
+        Chat(tuple(prompt), tuple(chosen), tuple(rejected)),
+    )
 
 
 def _text(record: dict[str, Any], column: str, origin: str) -> str:
@@ -277,29 +429,85 @@ class TokenStats:
     tokens: int = 0
 
 
+def render_row(row: Row, tokenizer: Any) -> Rendered:
+    """The texts `tokenize_rows` tokenizes for `row`: a plain row's own strings, or a chat
+    row rendered with the tokenizer's chat template.
+
+    The prompt is `apply_chat_template(prompt, add_generation_prompt=True)`; each completion
+    is what the whole conversation `apply_chat_template(prompt + completion)` adds after it,
+    so it holds the assistant turn(s) with the template's end-of-turn token(s) and nothing of
+    the prompt.
+    """
+    if row.chat is None:
+        return Rendered(row.prompt, row.chosen, row.rejected)
+    hf = getattr(tokenizer, "_tokenizer", tokenizer)  # mlx_lm wraps the HF tokenizer
+    if not getattr(hf, "chat_template", None):
+        needs = "data.apply_chat_template = true" if row.chat.wrapped else f"the conversational row {row.origin}"
+        raise DataError(f"model.path: {_model_name(hf)}: the tokenizer has no chat template, which {needs} needs")
+    chat = row.chat
+    try:
+        prompt = hf.apply_chat_template(list(chat.prompt), add_generation_prompt=True, tokenize=False)
+        chosen = hf.apply_chat_template(list(chat.prompt + chat.chosen), tokenize=False)
+        rejected = hf.apply_chat_template(list(chat.prompt + chat.rejected), tokenize=False)
+    except Exception as exc:  # jinja raises for conversations a template refuses
+        raise DataError(f"{row.origin}: the chat template refused this conversation: {first_line(exc)}") from None
+    if chosen.startswith(prompt) and rejected.startswith(prompt):
+        return Rendered(prompt, chosen[len(prompt) :], rejected[len(prompt) :], templated=True)
+    # Some templates render the last assistant turn differently from the generation prompt
+    # (an inserted empty reasoning block, say), so the prompt render is not a prefix of the
+    # conversation. Then the boundary is the longest token prefix the prompt shares with both
+    # conversations (`tokenize_rows`); what follows it, the differing bit included, is scored.
+    return Rendered(prompt, chosen, rejected, templated=True, exact=False)
+
+
+def _model_name(hf: Any) -> str:
+    return str(getattr(hf, "name_or_path", "") or "this model")
+
+
+def _common_prefix(*seqs: Sequence[int]) -> int:
+    n = 0
+    for column in zip(*seqs):
+        if any(t != column[0] for t in column):
+            break
+        n += 1
+    return n
+
+
 def tokenize_rows(rows: Sequence[Row], tokenizer: Any, max_seq_length: int) -> tuple[list[Pair], TokenStats]:
-    """Tokenize rows into pairs. Completions end with EOS so the model learns to stop."""
+    """Tokenize rows into pairs. Plain completions end with EOS so the model learns to stop;
+    templated ones end with the template's own end-of-turn token(s) instead."""
     hf = getattr(tokenizer, "_tokenizer", tokenizer)  # mlx_lm wraps the HF tokenizer
     eos = tokenizer.eos_token_id
-    prompted = [r for r in rows if r.prompt is not None]
+    texts = [render_row(r, tokenizer) for r in rows]
 
     def encode(texts: list[str], special: bool) -> list[list[int]]:
         if not texts:
             return []
         return hf(texts, add_special_tokens=special)["input_ids"]
 
-    # Batch encoding goes through the fast tokenizer's Rust side in one call per column.
-    prompts = iter(encode([r.prompt for r in prompted], True))
+    # Batch encoding goes through the fast tokenizer's Rust side in one call per column. A
+    # plain prompt gets the tokenizer's special tokens (BOS); a templated one has them already.
+    plain_prompts = iter(encode([t.prompt for t in texts if t.prompt is not None and not t.templated], True))
+    chat_prompts = iter(encode([t.prompt for t in texts if t.templated], False))
     # A flat row has no prompt: its text is tokenized whole, special tokens included.
-    chosen = iter(encode([r.chosen for r in rows], False))
-    rejected = iter(encode([r.rejected for r in rows], False))
+    chosen = iter(encode([t.chosen for t in texts], False))
+    rejected = iter(encode([t.rejected for t in texts], False))
     flat_prefix = encode([""], True)[0]
 
     stats = TokenStats()
     pairs = []
-    for row in rows:
-        prompt = next(prompts) if row.prompt is not None else flat_prefix
-        c, r = next(chosen) + [eos], next(rejected) + [eos]
+    for row, text in zip(rows, texts):
+        c, r = next(chosen), next(rejected)
+        if text.templated:
+            prompt = next(chat_prompts)
+            if not text.exact:
+                n = _common_prefix(prompt, c, r)
+                prompt, c, r = c[:n], c[n:], r[n:]
+        else:
+            prompt = next(plain_prompts) if text.prompt is not None else flat_prefix
+            c, r = c + [eos], r + [eos]
+        if not c or not r:
+            raise DataError(f"{row.origin}: a completion renders to no tokens")
         prompt, c, r, cut = _truncate(prompt, c, r, max_seq_length)
         stats.truncated += cut
         stats.tokens += 2 * len(prompt) + len(c) + len(r)

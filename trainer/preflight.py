@@ -51,7 +51,7 @@ def preflight(cfg: Config) -> dict[str, Any]:
 
     d = cfg.data
     report["source"] = splits.source
-    report["format"] = _format(splits.columns, cfg)
+    report["format"] = _format(splits.columns, cfg, splits.train[0])
     report["splits"] = {
         "train": len(splits.train),
         "valid": len(splits.valid),
@@ -80,7 +80,11 @@ def preflight(cfg: Config) -> dict[str, Any]:
 
     over, tokens = {}, {}
     for name, rows in (("train", splits.train), ("valid", splits.valid)):
-        pairs, _ = tokenize_rows(rows, tokenizer, _NO_LIMIT)
+        try:
+            pairs, _ = tokenize_rows(rows, tokenizer, _NO_LIMIT)
+        except DataError as exc:  # a chat row the tokenizer cannot render
+            report["error"] = str(exc)
+            return report
         # `Pair.length` over the limit is exactly when `tokenize_rows` truncates a pair.
         count = sum(p.length > d.max_seq_length for p in pairs)
         over[name] = {"count": count, "share": count / len(pairs) if pairs else 0.0}
@@ -137,8 +141,11 @@ def _columns(found: Sequence[str], cfg: Config) -> dict[str, Any]:
     }
 
 
-def _format(found: Sequence[str], cfg: Config) -> str:
-    # The same rule as `rows_from_records`: a prompt column, when present, is masked.
+def _format(found: Sequence[str], cfg: Config, row: Row | None = None) -> str:
+    # The same rules as `rows_from_records`: a prompt column, when present, is masked; chat
+    # rows (message lists, or strings wrapped by data.apply_chat_template) are templated.
+    if row is not None and row.chat is not None:
+        return "prompt+chat_template" if row.chat.wrapped else "conversational"
     return "prompt" if cfg.data.prompt_feature in found else "flat"
 
 

@@ -137,7 +137,12 @@ def format_report(report: PreflightReport) -> list[str]:
     if report.error:
         lines.append(f"error: {report.error}")
     if report.source:
-        kind = {"prompt": "prompt + answers", "flat": "flat (no prompt column)"}.get(report.format or "")
+        kind = {
+            "prompt": "prompt + answers",
+            "flat": "flat (no prompt column)",
+            "conversational": "conversational (chat messages, template applied)",
+            "prompt+chat_template": "prompt + answers in the chat template",
+        }.get(report.format or "")
         lines.append(f"source: {report.source}" + (f" · {kind}" if kind else ""))
     if report.splits:
         valid = f"valid: {report.splits['valid']} rows"
