@@ -8,6 +8,7 @@ from pathlib import Path
 
 from trainer.builtin import DEMO_DATA_DIR
 from trainer.config import Config
+from trainer.estimate import estimate, implied_epochs, model_shape
 
 
 def count_train_rows(cfg: Config) -> int | None:
@@ -43,7 +44,7 @@ def derived_values(cfg: Config, train_rows: int | None) -> list[tuple[str, str]]
     out.append(("Effective batch", f"{effective_batch} pairs  ({t.batch_size} × {t.grad_accumulation_steps} accumulation)"))
     pairs_seen = t.iters * effective_batch
     if train_rows:
-        out.append(("Implied epochs", f"{pairs_seen / train_rows:.2f}  ({pairs_seen:,} pairs over {train_rows:,} train rows)"))
+        out.append(("Implied epochs", f"{implied_epochs(cfg, train_rows):.2f}  ({pairs_seen:,} pairs over {train_rows:,} train rows)"))
     else:
         out.append(("Implied epochs", f"? ({pairs_seen:,} pairs; run the data check to count rows)"))
     out.append(("Tokens per step", f"≤ {effective_batch * 2 * cfg.data.max_seq_length:,}  (chosen + rejected at max_seq_length)"))
@@ -51,6 +52,19 @@ def derived_values(cfg: Config, train_rows: int | None) -> list[tuple[str, str]]
     out.append(("Base weights", f"{bits}-bit, group {cfg.model.quantize.group_size}" if bits else "as stored"))
     if cfg.qat.enable:
         out.append(("QAT", f"fake-quantize to {cfg.qat.bits}-bit (group {cfg.qat.group_size}) from step {cfg.qat.start_step}"))
+    shape = model_shape(cfg.model.path)
+    if shape is None:
+        out.append(("Memory (est.)", "? (model shape unknown until its config.json is on disk)"))
+    else:
+        worst = estimate(cfg, shape)
+        out.append(("Memory (est.)", f"≈ {_size(worst.total_bytes)} at max_seq_length  (weights {_size(worst.weights)}, "
+                                      f"adapters+optimizer {_size(worst.optimizer)}, activations {_size(worst.activations + worst.logits)})"))
+        out.append(("Work per step", f"≈ {worst.flops_per_step / 1e9:,.1f} GFLOP at max_seq_length; "
+                                      f"{worst.trainable:,} trainable of {shape.params:,} weights"))
     if t.steps_per_eval:
         out.append(("Validation", f"every {t.steps_per_eval} steps over {'all' if t.val_batches < 0 else t.val_batches} batches"))
     return out
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
