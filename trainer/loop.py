@@ -270,7 +270,8 @@ def sample_prompts(prep: "Prepared", n: int) -> list[tuple[int, ...]]:
     nothing to complete), exactly as training tokenized them; fixed for the whole run."""
     if n <= 0:
         return []
-    return [prep.valid_pairs[i].prompt for i in prep.valid_prompted if i < len(prep.valid_pairs)][:n]
+    prompts = (prep.valid_pairs[i].prompt for i in prep.valid_prompted if i < len(prep.valid_pairs))
+    return [p for p in prompts if p][:n]  # an empty prompt (a blank prompt column) gives no context
 
 
 def generate_samples(model: nn.Module, tokenizer: Any, prompts: list[tuple[int, ...]], max_tokens: int) -> list[tuple[str, str]]:
