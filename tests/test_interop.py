@@ -92,3 +92,21 @@ def test_bad_yaml_is_one_clear_line(text, message):
     with pytest.raises(InteropError, match=message) as err:
         import_yaml(text)
     assert "\n" not in str(err.value)
+
+
+def test_cli_import_then_export(tmp_path):
+    import subprocess
+    import sys
+
+    from trainer.config import load_preset
+
+    (tmp_path / "peer.yaml").write_text(PEER_YAML)
+    imp = subprocess.run([sys.executable, "-m", "trainer", "import-yaml", str(tmp_path / "peer.yaml"), "--out",
+                          str(tmp_path / "p.toml")], capture_output=True, text=True)
+    assert imp.returncode == 0, imp.stderr
+    assert "not carried over: wandb" in imp.stderr
+    assert load_preset(tmp_path / "p.toml").finetune.rank == 16
+    exp = subprocess.run([sys.executable, "-m", "trainer", "export-yaml", str(tmp_path / "p.toml")], capture_output=True, text=True)
+    assert exp.returncode == 0 and yaml.safe_load(exp.stdout)["lora_parameters"]["rank"] == 16
+    bad = subprocess.run([sys.executable, "-m", "trainer", "import-yaml", str(tmp_path / "nope.yaml")], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1

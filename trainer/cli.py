@@ -4,6 +4,8 @@
     orpo-train --resume RUN_DIR [--set training.iters=N ...]
     orpo-train preflight PRESET.toml [--set ...]   (a JSON report on the data; see preflight.py)
     orpo-train fuse RUN_DIR [--best] [--quantize BITS] [--out DIR]   (a standalone model; see fuse.py)
+    orpo-train import-yaml FILE.yaml [--out PRESET.toml]   (from an mlx-lm-lora config; see interop.py)
+    orpo-train export-yaml PRESET.toml [--out FILE.yaml]   (to an mlx-lm-lora config)
 
 The first line on stdout is the run directory. Exit codes: 0 finished, 130 stopped by the
 user, 2 bad config or data (one line on stderr), 1 anything else.
@@ -112,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         from trainer.preflight import main as preflight_main  # loads mlx: only when asked
 
         return preflight_main(argv[1:])
+    if argv[:1] in (["import-yaml"], ["export-yaml"]):
+        from trainer.interop import main as interop_main
+
+        return interop_main(argv)
     if argv[:1] == ["fuse"]:
         from trainer.fuse import main as fuse_main  # loads mlx: only when asked
 

@@ -162,3 +162,40 @@ def preset_text(raw: dict) -> str:
 
     return tomli_w.dumps(raw)
 
+
+
+def main(argv: list[str]) -> int:
+    """`orpo-train import-yaml FILE.yaml [--out PRESET.toml]` and
+    `orpo-train export-yaml PRESET.toml [--out FILE.yaml]`: the converted file to --out or
+    stdout; the keys that did not carry over, one per line, on stderr."""
+    import argparse
+    import sys
+    from pathlib import Path
+
+    from trainer.config import load_preset
+    from trainer.runs import atomic_write_text
+
+    parser = argparse.ArgumentParser(prog=f"orpo-train {argv[0]}")
+    parser.add_argument("source")
+    parser.add_argument("--out")
+    args = parser.parse_args(argv[1:])
+    try:
+        if argv[0] == "import-yaml":
+            try:
+                text = Path(args.source).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise InteropError(f"{args.source}: {exc.strerror or exc}") from None
+            raw, unmapped = import_yaml(text, args.source)
+            result = preset_text(raw)
+        else:
+            result, unmapped = export_yaml(load_preset(args.source))
+    except (InteropError, ConfigError) as exc:
+        print(f"orpo-train {argv[0]}: {exc}", file=sys.stderr)
+        return 2
+    if args.out:
+        atomic_write_text(Path(args.out), result)
+    else:
+        sys.stdout.write(result)
+    for key in unmapped:
+        print(f"not carried over: {key}", file=sys.stderr)
+    return 0
