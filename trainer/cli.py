@@ -34,6 +34,9 @@ RESUME_SETTABLE = (
     "training.steps_per_eval",
     "training.val_batches",
     "training.save_every",
+    "training.patience",
+    "training.sample_prompts",
+    "training.sample_max_tokens",
 )
 
 
