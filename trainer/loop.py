@@ -23,6 +23,7 @@ import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from trainer import data as D
+from trainer import qat
 from trainer.config import Config
 from trainer.events import MetricsWriter, read_events
 from trainer.loss import orpo_loss, sequence_logps
@@ -391,9 +392,6 @@ class Prepared:
 
 def prepare(cfg: Config, log: RunLog) -> Prepared:
     """Load model and data; raises ModelError/DataError with one-line messages."""
-    if cfg.qat.enable:
-        # Refuse rather than silently train without it: the run would not be what it says.
-        raise ModelError("qat.enable: quantization-aware training is not implemented yet; set qat.enable = false")
     path = resolve_model_path(cfg.model.path)
     splits = D.load_splits(cfg.data, cfg.training.seed)
     for note in splits.notes:
@@ -411,6 +409,11 @@ def prepare(cfg: Config, log: RunLog) -> Prepared:
     # adapter initialisation and dropout depend on training.seed alone.
     mx.random.seed(cfg.training.seed)
     adapter_cfg = apply_finetune(model, cfg)
+    if cfg.qat.enable:  # our QAT modules in place of the adapted layers (trainer/qat.py), gates closed
+        q = cfg.qat
+        if not qat.apply_qat(model, q.bits, q.group_size):
+            raise ModelError(f"qat.group_size = {q.group_size}: no layer of this model has an input width divisible by it")
+        log(f"qat: fake-quantizing {qat.describe(model)} to {q.bits} bits, group size {q.group_size}, from step {q.start_step}")
     n_train = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
     n_total = sum(v.size for _, v in tree_flatten(model.parameters()))
     log(f"model: {path} ({cfg.finetune.type}, {n_train:,} trainable of {n_total:,} parameters)")
@@ -458,6 +461,8 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, log: RunLog, stop: StopFla
     # The same validation batches at every evaluation: collate them once.
     valid_batches = [(len(idx), to_device(D.collate([prep.valid_pairs[i] for i in idx], pad_id))) for idx in valid_index]
     step_fn = make_train_step(model, optimizer, cfg, prep.use_scores)
+    qat_switch = qat.QatSwitch(model, cfg.qat.enable, cfg.qat.start_step)  # gates are data in the compiled step
+    qat_switch.at(start_step)
     prompts = sample_prompts(prep, t.sample_prompts)
     model.train()
 
@@ -502,6 +507,8 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, log: RunLog, stop: StopFla
         # mlx cannot restore a saved RNG state, so dropout draws from a key derived from
         # (seed, step): a resumed run draws exactly what an uninterrupted one would.
         mx.random.seed(step_seed(t.seed, step))
+        if qat_switch.at(step):
+            log(f"step {step}: quantization-aware training on")
         grad = None
         for micro in range(t.grad_accumulation_steps):
             index = step * t.grad_accumulation_steps + micro
