@@ -7,7 +7,7 @@ import pytest
 
 from trainer.runs import list_runs, read_status
 
-from trainer_helpers import run_trainer
+from trainer_helpers import DEMO, run_trainer
 
 
 def preset(tmp_path, text, name="exp.toml"):
@@ -81,10 +81,13 @@ def test_data_errors_exit_2_and_mark_the_run_failed(tmp_path, case):
     assert status["state"] == "failed" and status["error"] in line
 
 
-def test_qat_is_refused_until_it_exists(tmp_path):
-    path = preset(tmp_path, "[qat]\nenable = true\n")
-    proc = run_trainer(str(path), "--runs-dir", str(tmp_path / "runs"))
-    assert proc.returncode == 2 and "qat.enable" in proc.stderr and proc.stderr.strip().count("\n") == 0
+def test_qat_with_no_layer_to_quantize_is_refused(tmp_path):
+    # QAT exists (tests/test_qat.py); a group size that divides no layer's input width (the
+    # tiny model's are 64 and 192) would fake-quantize nothing, like the deployment quantizer:
+    # refused with one line instead of silently training without QAT.
+    proc = run_trainer(str(DEMO), "--runs-dir", str(tmp_path / "runs"), "--set", "qat.enable=true", "--set", "qat.group_size=128")
+    assert proc.returncode == 2, proc.stderr
+    assert "qat.group_size = 128" in proc.stderr and proc.stderr.strip().count("\n") == 0
 
 
 def test_resume_refuses_a_non_run_and_frozen_keys(tmp_path):
