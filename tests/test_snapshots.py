@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Input
 
 from tui.app import make_app
 
@@ -44,6 +44,8 @@ async def _highlight(pilot, name: str) -> None:
     (which widget has focus on start is part of what the snapshot records)."""
     await pilot.pause()
     screen = pilot.app.screen
+    for field in screen.query(Input):
+        field.cursor_blink = False  # a blinking cursor would be photographed on or off at random
     table = screen.query_one(DataTable)
     entry = next(e for e in screen.entries if e.name == name)
     table.move_cursor(row=table.get_row_index(str(entry.path)))
@@ -81,5 +83,11 @@ def test_preset_editor(snap_compare, app_in_fixture_dir, size):
         await pilot.press("enter")
         await pilot.pause()
         assert type(pilot.app.screen).__name__ == "PresetEditorScreen"
+        # The focused input's cursor blinks: photographed on or off depending on the machine's
+        # speed. Hold it still, then let the form's layout settle.
+        for field in pilot.app.screen.query(Input):
+            field.cursor_blink = False
+        await pilot.wait_for_scheduled_animations()
+        await pilot.pause(0.5)
 
     assert snap_compare(app_in_fixture_dir(), terminal_size=SIZES[size], run_before=run_before)
