@@ -38,6 +38,8 @@ _VALID_FALLBACKS = ("valid", "validation", "test", "eval")
 # Padding every batch to a multiple of this keeps the number of distinct shapes, and so the
 # number of traces the compiled step builds, small.
 PAD_MULTIPLE = 16
+# The scored positions are padded to a multiple of this, for the same reason.
+GATHER_MULTIPLE = 64
 
 
 class DataError(Exception):
@@ -577,10 +579,21 @@ def collate(pairs: Sequence[Pair], pad_id: int) -> dict[str, np.ndarray]:
         targets[i, :n] = seq[1:]
         # Target t predicts token t+1; a flat row (start 0) cannot score its first token.
         mask[i, max(start - 1, 0) : n] = 1.0
+    rows, cols = np.nonzero(mask)
+    scored = len(rows)
+    room = -(-scored // GATHER_MULTIPLE) * GATHER_MULTIPLE
+    index = np.zeros(room, dtype=np.int32)
+    index[:scored] = rows * width + cols
+    row_of = np.zeros(room, dtype=np.int32)
+    row_of[:scored] = rows
+    weights = np.zeros(room, dtype=np.float32)
+    weights[:scored] = 1.0
     return {
         "inputs": inputs,
         "targets": targets,
         "mask": mask,
         "scores": np.array([p.score for p in pairs], dtype=np.float32),
         "tokens": int(sum(len(s) for s in seqs)),
+        # Where the scored tokens are, for projecting only them onto the vocabulary.
+        "gather": (index, row_of, weights),
     }

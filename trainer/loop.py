@@ -26,8 +26,8 @@ from trainer import data as D
 from trainer import qat
 from trainer.config import Config
 from trainer.events import MetricsWriter, read_events
-from trainer.loss import orpo_loss, sequence_logps
-from trainer.model import (ModelError, apply_finetune, load_base, publish_adapters, resolve_model_path,
+from trainer.loss import gathered_sequence_logps, orpo_loss, sequence_logps
+from trainer.model import (ModelError, apply_finetune, load_base, output_head, publish_adapters, resolve_model_path,
                            trainable_weights)
 from trainer.runs import atomic_write_text, write_status
 
@@ -320,8 +320,11 @@ def step_seed(seed: int, step: int) -> int:
 
 
 def make_loss_fn(beta: float, use_scores: bool):
-    def loss_fn(model, inputs, targets, mask, scores):
-        logps = sequence_logps(model(inputs), targets, mask)
+    def loss_fn(model, inputs, targets, mask, scores, gather=None):
+        if gather is None:
+            logps = sequence_logps(model(inputs), targets, mask)
+        else:  # only scored positions reach the vocabulary projection (see use_gathered_head)
+            logps = gathered_sequence_logps(model.model(inputs), output_head(model), targets, mask, *gather)
         half = scores.shape[0]
         return orpo_loss(logps[:half], logps[half:], beta, scores if use_scores else None)
 
@@ -338,8 +341,8 @@ def make_train_step(model: nn.Module, optimizer: optim.Optimizer, cfg: Config, u
     state = [model.state, optimizer.state, mx.random.state]
 
     @partial(mx.compile, inputs=state, outputs=state)
-    def step(inputs, targets, mask, scores, prev_grad, do_update):
-        (_, metrics), grad = value_and_grad(model, inputs, targets, mask, scores)
+    def step(inputs, targets, mask, scores, prev_grad, do_update, gather=None):
+        (_, metrics), grad = value_and_grad(model, inputs, targets, mask, scores, gather)
         if prev_grad is not None:
             grad = tree_map(lambda a, b: a + b, grad, prev_grad)
         if do_update:
@@ -358,6 +361,30 @@ def to_device(batch: dict) -> tuple[mx.array, ...]:
     return tuple(mx.array(batch[k]) for k in ("inputs", "targets", "mask", "scores"))
 
 
+def gather_to_device(batch: dict) -> tuple[mx.array, ...]:
+    return tuple(mx.array(a) for a in batch["gather"])
+
+
+def use_gathered_head(model: nn.Module, batch: dict, use_scores: bool) -> bool:
+    """Whether projecting only the scored positions gives this model's own numbers.
+
+    It holds for mlx-lm's usual layout; a model that post-processes its logits (softcapping,
+    scaling) would differ, so the plain path is kept unless both agree on a real batch."""
+    if output_head(model) is None:
+        return False
+    loss_fn = make_loss_fn(0.1, use_scores)
+    model.eval()
+    try:
+        plain = loss_fn(model, *to_device(batch))[0]
+        fast = loss_fn(model, *to_device(batch), gather_to_device(batch))[0]
+        same = bool(mx.allclose(plain, fast, atol=1e-4, rtol=1e-4).item())
+    except (AttributeError, TypeError, ValueError):
+        same = False
+    finally:
+        model.train()
+    return same
+
+
 def evaluate(model: nn.Module, batches: list[tuple[int, tuple[mx.array, ...]]], cfg: Config, use_scores: bool) -> dict[str, float]:
     """Pair-weighted means of the ORPO metrics over `(pairs, device arrays)` batches that
     were collated once for the whole run."""
@@ -365,8 +392,8 @@ def evaluate(model: nn.Module, batches: list[tuple[int, tuple[mx.array, ...]]], 
     model.eval()
     totals: dict[str, mx.array] = {}
     count = 0
-    for n_pairs, arrays in batches:
-        _, metrics = loss_fn(model, *arrays)
+    for n_pairs, arrays, *gather in batches:
+        _, metrics = loss_fn(model, *arrays, *gather)
         for k, v in metrics.items():
             totals[k] = totals.get(k, 0.0) + v * n_pairs
         count += n_pairs
@@ -459,7 +486,21 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, log: RunLog, stop: StopFla
     if t.val_batches >= 0:
         valid_index = valid_index[: t.val_batches]
     # The same validation batches at every evaluation: collate them once.
-    valid_batches = [(len(idx), to_device(D.collate([prep.valid_pairs[i] for i in idx], pad_id))) for idx in valid_index]
+    first = D.collate([prep.train_pairs[i] for i in train_batches[0]], pad_id)
+    gathered = use_gathered_head(model, first, prep.use_scores)
+    share = first["gather"][2].sum() / first["mask"].size
+    log("scoring: only completion positions are projected onto the vocabulary "
+        f"({share:.0%} of the first batch's positions)" if gathered else
+        "scoring: this model's logits need the full projection (its head is not the usual layout)")
+
+    def device_batch(pairs: list) -> tuple:
+        b = D.collate(pairs, pad_id)
+        return (to_device(b), gather_to_device(b) if gathered else None, b)
+
+    valid_batches = []
+    for idx in valid_index:
+        arrays, gather, _ = device_batch([prep.valid_pairs[i] for i in idx])
+        valid_batches.append((len(idx), arrays, gather) if gather else (len(idx), arrays))
     step_fn = make_train_step(model, optimizer, cfg, prep.use_scores)
     qat_switch = qat.QatSwitch(model, cfg.qat.enable, cfg.qat.start_step)  # gates are data in the compiled step
     qat_switch.at(start_step)
@@ -513,8 +554,8 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, log: RunLog, stop: StopFla
         for micro in range(t.grad_accumulation_steps):
             index = step * t.grad_accumulation_steps + micro
             idx = D.batch_at(train_batches, t.seed, index)
-            b = D.collate([prep.train_pairs[i] for i in idx], pad_id)
-            metrics, grad = step_fn(*to_device(b), grad, micro == t.grad_accumulation_steps - 1)
+            arrays, gather, b = device_batch([prep.train_pairs[i] for i in idx])
+            metrics, grad = step_fn(*arrays, grad, micro == t.grad_accumulation_steps - 1, gather)
             for k, v in metrics.items():
                 window[k] = window.get(k, 0.0) + v
             window_tokens += b["tokens"]

@@ -92,3 +92,18 @@ def sequence_logps(logits: mx.array, targets: mx.array, mask: mx.array) -> mx.ar
     mask = mask.astype(mx.float32)
     summed = (token_logps(logits, targets) * mask).sum(axis=-1)
     return summed / mx.maximum(mask.sum(axis=-1), 1.0)
+
+
+def gathered_sequence_logps(hidden: mx.array, head, targets: mx.array, mask: mx.array,
+                            index: mx.array, rows: mx.array, weights: mx.array) -> mx.array:
+    """`sequence_logps`, projecting to the vocabulary only the positions that are scored.
+
+    Prompts and padding are often most of a batch, and the vocabulary projection (with its
+    softmax) is most of a small model's work; `index` lists the scored positions of the
+    flattened [rows * T] batch (padded with weight-0 entries so shapes repeat), `rows` the
+    sequence each belongs to. Same values as the full projection, to float rounding.
+    """
+    flat = hidden.reshape(-1, hidden.shape[-1])[index]
+    lp = token_logps(head(flat), targets.reshape(-1)[index]) * weights
+    sums = mx.zeros((targets.shape[0],), dtype=lp.dtype).at[rows].add(lp)
+    return sums / mx.maximum(mask.astype(mx.float32).sum(axis=-1), 1.0)

@@ -204,3 +204,17 @@ def publish_adapters(folder: Path, weights_file: Path, acfg: dict[str, Any]) -> 
     shutil.copyfile(weights_file, tmp)
     os.replace(tmp, folder / "adapters.safetensors")
     atomic_write_text(folder / "adapter_config.json", json.dumps(acfg, indent=2) + "\n")
+
+
+def output_head(model: nn.Module):
+    """The function from final hidden states to logits, for mlx-lm's usual layout (a body at
+    `model.model`, then `lm_head` or the tied embedding). None when the model is laid out
+    otherwise; the caller checks numerically that body + head equals the whole model."""
+    body = getattr(model, "model", None)
+    if body is None:
+        return None
+    head = getattr(model, "lm_head", None)
+    if head is not None:
+        return head
+    embed = getattr(body, "embed_tokens", None)
+    return embed.as_linear if embed is not None and hasattr(embed, "as_linear") else None
