@@ -9,7 +9,9 @@ from mlx.utils import tree_flatten
 
 from trainer import data as D
 from trainer.config import config_from_dict
-from trainer.loop import RunLog, gather_to_device, make_loss_fn, prepare, to_device, use_gathered_head
+from trainer.loop import (RunLog, gather_to_device, make_loss_fn, positions, prepare, shared_to_device, to_device, use_gathered_head,
+                          use_shared_prefix)
+from trainer.shared_prefix import collate_shared
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +63,145 @@ def test_trainer_uses_the_fast_path_only_when_it_agrees(prep):
             return 30.0 * mx.tanh(self.inner(x) / 30.0)
 
     assert not use_gathered_head(Softcapped(prep.model), b, False)
+
+
+# ---------------------------------------------------------------- shared prefix
+
+
+def assert_same_as_plain(prep, pairs, use_scores, grads=True):
+    """Loss, every metric and every gradient of the shared-prefix layout equal the plain
+    full-logits batch's."""
+    loss_fn = make_loss_fn(0.1, use_scores)
+    grad_fn = nn.value_and_grad(prep.model, loss_fn)
+    plain, fast = D.collate(pairs, 0), collate_shared(pairs, 0)
+    assert fast is not None
+    (plain_loss, plain_metrics), plain_grad = grad_fn(prep.model, *to_device(plain))
+    (fast_loss, fast_metrics), fast_grad = grad_fn(prep.model, *to_device(fast), gather_to_device(fast), shared_to_device(fast))
+    assert abs(plain_loss.item() - fast_loss.item()) < 1e-4
+    for k in plain_metrics:
+        assert abs(plain_metrics[k].item() - fast_metrics[k].item()) < 1e-4, k
+    if grads:
+        for (k, g1), (_, g2) in zip(tree_flatten(plain_grad), tree_flatten(fast_grad)):
+            assert np.allclose(np.array(g1), np.array(g2), atol=2e-5), k
+    return plain, fast
+
+
+def test_shared_prefix_equals_plain_on_real_batches(prep):
+    groups = D.make_batches(prep.train_pairs, 8)
+    for g in (groups[0], groups[len(groups) // 2], groups[-1]):
+        plain, fast = assert_same_as_plain(prep, [prep.train_pairs[i] for i in g], use_scores=False)
+        assert fast["tokens"] == plain["tokens"]  # tokens/s means the same in both layouts
+
+
+def test_shared_prefix_with_scored_prefix_tokens_padding_and_scores(prep):
+    """Prompts of different lengths (left padding), answers that start alike (scored tokens
+    inside the shared prefix), a flat row with a common start, identical answers, and
+    preference scores."""
+    tok = prep.tokenizer
+
+    def ids(text):
+        return tuple(tok.encode(text, add_special_tokens=False))
+
+    eos = (tok.eos_token_id,)
+    pairs = [
+        D.Pair(ids("Tell me about the sea, please."), ids(" Sure, the sea is wide and deep.") + eos, ids(" Sure, no.") + eos, 0.9),
+        D.Pair(ids("Hi"), ids(" Hello there, friend!") + eos, ids(" WHAT") + eos, 1.0),
+        D.Pair((), ids("The answer is forty two, as computed.") + eos, ids("The answer is NOTHING.") + eos, 0.5),
+        D.Pair(ids("Same?"), ids(" yes") + eos, ids(" yes") + eos, 1.0),
+    ]
+    plain, fast = assert_same_as_plain(prep, pairs, use_scores=True)
+    prefix, pads = fast["shared"][0], fast["shared"][1]
+    assert len(set(pads.tolist())) > 1  # rows really are left-padded by different amounts
+    assert len(fast["shared"]) == 12  # scored tokens inside the prefix exist and are counted
+
+
+def test_training_with_the_shared_prefix_equals_training_without(tmp_path, monkeypatch):
+    """The layout changes only the speed: same batches, same losses, same validation."""
+    import json
+
+    import trainer.loop as L
+
+    def run(name: str) -> tuple[list, list, str]:
+        cfg = config_from_dict({"finetune": {"dropout": 0.0}, "training": {
+            "iters": 6, "steps_per_report": 1, "steps_per_eval": 3, "sample_prompts": 0, "val_batches": 2}}, "t")
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        log = RunLog(run_dir / "train.log", echo=False)
+        L.train(run_dir, cfg, prepare(cfg, log), log, L.StopFlag(), None)
+        events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return ([e["loss"] for e in events if e["event"] == "train"], [e["loss"] for e in events if e["event"] == "val"],
+                (run_dir / "train.log").read_text())
+
+    fast_train, fast_val, fast_log = run("fast")
+    monkeypatch.setattr(L, "use_shared_prefix", lambda *a, **k: False)
+    plain_train, plain_val, plain_log = run("plain")
+    assert "prompt runs through the model once" in fast_log and "prompt runs through" not in plain_log
+    assert len(fast_train) == 6 and fast_train == pytest.approx(plain_train, abs=1e-4)
+    assert len(fast_val) == 3 and fast_val == pytest.approx(plain_val, abs=1e-4)
+    assert fast_train[-1] < fast_train[0]
+
+
+def test_shared_prefix_is_refused_for_a_model_that_ignores_the_cache(prep):
+    """A body that drops the kept keys/values (like a model with its own attention code)
+    would score each answer without its prompt: the trainer must notice and not use it."""
+    pairs = [prep.train_pairs[i] for i in D.make_batches(prep.train_pairs, 4)[0]]
+    assert use_shared_prefix(prep.model, pairs, 0, False)
+
+    class Body(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+            self.layers = inner.layers
+            self.embed_tokens = inner.embed_tokens
+
+        def __call__(self, inputs, cache=None):
+            return self.inner(inputs)
+
+    class NoCache(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.model = Body(inner.model)
+            self.outer = inner
+            if hasattr(inner, "lm_head"):
+                self.lm_head = inner.lm_head
+
+        def __call__(self, inputs):
+            return self.outer(inputs)
+
+    wrapped = NoCache(prep.model)
+    assert use_gathered_head(wrapped, D.collate(pairs, 0), False)  # the head check alone passes
+    assert not use_shared_prefix(wrapped, pairs, 0, False)
+
+
+def test_compiled_step_is_rebuilt_after_its_shape_budget(prep, monkeypatch):
+    """Each new input shape costs the compiled step host memory; past the budget a fresh
+    function replaces it, and it still trains (same numbers as a fresh step would give)."""
+    import mlx.optimizers as optim
+
+    from trainer.loop import ShapeBoundedStep, make_train_step
+
+    monkeypatch.setattr(ShapeBoundedStep, "MAX_COMPILED_SHAPES", 3)
+    cfg = config_from_dict({"finetune": {"dropout": 0.0}}, "t")
+    opt = optim.AdamW(learning_rate=0.0)  # no update: every call sees the same weights
+    opt.init(prep.model.trainable_parameters())
+    built = []
+    step = ShapeBoundedStep(lambda: built.append(1) or make_train_step(prep.model, opt, cfg, False))
+    base = prep.train_pairs[0]
+    losses = []
+    for n in (1, 2, 3, 1, 4, 5):
+        b = D.collate([D.Pair(base.prompt + base.prompt[:1] * n * 16, base.chosen, base.rejected, 1.0)], 0)
+        metrics, _ = step(*to_device(b), None, True)
+        losses.append(metrics["loss"].item())
+    assert len(built) == 2 and step.rebuilds == 1  # shapes 1, 2, 3 fill it; 1 is cached; 4 rebuilds
+    assert losses[0] == pytest.approx(losses[3], abs=1e-6)
+
+
+def test_shared_prefix_runs_each_prompt_once(prep):
+    """Long prompts, short answers of different lengths: the shared layout runs the prompt
+    once and pads chosen and rejected each only to their own longest."""
+    base = prep.train_pairs[0]
+    word = base.chosen[:1]
+    pairs = [D.Pair(word * (96 + i), word * (4 + 3 * i) + (1,), (2,) * (20 - 2 * i) + (1,), 1.0) for i in range(4)]
+    plain, fast = assert_same_as_plain(prep, pairs, use_scores=False, grads=False)
+    # plain: 8 rows x 128 (longest 116, padded to 16); shared: 4 x 104 prompt, 4 x 16 chosen, 4 x 24 rejected
+    assert positions(plain) == 8 * 128 and positions(fast) == 4 * 104 + 4 * 16 + 4 * 24

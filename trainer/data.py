@@ -579,15 +579,6 @@ def collate(pairs: Sequence[Pair], pad_id: int) -> dict[str, np.ndarray]:
         targets[i, :n] = seq[1:]
         # Target t predicts token t+1; a flat row (start 0) cannot score its first token.
         mask[i, max(start - 1, 0) : n] = 1.0
-    rows, cols = np.nonzero(mask)
-    scored = len(rows)
-    room = -(-scored // GATHER_MULTIPLE) * GATHER_MULTIPLE
-    index = np.zeros(room, dtype=np.int32)
-    index[:scored] = rows * width + cols
-    row_of = np.zeros(room, dtype=np.int32)
-    row_of[:scored] = rows
-    weights = np.zeros(room, dtype=np.float32)
-    weights[:scored] = 1.0
     return {
         "inputs": inputs,
         "targets": targets,
@@ -595,5 +586,19 @@ def collate(pairs: Sequence[Pair], pad_id: int) -> dict[str, np.ndarray]:
         "scores": np.array([p.score for p in pairs], dtype=np.float32),
         "tokens": int(sum(len(s) for s in seqs)),
         # Where the scored tokens are, for projecting only them onto the vocabulary.
-        "gather": (index, row_of, weights),
+        "gather": scored_positions(mask),
     }
+
+
+def scored_positions(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(flat index, row, weight) of each scored position of a [rows, T] mask, padded with
+    weight-0 entries to a multiple of GATHER_MULTIPLE so compiled shapes repeat."""
+    rows, cols = np.nonzero(mask)
+    room = -(-len(rows) // GATHER_MULTIPLE) * GATHER_MULTIPLE
+    index = np.zeros(room, dtype=np.int32)
+    index[: len(rows)] = rows * mask.shape[1] + cols
+    row_of = np.zeros(room, dtype=np.int32)
+    row_of[: len(rows)] = rows
+    weights = np.zeros(room, dtype=np.float32)
+    weights[: len(rows)] = 1.0
+    return index, row_of, weights

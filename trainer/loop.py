@@ -30,6 +30,7 @@ from trainer.loss import gathered_sequence_logps, orpo_loss, sequence_logps
 from trainer.model import (ModelError, apply_finetune, load_base, output_head, publish_adapters, resolve_model_path,
                            trainable_weights)
 from trainer.runs import atomic_write_text, write_status
+from trainer.shared_prefix import collate_shared, shared_sequence_logps
 
 CHECKPOINTS_KEPT = 2
 
@@ -320,11 +321,13 @@ def step_seed(seed: int, step: int) -> int:
 
 
 def make_loss_fn(beta: float, use_scores: bool):
-    def loss_fn(model, inputs, targets, mask, scores, gather=None):
-        if gather is None:
-            logps = sequence_logps(model(inputs), targets, mask)
-        else:  # only scored positions reach the vocabulary projection (see use_gathered_head)
+    def loss_fn(model, inputs, targets, mask, scores, gather=None, shared=None):
+        if shared is not None:  # the shared-prefix layout (trainer/shared_prefix.py)
+            logps = shared_sequence_logps(model, output_head(model), inputs, targets, gather, shared)
+        elif gather is not None:  # only scored positions reach the vocabulary projection
             logps = gathered_sequence_logps(model.model(inputs), output_head(model), targets, mask, *gather)
+        else:
+            logps = sequence_logps(model(inputs), targets, mask)
         half = scores.shape[0]
         return orpo_loss(logps[:half], logps[half:], beta, scores if use_scores else None)
 
@@ -341,8 +344,8 @@ def make_train_step(model: nn.Module, optimizer: optim.Optimizer, cfg: Config, u
     state = [model.state, optimizer.state, mx.random.state]
 
     @partial(mx.compile, inputs=state, outputs=state)
-    def step(inputs, targets, mask, scores, prev_grad, do_update, gather=None):
-        (_, metrics), grad = value_and_grad(model, inputs, targets, mask, scores, gather)
+    def step(inputs, targets, mask, scores, prev_grad, do_update, gather=None, shared=None):
+        (_, metrics), grad = value_and_grad(model, inputs, targets, mask, scores, gather, shared)
         if prev_grad is not None:
             grad = tree_map(lambda a, b: a + b, grad, prev_grad)
         if do_update:
@@ -357,6 +360,43 @@ def make_train_step(model: nn.Module, optimizer: optim.Optimizer, cfg: Config, u
     return step
 
 
+def _signature(arg: Any) -> Any:
+    """What makes mx.compile trace again: array shapes, and the structure of the rest."""
+    if isinstance(arg, mx.array):
+        return arg.shape
+    if isinstance(arg, (tuple, list)):
+        return tuple(map(_signature, arg))
+    if isinstance(arg, dict):
+        return "tree"  # accumulated gradients: the trainable parameters' fixed shapes
+    return arg
+
+
+class ShapeBoundedStep:
+    """The compiled step, rebuilt after MAX_COMPILED_SHAPES distinct input shapes.
+
+    mx.compile keeps one compiled graph per input shape for as long as the function lives,
+    about 5 MB of host memory each for the tiny model; a dataset whose batches have
+    hundreds of distinct widths would grow the trainer by gigabytes. A fresh function lets
+    the old graphs go (their memory is reused), at the cost of tracing shapes again."""
+
+    MAX_COMPILED_SHAPES = 64
+
+    def __init__(self, build: Callable[[], Callable]):
+        self.build = build
+        self.fn = build()
+        self.seen: set = set()
+        self.rebuilds = 0
+
+    def __call__(self, *args):
+        key = tuple(map(_signature, args))
+        if key not in self.seen:
+            if len(self.seen) >= self.MAX_COMPILED_SHAPES:
+                self.fn, self.seen = self.build(), set()
+                self.rebuilds += 1
+            self.seen.add(key)
+        return self.fn(*args)
+
+
 def to_device(batch: dict) -> tuple[mx.array, ...]:
     return tuple(mx.array(batch[k]) for k in ("inputs", "targets", "mask", "scores"))
 
@@ -365,24 +405,47 @@ def gather_to_device(batch: dict) -> tuple[mx.array, ...]:
     return tuple(mx.array(a) for a in batch["gather"])
 
 
+def shared_to_device(batch: dict) -> tuple[mx.array, ...]:
+    return tuple(mx.array(a) for a in batch["shared"])
+
+
+def _agrees(model: nn.Module, use_scores: bool, plain: dict, fast: dict, *extra: Callable) -> bool:
+    """Whether a fast layout's loss and metrics equal the plain full-logits loss on a real batch."""
+    loss_fn = make_loss_fn(0.1, use_scores)
+    model.eval()
+    try:
+        ref_loss, ref = loss_fn(model, *to_device(plain))
+        got_loss, got = loss_fn(model, *to_device(fast), *(f(fast) for f in extra))
+        same = all(bool(mx.allclose(ref[k], got[k], atol=1e-4, rtol=1e-4).item()) for k in ref)
+        same = same and bool(mx.allclose(ref_loss, got_loss, atol=1e-4, rtol=1e-4).item())
+    except (AttributeError, TypeError, ValueError, IndexError):
+        same = False
+    finally:
+        model.train()
+    return same
+
+
 def use_gathered_head(model: nn.Module, batch: dict, use_scores: bool) -> bool:
     """Whether projecting only the scored positions gives this model's own numbers.
 
     It holds for mlx-lm's usual layout; a model that post-processes its logits (softcapping,
     scaling) would differ, so the plain path is kept unless both agree on a real batch."""
-    if output_head(model) is None:
+    return output_head(model) is not None and _agrees(model, use_scores, batch, batch, gather_to_device)
+
+
+def use_shared_prefix(model: nn.Module, pairs: list, pad_id: int, use_scores: bool) -> bool:
+    """Whether running each pair's shared prefix once gives this model's own numbers. It needs
+    attention that takes mlx-lm's cache and mask hooks and positions that are relative (RoPE);
+    a model with absolute position embeddings or its own masking disagrees and is not used."""
+    fast = collate_shared(pairs, pad_id)
+    if fast is None or output_head(model) is None:
         return False
-    loss_fn = make_loss_fn(0.1, use_scores)
-    model.eval()
-    try:
-        plain = loss_fn(model, *to_device(batch))[0]
-        fast = loss_fn(model, *to_device(batch), gather_to_device(batch))[0]
-        same = bool(mx.allclose(plain, fast, atol=1e-4, rtol=1e-4).item())
-    except (AttributeError, TypeError, ValueError):
-        same = False
-    finally:
-        model.train()
-    return same
+    return _agrees(model, use_scores, D.collate(pairs, pad_id), fast, gather_to_device, shared_to_device)
+
+
+def positions(batch: dict) -> int:
+    """Token positions a batch runs through the model: what its layout costs."""
+    return batch.get("positions", batch["inputs"].size)
 
 
 def evaluate(model: nn.Module, batches: list[tuple[int, tuple[mx.array, ...]]], cfg: Config, use_scores: bool) -> dict[str, float]:
@@ -392,8 +455,8 @@ def evaluate(model: nn.Module, batches: list[tuple[int, tuple[mx.array, ...]]], 
     model.eval()
     totals: dict[str, mx.array] = {}
     count = 0
-    for n_pairs, arrays, *gather in batches:
-        _, metrics = loss_fn(model, *arrays, *gather)
+    for n_pairs, arrays, *extra in batches:
+        _, metrics = loss_fn(model, *arrays, *extra)
         for k, v in metrics.items():
             totals[k] = totals.get(k, 0.0) + v * n_pairs
         count += n_pairs
@@ -485,23 +548,33 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, log: RunLog, stop: StopFla
     valid_index = D.make_batches(prep.valid_pairs, t.batch_size) if prep.valid_pairs else []
     if t.val_batches >= 0:
         valid_index = valid_index[: t.val_batches]
-    # The same validation batches at every evaluation: collate them once.
-    first = D.collate([prep.train_pairs[i] for i in train_batches[0]], pad_id)
+    # Fast layouts are used only where they give the plain numbers on this model (checked on
+    # a real batch); each batch then takes the layout that runs fewer positions.
+    first_pairs = [prep.train_pairs[i] for i in train_batches[0]]
+    first = D.collate(first_pairs, pad_id)
     gathered = use_gathered_head(model, first, prep.use_scores)
+    sharing = gathered and use_shared_prefix(model, first_pairs, pad_id, prep.use_scores)
     share = first["gather"][2].sum() / first["mask"].size
     log("scoring: only completion positions are projected onto the vocabulary "
         f"({share:.0%} of the first batch's positions)" if gathered else
         "scoring: this model's logits need the full projection (its head is not the usual layout)")
+    if sharing:
+        log("shared prefix: each pair's prompt runs through the model once for both answers")
+    elif gathered and collate_shared(first_pairs, pad_id) is not None:
+        log("shared prefix: not used (this model's attention does not give the same numbers with it)")
 
     def device_batch(pairs: list) -> tuple:
         b = D.collate(pairs, pad_id)
-        return (to_device(b), gather_to_device(b) if gathered else None, b)
+        s = collate_shared(pairs, pad_id) if sharing else None
+        if s is not None and positions(s) < positions(b):
+            return to_device(s), (gather_to_device(s), shared_to_device(s)), s
+        return to_device(b), ((gather_to_device(b),) if gathered else ()), b
 
-    valid_batches = []
+    valid_batches = []  # the same at every evaluation: collated once
     for idx in valid_index:
-        arrays, gather, _ = device_batch([prep.valid_pairs[i] for i in idx])
-        valid_batches.append((len(idx), arrays, gather) if gather else (len(idx), arrays))
-    step_fn = make_train_step(model, optimizer, cfg, prep.use_scores)
+        arrays, extra, _ = device_batch([prep.valid_pairs[i] for i in idx])
+        valid_batches.append((len(idx), arrays, *extra))
+    step_fn = ShapeBoundedStep(lambda: make_train_step(model, optimizer, cfg, prep.use_scores))
     qat_switch = qat.QatSwitch(model, cfg.qat.enable, cfg.qat.start_step)  # gates are data in the compiled step
     qat_switch.at(start_step)
     prompts = sample_prompts(prep, t.sample_prompts)
@@ -554,8 +627,8 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, log: RunLog, stop: StopFla
         for micro in range(t.grad_accumulation_steps):
             index = step * t.grad_accumulation_steps + micro
             idx = D.batch_at(train_batches, t.seed, index)
-            arrays, gather, b = device_batch([prep.train_pairs[i] for i in idx])
-            metrics, grad = step_fn(*arrays, grad, micro == t.grad_accumulation_steps - 1, gather)
+            arrays, extra, b = device_batch([prep.train_pairs[i] for i in idx])
+            metrics, grad = step_fn(*arrays, grad, micro == t.grad_accumulation_steps - 1, *extra)
             for k, v in metrics.items():
                 window[k] = window.get(k, 0.0) + v
             window_tokens += b["tokens"]

@@ -1,0 +1,177 @@
+"""Chosen and rejected share their prompt: run it through the model once per pair.
+
+A preference pair is two sequences that start with the same tokens (the prompt, and often
+the first tokens of both answers). The plain batch runs that shared prefix twice. Here the
+prefix of every pair goes through the model once, its per-layer keys and values are kept,
+and both continuations (chosen and rejected) attend to them. Gradients flow back through the
+kept keys and values into the prefix pass, so the loss, the metrics and the gradients are
+those of the plain batch, to float rounding; `trainer.loop` checks that on a real batch
+before using it and keeps the plain layout for a model where it does not hold.
+
+Layout, for B pairs with shared-prefix lengths k_b:
+- prefix [B, P]: each pair's first k_b input tokens, left-padded to a common P, so every
+  continuation starts at position P. Token j of pair b sits at position P - k_b + j in both
+  passes, so rotary position embeddings see the same distances as in the plain batch;
+  padding is masked out as a key (a pad query sees only itself, which keeps it finite).
+- continuations: chosen [B, Cc] and rejected [B, Cr] from input k_b on, right-padded, as
+  two passes over the same kept prefix.
+The prefix may hold scored tokens (answers that start alike, flat rows with a common start):
+those are projected once and counted for both rows.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import mlx.core as mx
+import numpy as np
+
+from trainer.data import Pair, scored_positions
+from trainer.loss import token_logps
+
+
+# Finer than data.PAD_MULTIPLE: three passes each padded to 16 waste more than the extra
+# compiled shapes cost.
+SHARED_PAD_MULTIPLE = 8
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def shared_length(seq_c: Sequence[int], seq_r: Sequence[int]) -> int:
+    """How many input positions of a pair can be computed once.
+
+    Input j's hidden state depends on tokens 0..j and its log-prob on token j+1, so with L
+    tokens in common positions j <= L-2 agree in both; each continuation keeps at least one
+    position so neither row is empty.
+    """
+    common = _common_prefix(seq_c, seq_r)
+    return max(0, min(common - 1, len(seq_c) - 2, len(seq_r) - 2))
+
+
+def _rows(seqs: Sequence[Sequence[int]], starts: Sequence[int], pad_id: int) -> tuple[np.ndarray, ...]:
+    """Right-padded (inputs, targets, mask) of continuations; `starts` are the first scored
+    input positions within each."""
+    width = _round_up(max(len(s) - 1 for s in seqs), SHARED_PAD_MULTIPLE)
+    inputs = np.full((len(seqs), width), pad_id, dtype=np.int32)
+    targets = np.full((len(seqs), width), pad_id, dtype=np.int32)
+    mask = np.zeros((len(seqs), width), dtype=np.float32)
+    for i, (seq, start) in enumerate(zip(seqs, starts)):
+        n = len(seq) - 1
+        inputs[i, :n] = seq[:-1]
+        targets[i, :n] = seq[1:]
+        mask[i, max(start, 0) : n] = 1.0
+    return inputs, targets, mask
+
+
+def collate_shared(pairs: Sequence[Pair], pad_id: int) -> dict | None:
+    """The batch in the shared-prefix layout, or None when no pair has a prefix to share.
+
+    `inputs`/`targets`/`mask`/`gather` hold the chosen continuations; `shared` the prefix
+    (tokens, left padding, per-row scored counts), the rejected continuations and, when the
+    prefix holds scored tokens, their targets and positions. Chosen and rejected
+    continuations are separate passes, each padded only to its own longest row: preferred
+    answers are often much longer than rejected ones, and padding one to the other is waste.
+    """
+    seqs_c = [p.prompt + p.chosen for p in pairs]
+    seqs_r = [p.prompt + p.rejected for p in pairs]
+    starts = [max(len(p.prompt) - 1, 0) for p in pairs]  # first scored input position
+    ks = [shared_length(c, r) for c, r in zip(seqs_c, seqs_r)]
+    if max(ks) == 0:
+        return None
+    B = len(pairs)
+    P = _round_up(max(ks), SHARED_PAD_MULTIPLE)
+    prefix = np.full((B, P), pad_id, dtype=np.int32)
+    p_targets = np.full((B, P), pad_id, dtype=np.int32)
+    p_mask = np.zeros((B, P), dtype=np.float32)
+    pads = np.zeros(B, dtype=np.int32)
+    for b, (seq, k, start) in enumerate(zip(seqs_c, ks, starts)):
+        pad = P - k
+        pads[b] = pad
+        prefix[b, pad:] = seq[:k]
+        p_targets[b, pad:] = seq[1 : k + 1]
+        if start < k:
+            p_mask[b, pad + start :] = 1.0
+
+    cont_starts = [start - k for start, k in zip(starts, ks)]
+    c_inputs, c_targets, c_mask = _rows([s[k:] for s, k in zip(seqs_c, ks)], cont_starts, pad_id)
+    r_inputs, r_targets, r_mask = _rows([s[k:] for s, k in zip(seqs_r, ks)], cont_starts, pad_id)
+    counts = np.concatenate([c_mask.sum(axis=1), r_mask.sum(axis=1)]) + np.tile(p_mask.sum(axis=1), 2)
+    shared = [prefix, pads, counts.astype(np.float32), r_inputs, r_targets, *scored_positions(r_mask)]
+    if p_mask.any():
+        shared += [p_targets, *scored_positions(p_mask)]
+    return {
+        "inputs": c_inputs,
+        "targets": c_targets,
+        "mask": c_mask,
+        "scores": np.array([p.score for p in pairs], dtype=np.float32),
+        "tokens": int(sum(len(s) for s in seqs_c + seqs_r)),  # as data.collate counts them
+        "gather": scored_positions(c_mask),
+        "shared": tuple(shared),
+        "positions": prefix.size + c_inputs.size + r_inputs.size,
+    }
+
+
+class PrefixKV:
+    """A per-layer key/value store that mlx-lm's attention uses as its cache: the prefix
+    pass stores its keys and values; each continuation pass (chosen, then rejected) gets
+    them prepended to its own. Concatenation (not in-place writes) keeps it differentiable."""
+
+    def __init__(self, pads: mx.array, width: int):
+        self.pads = pads
+        self.width = width
+        self.offset = 0
+        self.keys: mx.array | None = None
+        self.values: mx.array | None = None
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        if self.keys is None:
+            self.keys, self.values = keys, values
+            self.offset = keys.shape[2]
+            return keys, values
+        return mx.concatenate([self.keys, keys], axis=2), mx.concatenate([self.values, values], axis=2)
+
+    def make_mask(self, n: int, return_array: bool = False, window_size: int | None = None) -> mx.array:
+        """Boolean [rows, 1, n, keys]: causal, with the prefix padding masked out as a key."""
+        before = 0 if self.keys is None else self.width
+        q = mx.arange(before, before + n)[:, None]
+        k = mx.arange(before + n)[None]
+        allowed = k <= q
+        if window_size is not None:
+            allowed = allowed & (q - k < window_size)
+        real = k[None] >= self.pads[:, None, None]
+        if self.keys is None:
+            real = real | (k == q)[None]  # a pad query attends to itself only
+        return (allowed[None] & real)[:, None]
+
+
+def _scored_sums(hidden: mx.array, head, targets: mx.array, index: mx.array, rows: mx.array, weights: mx.array) -> mx.array:
+    """Per-row sums of the log-probs of the scored positions, projecting only those."""
+    flat = hidden.reshape(-1, hidden.shape[-1])[index]
+    lp = token_logps(head(flat), targets.reshape(-1)[index]) * weights
+    return mx.zeros((targets.shape[0],), dtype=lp.dtype).at[rows].add(lp)
+
+
+def shared_sequence_logps(model, head, inputs: mx.array, targets: mx.array, gather: tuple, shared: tuple) -> mx.array:
+    """Mean log-prob of the scored tokens of the B chosen then B rejected rows."""
+    prefix, pads, counts, r_inputs, r_targets, r_index, r_rows, r_weights, *scored_prefix = shared
+    body = model.model
+    caches = [PrefixKV(pads, prefix.shape[1]) for _ in body.layers]
+    hidden_p = body(prefix, cache=caches)
+    chosen = _scored_sums(body(inputs, cache=caches), head, targets, *gather)
+    rejected = _scored_sums(body(r_inputs, cache=caches), head, r_targets, r_index, r_rows, r_weights)
+    sums = mx.concatenate([chosen, rejected])
+    if scored_prefix:
+        in_prefix = _scored_sums(hidden_p, head, *scored_prefix)
+        sums = sums + mx.concatenate([in_prefix, in_prefix])
+    return sums / mx.maximum(counts, 1.0)
