@@ -658,9 +658,11 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, log: RunLog, stop: StopFla
             log(f"step {step}/{t.iters}: loss {values['loss']:.4f}, nll {values['nll_loss']:.4f}, log-odds {values['log_odds_chosen']:.3f}, reward acc {values['rewards/accuracies']:.3f}, {values['pairs_per_second']:.1f} pairs/s")
             window, window_steps, window_tokens, window_pairs = {}, 0, 0, 0
             window_start = time.perf_counter()
+        # Validation and checkpoint time is not training time: the open throughput window
+        # is shifted by it (restarting the window would credit its earlier steps to less time).
+        paused = time.perf_counter()
         if t.steps_per_eval and (step % t.steps_per_eval == 0 or step == t.iters):
             validate(step)
-            window_start = time.perf_counter()  # validation time is not training time
             if best.should_stop(t.patience):
                 early_stopped = True
                 log(f"step {step}: early stop, no new best val loss in {best.evals_without_improvement} evaluations "
@@ -668,7 +670,7 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, log: RunLog, stop: StopFla
         if step % t.save_every == 0:
             checkpoint(step)
             last_saved = step
-            window_start = time.perf_counter()
+        window_start += time.perf_counter() - paused
 
     if last_saved != step:  # the final step, or where a stop request or early stop ended the loop
         checkpoint(step)
