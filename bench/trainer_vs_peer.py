@@ -11,15 +11,17 @@ What it does, all offline:
   reuses the tiny model's byte-level BPE tokenizer files (1024 real tokens); its embedding and
   tied LM head have 8192 rows, so the compute and memory are those of an 8k vocabulary.
 - data: a synthetic preference set shaped like real ones (prompts about as long as the
-  completions, completions of 20-120 tokens), 320 train / 40 valid rows, prompt/chosen/rejected.
+  completions, completions of 20-120 tokens), prompt/chosen/rejected; 48 train rows for the
+  tiny model, 6 for the large one, 8 valid rows.
 - runs both trainers interleaved (ours, peer, ours, peer, ...) with identical model, data,
   batch size, max_seq_length, LoRA rank/scale/all layers, optimizer (Adam; ours is AdamW with
   weight_decay 0, no clipping), constant learning rate, no validation during training, no
   samples, no checkpoint inside the timed windows.
-- timing: both trainers report averaged metrics every R steps. Throughput is the mean over
-  report windows after the first W warm-up steps (compile, allocator warm-up), excluding the
-  final window (the peer always runs a validation right before its last step, which resets its
-  timer mid-window). Ours: `pairs_per_second` of metrics.jsonl train events; the peer:
+- timing: both trainers report averaged metrics once per epoch. Pairs differ in cost by up to
+  4x, so each timed window is one whole epoch: the same pairs for both trainers, each in its
+  own order. The first epoch is warm-up (every batch shape compiled, allocator warmed); the
+  run ends one step after the timed epochs and that last window is dropped (the peer always
+  runs a validation right before its last step, which resets its timer mid-window). Ours: `pairs_per_second` of metrics.jsonl train events; the peer:
   `it/s x batch size` parsed from its `Iter N: loss ..., it/s X, tok/s Y, peak_mem Z GB` lines.
   Peak memory: `peak_memory_gb` (ours, last train event) and `peak_mem` (peer, last report);
   both are mx.get_peak_memory() of the whole process.
@@ -71,12 +73,20 @@ sys.argv = ["mlx_lm_lora.train"] + sys.argv[1:]
 main()
 '''
 
-# Settings per model. W (warmup) and R (report) in steps; iters = W + measured + R (last window dropped).
+# Settings per model. Pairs differ in length (so in cost) by up to 4x, so a timed window must
+# hold the same pairs for both trainers: each window is one whole epoch (every train pair once,
+# in each trainer's own order). One epoch of warm-up (compiling every batch shape), then
+# `epochs` timed epochs, then one more step, whose window is dropped: the peer runs a
+# validation right before its last step, which resets its timer mid-window.
 SETTINGS = {
-    "tiny": dict(batch_size=8, iters=20, report=5, warmup=5, max_seq_length=512, lr=1e-3),
-    # ~10-25 s per step on a 2-core CPU: two timed windows keep the bench near 15 min.
-    "large": dict(batch_size=1, iters=8, report=2, warmup=2, max_seq_length=512, lr=1e-4),
+    "tiny": dict(batch_size=8, train_rows=48, epochs=2, max_seq_length=512, lr=1e-3),
+    # ~8-20 s per pair on a 2-core CPU: one timed epoch of 6 pairs keeps the bench near 15 min.
+    "large": dict(batch_size=1, train_rows=6, epochs=1, max_seq_length=512, lr=1e-4),
 }
+for _s in SETTINGS.values():
+    _s["report"] = _s["train_rows"] // _s["batch_size"]  # steps per epoch
+    _s["warmup"] = _s["report"]
+    _s["iters"] = _s["report"] * (1 + _s["epochs"]) + 1
 LORA = dict(rank=8, scale=20.0, dropout=0.0)
 
 LARGE_CONFIG = {
@@ -283,8 +293,8 @@ def run_peer(peer_python: str, shim: Path, model: Path, data: Path, s: dict, wor
 
 
 def measured_steps(s: dict) -> list[int]:
-    """Report steps whose windows are timed: after warm-up, before the last window."""
-    return list(range(s["warmup"] + s["report"], s["iters"] - s["report"] + 1, s["report"]))
+    """Report steps whose windows are timed: the epochs after the warm-up one."""
+    return [s["report"] * (1 + e) for e in range(1, s["epochs"] + 1)]
 
 
 # ------------------------------------------------------------------ main
@@ -299,8 +309,8 @@ def bench_one(name: str, model: Path, data: Path, s: dict, rounds: int, peer_pyt
             res = run_ours(model, data, s, d) if who == "ours" else run_peer(peer_python, shim, model, data, s, d)
             (ours if who == "ours" else peer).append(res)
             (work / "results.json").write_text(json.dumps({name: {"ours": ours, "peer": peer}}, indent=1, default=str))
-            print(f"  [{name}] round {r + 1} {who:4s}: {statistics.mean(res['pps']):7.2f} pairs/s "
-                  f"(windows {', '.join(f'{x:.1f}' for x in res['pps'])}), peak {res['peak']:.3f} GB, wall {res['wall']:.1f}s",
+            print(f"  [{name}] round {r + 1} {who:4s}: {statistics.mean(res['pps']):7.3g} pairs/s "
+                  f"(windows {', '.join(f'{x:.3g}' for x in res['pps'])}), peak {res['peak']:.3f} GB, wall {res['wall']:.1f}s",
                   flush=True)
     return {"ours": ours, "peer": peer}
 
@@ -317,8 +327,8 @@ def report(name: str, model_desc: str, s: dict, res: dict) -> None:
           f"LoRA rank {LORA['rank']} scale {LORA['scale']} all layers; report every {s['report']} steps; "
           f"timed windows end at steps {measured_steps(s)}")
     print(f"    {'':22s}{'ours':>12s}{'peer':>12s}{'ours/peer':>12s}")
-    print(f"    {'pairs/s (mean)':22s}{o_pps:12.2f}{p_pps:12.2f}{o_pps / p_pps:11.2f}x")
-    print(f"    {'pairs/s per round':22s}{' / '.join(f'{x:.1f}' for x in o_round):>12s}{' / '.join(f'{x:.1f}' for x in p_round):>12s}")
+    print(f"    {'pairs/s (mean)':22s}{o_pps:12.3g}{p_pps:12.3g}{o_pps / p_pps:11.2f}x")
+    print(f"    {'pairs/s per round':22s}{' / '.join(f'{x:.3g}' for x in o_round):>12s}{' / '.join(f'{x:.3g}' for x in p_round):>12s}")
     print(f"    {'peak memory (GB)':22s}{o_mem:12.3f}{p_mem:12.3f}{o_mem / p_mem:11.2f}x")
     print(f"    loss / reward accuracy (train window means, round 1):")
     print(f"    {'step':>6s}{'ours loss':>12s}{'peer loss':>12s}{'ours acc':>10s}{'peer acc':>10s}")
@@ -353,9 +363,13 @@ def main() -> int:
     models = {"tiny": (tiny, "builtin:tiny (hidden 64, 4 layers, vocab 1024)")}
     if args.only != "tiny":
         models["large"] = (large_model(work / "models"), "qwen3 hidden 512, 8 layers, vocab 8192 (tiny's tokenizer), random weights")
-    data = work / "data"
-    lens = make_dataset(data, tiny / "tokenizer.json")
-    print(f"data: {data}: 320 train / 40 valid rows; tokens (min, mean, max): " + ", ".join(f"{k} {v}" for k, v in lens.items()))
+    datasets = {}
+    for name in models:
+        s = SETTINGS[name]
+        datasets[name] = work / f"data-{s['train_rows']}"
+        lens = make_dataset(datasets[name], tiny / "tokenizer.json", n_train=s["train_rows"], n_valid=8)
+        print(f"data for {name}: {datasets[name]}: {s['train_rows']} train / 8 valid rows; tokens (min, mean, max): "
+              + ", ".join(f"{k} {v}" for k, v in lens.items()))
 
     results = {}
     t0 = time.perf_counter()
@@ -363,7 +377,7 @@ def main() -> int:
         if args.only and name != args.only:
             continue
         print(f"\n--- {name}: {desc}", flush=True)
-        results[name] = bench_one(name, path, data, SETTINGS[name], args.rounds, args.peer_python, shim, work)
+        results[name] = bench_one(name, path, datasets[name], SETTINGS[name], args.rounds, args.peer_python, shim, work)
     for name, res in results.items():
         report(name, models[name][1], SETTINGS[name], res)
     print(f"\ntotal bench time {time.perf_counter() - t0:.0f}s")

@@ -375,11 +375,12 @@ class ShapeBoundedStep:
     """The compiled step, rebuilt after MAX_COMPILED_SHAPES distinct input shapes.
 
     mx.compile keeps one compiled graph per input shape for as long as the function lives,
-    about 5 MB of host memory each for the tiny model; a dataset whose batches have
-    hundreds of distinct widths would grow the trainer by gigabytes. A fresh function lets
+    about 5 MB of host memory each for the 4-layer tiny model (more for deeper ones); a
+    dataset whose batches have hundreds of distinct widths would grow the trainer by
+    gigabytes. A fresh function lets
     the old graphs go (their memory is reused), at the cost of tracing shapes again."""
 
-    MAX_COMPILED_SHAPES = 64
+    MAX_COMPILED_SHAPES = 32
 
     def __init__(self, build: Callable[[], Callable]):
         self.build = build
