@@ -204,6 +204,6 @@ def test_shared_prefix_runs_each_prompt_once(prep):
     pairs = [D.Pair(word * (96 + i), word * (4 + 3 * i) + (1,), (2,) * (20 - 2 * i) + (1,), 1.0) for i in range(4)]
     plain, fast = assert_same_as_plain(prep, pairs, use_scores=False, grads=False)
     # plain: 8 rows x 128 (longest 116, padded to 16); shared, exact widths: 4 x 98 prefix
-    # (the prompt and the answers' common first word, less the last position), 4 x 14
-    # chosen, 4 x 21 rejected
+    # (each prompt less its last position, whose output scores the first answer token),
+    # 4 x 14 chosen, 4 x 21 rejected
     assert positions(plain) == 8 * 128 and positions(fast) == 4 * 98 + 4 * 14 + 4 * 21

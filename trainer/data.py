@@ -590,11 +590,11 @@ def collate(pairs: Sequence[Pair], pad_id: int) -> dict[str, np.ndarray]:
     }
 
 
-def scored_positions(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def scored_positions(mask: np.ndarray, multiple: int = GATHER_MULTIPLE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(flat index, row, weight) of each scored position of a [rows, T] mask, padded with
-    weight-0 entries to a multiple of GATHER_MULTIPLE so compiled shapes repeat."""
+    weight-0 entries to a multiple of `multiple` so compiled shapes repeat."""
     rows, cols = np.nonzero(mask)
-    room = -(-len(rows) // GATHER_MULTIPLE) * GATHER_MULTIPLE
+    room = -(-len(rows) // multiple) * multiple
     index = np.zeros(room, dtype=np.int32)
     index[: len(rows)] = rows * mask.shape[1] + cols
     row_of = np.zeros(room, dtype=np.int32)

@@ -30,10 +30,11 @@ from trainer.data import Pair, scored_positions
 from trainer.loss import token_logps
 
 
-# Widths are exact, not rounded up like data.PAD_MULTIPLE: tracing a new shape costs under 5%
-# of a step on the tiny model and nothing measurable on larger ones, while rounding three
-# passes up to multiples of 8 ran ~5% more positions at batch size 1. (The number of compiled
-# shapes kept is bounded by loop.ShapeBoundedStep.)
+# Widths and scored-position counts are exact, not rounded up like data.PAD_MULTIPLE and
+# data.GATHER_MULTIPLE: tracing a new shape costs under 5% of a step on the tiny model and
+# nothing measurable on larger ones, while rounding up ran ~5% more positions through the
+# model and up to 63 unscored rows through the vocabulary projection per pass at batch size 1.
+# (How many compiled shapes are kept is bounded by loop.ShapeBoundedStep.)
 SHARED_PAD_MULTIPLE = 1
 
 
@@ -109,16 +110,16 @@ def collate_shared(pairs: Sequence[Pair], pad_id: int) -> dict | None:
     c_inputs, c_targets, c_mask = _rows([s[k:] for s, k in zip(seqs_c, ks)], cont_starts, pad_id)
     r_inputs, r_targets, r_mask = _rows([s[k:] for s, k in zip(seqs_r, ks)], cont_starts, pad_id)
     counts = np.concatenate([c_mask.sum(axis=1), r_mask.sum(axis=1)]) + np.tile(p_mask.sum(axis=1), 2)
-    shared = [prefix, pads, counts.astype(np.float32), r_inputs, r_targets, *scored_positions(r_mask)]
+    shared = [prefix, pads, counts.astype(np.float32), r_inputs, r_targets, *scored_positions(r_mask, SHARED_PAD_MULTIPLE)]
     if p_mask.any():
-        shared += [p_targets, *scored_positions(p_mask)]
+        shared += [p_targets, *scored_positions(p_mask, SHARED_PAD_MULTIPLE)]
     return {
         "inputs": c_inputs,
         "targets": c_targets,
         "mask": c_mask,
         "scores": np.array([p.score for p in pairs], dtype=np.float32),
         "tokens": int(sum(len(s) for s in seqs_c + seqs_r)),  # as data.collate counts them
-        "gather": scored_positions(c_mask),
+        "gather": scored_positions(c_mask, SHARED_PAD_MULTIPLE),
         "shared": tuple(shared),
         "positions": prefix.size + c_inputs.size + r_inputs.size,
     }
