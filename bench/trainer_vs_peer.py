@@ -275,6 +275,7 @@ def run_peer(peer_python: str, shim: Path, model: Path, data: Path, s: dict, wor
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     out = proc.stdout + "\n" + proc.stderr
+    (work / "peer.log").write_text(out)  # its settings and trainable-parameter count, for the record
     if proc.returncode != 0:
         raise RuntimeError(f"peer failed ({proc.returncode}):\n{out[-4000:]}")
     reports = {}
