@@ -419,7 +419,7 @@ def _agrees(model: nn.Module, use_scores: bool, plain: dict, fast: dict, *extra:
         got_loss, got = loss_fn(model, *to_device(fast), *(f(fast) for f in extra))
         same = all(bool(mx.allclose(ref[k], got[k], atol=1e-4, rtol=1e-4).item()) for k in ref)
         same = same and bool(mx.allclose(ref_loss, got_loss, atol=1e-4, rtol=1e-4).item())
-    except (AttributeError, TypeError, ValueError, IndexError):
+    except Exception:  # noqa: BLE001 - a model the fast layout cannot drive keeps the plain one; a real fault shows there
         same = False
     finally:
         model.train()
