@@ -207,3 +207,39 @@ def test_shared_prefix_runs_each_prompt_once(prep):
     # (each prompt less its last position, whose output scores the first answer token),
     # 4 x 14 chosen, 4 x 21 rejected
     assert positions(plain) == 8 * 128 and positions(fast) == 4 * 98 + 4 * 14 + 4 * 21
+
+
+ARCHITECTURES = {
+    # mlx-lm models with relative (rotary) positions and the usual cache/mask hooks
+    "llama": ({}, True),
+    "qwen2": ({}, True),
+    "phi3": ({}, True),
+    # a sliding window, softcapped attention and logits: the numbers differ from the plain
+    # loss (softcapped logits), so it is refused
+    "gemma2": ({"query_pre_attn_scalar": 16, "sliding_window": 8, "final_logit_softcapping": 30.0,
+                "attn_logit_softcapping": 50.0}, False),
+    # absolute position embeddings and its own body/head layout (`wte`): refused at the layout
+    "gpt2": ({"n_ctx": 512, "n_embd": 64, "n_head": 4, "n_layer": 2, "n_positions": 512, "layer_norm_epsilon": 1e-5}, False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_shared_prefix_is_used_exactly_where_it_gives_the_models_own_numbers(prep, name):
+    """Random small models of other mlx-lm architectures: the shared layout is accepted for
+    the rotary ones (and then equals the plain loss) and refused where it would be wrong."""
+    import importlib
+
+    extra, expected = ARCHITECTURES[name]
+    module = importlib.import_module(f"mlx_lm.models.{name}")
+    args = {"model_type": name, "hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 128, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 1024, "rms_norm_eps": 1e-6, "rope_theta": 10000.0, **extra}
+    mx.random.seed(0)
+    model = module.Model(module.ModelArgs.from_dict(args))
+    pairs = [prep.train_pairs[i] for i in D.make_batches(prep.train_pairs, 4)[3]]
+    assert use_shared_prefix(model, pairs, 0, False) is expected
+    if expected:
+        loss_fn = make_loss_fn(0.1, False)
+        plain, fast = D.collate(pairs, 0), collate_shared(pairs, 0)
+        ref = loss_fn(model, *to_device(plain))[0].item()
+        got = loss_fn(model, *to_device(fast), gather_to_device(fast), shared_to_device(fast))[0].item()
+        assert abs(ref - got) < 1e-4
