@@ -133,7 +133,7 @@ def test_training_with_the_shared_prefix_equals_training_without(tmp_path, monke
                 (run_dir / "train.log").read_text())
 
     fast_train, fast_val, fast_log = run("fast")
-    monkeypatch.setattr(L, "use_shared_prefix", lambda *a, **k: False)
+    monkeypatch.setattr(L, "choose_layouts", lambda *a, **k: (True, False))  # gathered head, no shared prefix
     plain_train, plain_val, plain_log = run("plain")
     assert "prompt runs through the model once" in fast_log and "prompt runs through" not in plain_log
     assert len(fast_train) == 6 and fast_train == pytest.approx(plain_train, abs=1e-4)

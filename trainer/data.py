@@ -567,18 +567,8 @@ def collate(pairs: Sequence[Pair], pad_id: int) -> dict[str, np.ndarray]:
     never count in the log-probs.
     """
     seqs = [p.prompt + p.chosen for p in pairs] + [p.prompt + p.rejected for p in pairs]
-    starts = [len(p.prompt) for p in pairs] * 2
-    longest = max(len(s) for s in seqs) - 1
-    width = -(-longest // PAD_MULTIPLE) * PAD_MULTIPLE
-    inputs = np.full((len(seqs), width), pad_id, dtype=np.int32)
-    targets = np.full((len(seqs), width), pad_id, dtype=np.int32)
-    mask = np.zeros((len(seqs), width), dtype=np.float32)
-    for i, (seq, start) in enumerate(zip(seqs, starts)):
-        n = len(seq) - 1
-        inputs[i, :n] = seq[:-1]
-        targets[i, :n] = seq[1:]
-        # Target t predicts token t+1; a flat row (start 0) cannot score its first token.
-        mask[i, max(start - 1, 0) : n] = 1.0
+    # Target t predicts token t+1; a flat row (no prompt) cannot score its first token.
+    inputs, targets, mask = pad_rows(seqs, [max(len(p.prompt) - 1, 0) for p in pairs] * 2, pad_id, PAD_MULTIPLE)
     return {
         "inputs": inputs,
         "targets": targets,
@@ -588,6 +578,21 @@ def collate(pairs: Sequence[Pair], pad_id: int) -> dict[str, np.ndarray]:
         # Where the scored tokens are, for projecting only them onto the vocabulary.
         "gather": scored_positions(mask),
     }
+
+
+def pad_rows(seqs: Sequence[Sequence[int]], starts: Sequence[int], pad_id: int, multiple: int) -> tuple[np.ndarray, ...]:
+    """Right-padded (inputs, targets, mask) of token sequences, the width rounded up to
+    `multiple`; `starts[i]` is the first scored input position of row i."""
+    width = -(-max(len(s) - 1 for s in seqs) // multiple) * multiple
+    inputs = np.full((len(seqs), width), pad_id, dtype=np.int32)
+    targets = np.full((len(seqs), width), pad_id, dtype=np.int32)
+    mask = np.zeros((len(seqs), width), dtype=np.float32)
+    for i, (seq, start) in enumerate(zip(seqs, starts)):
+        n = len(seq) - 1
+        inputs[i, :n] = seq[:-1]
+        targets[i, :n] = seq[1:]
+        mask[i, max(start, 0) : n] = 1.0
+    return inputs, targets, mask
 
 
 def scored_positions(mask: np.ndarray, multiple: int = GATHER_MULTIPLE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -410,38 +410,56 @@ def shared_to_device(batch: dict) -> tuple[mx.array, ...]:
     return tuple(mx.array(a) for a in batch["shared"])
 
 
-def _agrees(model: nn.Module, use_scores: bool, plain: dict, fast: dict, *extra: Callable) -> bool:
-    """Whether a fast layout's loss and metrics equal the plain full-logits loss on a real batch."""
+def _layout_metrics(model: nn.Module, use_scores: bool, arrays: tuple, fast: bool = True) -> dict | None:
+    """Loss and metrics of one batch in eval mode. A fast layout that this model cannot
+    drive (it raises) gives None; the plain reference is allowed to raise."""
     loss_fn = make_loss_fn(0.1, use_scores)
     model.eval()
     try:
-        ref_loss, ref = loss_fn(model, *to_device(plain))
-        got_loss, got = loss_fn(model, *to_device(fast), *(f(fast) for f in extra))
-        same = all(bool(mx.allclose(ref[k], got[k], atol=1e-4, rtol=1e-4).item()) for k in ref)
-        same = same and bool(mx.allclose(ref_loss, got_loss, atol=1e-4, rtol=1e-4).item())
-    except Exception:  # noqa: BLE001 - a model the fast layout cannot drive keeps the plain one; a real fault shows there
-        same = False
+        loss, metrics = loss_fn(model, *arrays)
+        return {"loss": loss, **metrics}
+    except Exception:  # noqa: BLE001 - such a model keeps the plain layout; a real fault shows there
+        if not fast:
+            raise
+        return None
     finally:
         model.train()
-    return same
+
+
+def _same(reference: dict, got: dict | None) -> bool:
+    return got is not None and all(bool(mx.allclose(reference[k], got[k], atol=1e-4, rtol=1e-4).item()) for k in reference)
+
+
+def choose_layouts(model: nn.Module, pairs: list, pad_id: int, use_scores: bool) -> tuple[bool, bool]:
+    """(gathered head, shared prefix): each used only where its loss and every metric equal
+    the plain full-logits ones on this real batch of the run's own model.
+
+    The gathered head holds for mlx-lm's usual layout, not for a model that post-processes
+    its logits (softcapping, scaling). The shared prefix needs attention that takes mlx-lm's
+    cache and mask hooks and relative (rotary) positions; absolute position embeddings or
+    attention code of the model's own give other numbers."""
+    if output_head(model) is None:
+        return False, False
+    plain = D.collate(pairs, pad_id)
+    reference = _layout_metrics(model, use_scores, to_device(plain), fast=False)
+    gathered = _same(reference, _layout_metrics(model, use_scores, (*to_device(plain), gather_to_device(plain))))
+    shared = collate_shared(pairs, pad_id) if gathered else None
+    sharing = shared is not None and _same(reference, _layout_metrics(
+        model, use_scores, (*to_device(shared), gather_to_device(shared), shared_to_device(shared))))
+    return gathered, sharing
 
 
 def use_gathered_head(model: nn.Module, batch: dict, use_scores: bool) -> bool:
-    """Whether projecting only the scored positions gives this model's own numbers.
-
-    It holds for mlx-lm's usual layout; a model that post-processes its logits (softcapping,
-    scaling) would differ, so the plain path is kept unless both agree on a real batch."""
-    return output_head(model) is not None and _agrees(model, use_scores, batch, batch, gather_to_device)
+    """Whether projecting only the scored positions gives this model's own numbers on `batch`."""
+    if output_head(model) is None:
+        return False
+    reference = _layout_metrics(model, use_scores, to_device(batch), fast=False)
+    return _same(reference, _layout_metrics(model, use_scores, (*to_device(batch), gather_to_device(batch))))
 
 
 def use_shared_prefix(model: nn.Module, pairs: list, pad_id: int, use_scores: bool) -> bool:
-    """Whether running each pair's shared prefix once gives this model's own numbers. It needs
-    attention that takes mlx-lm's cache and mask hooks and positions that are relative (RoPE);
-    a model with absolute position embeddings or its own masking disagrees and is not used."""
-    fast = collate_shared(pairs, pad_id)
-    if fast is None or output_head(model) is None:
-        return False
-    return _agrees(model, use_scores, D.collate(pairs, pad_id), fast, gather_to_device, shared_to_device)
+    """Whether running each pair's shared prefix once gives this model's own numbers."""
+    return choose_layouts(model, pairs, pad_id, use_scores)[1]
 
 
 def positions(batch: dict) -> int:
@@ -553,8 +571,7 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, log: RunLog, stop: StopFla
     # a real batch); each batch then takes the layout that runs fewer positions.
     first_pairs = [prep.train_pairs[i] for i in train_batches[0]]
     first = D.collate(first_pairs, pad_id)
-    gathered = use_gathered_head(model, first, prep.use_scores)
-    sharing = gathered and use_shared_prefix(model, first_pairs, pad_id, prep.use_scores)
+    gathered, sharing = choose_layouts(model, first_pairs, pad_id, prep.use_scores)
     share = first["gather"][2].sum() / first["mask"].size
     log("scoring: only completion positions are projected onto the vocabulary "
         f"({share:.0%} of the first batch's positions)" if gathered else

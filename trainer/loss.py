@@ -103,7 +103,13 @@ def gathered_sequence_logps(hidden: mx.array, head, targets: mx.array, mask: mx.
     flattened [rows * T] batch (padded with weight-0 entries so shapes repeat), `rows` the
     sequence each belongs to. Same values as the full projection, to float rounding.
     """
+    sums = scored_logp_sums(hidden, head, targets, index, rows, weights)
+    return sums / mx.maximum(mask.astype(mx.float32).sum(axis=-1), 1.0)
+
+
+def scored_logp_sums(hidden: mx.array, head, targets: mx.array, index: mx.array, rows: mx.array, weights: mx.array) -> mx.array:
+    """Per-row sums of the log-probs of the positions `index` lists in the flattened
+    [rows * T] batch (weight-0 entries pad the list), projecting only those positions."""
     flat = hidden.reshape(-1, hidden.shape[-1])[index]
     lp = token_logps(head(flat), targets.reshape(-1)[index]) * weights
-    sums = mx.zeros((targets.shape[0],), dtype=lp.dtype).at[rows].add(lp)
-    return sums / mx.maximum(mask.astype(mx.float32).sum(axis=-1), 1.0)
+    return mx.zeros((targets.shape[0],), dtype=lp.dtype).at[rows].add(lp)

@@ -26,8 +26,8 @@ from typing import Sequence
 import mlx.core as mx
 import numpy as np
 
-from trainer.data import Pair, scored_positions
-from trainer.loss import token_logps
+from trainer.data import Pair, pad_rows, scored_positions
+from trainer.loss import scored_logp_sums
 
 
 # Widths and scored-position counts are exact, not rounded up like data.PAD_MULTIPLE and
@@ -62,21 +62,6 @@ def shared_length(seq_c: Sequence[int], seq_r: Sequence[int]) -> int:
     return max(0, min(common - 1, len(seq_c) - 2, len(seq_r) - 2))
 
 
-def _rows(seqs: Sequence[Sequence[int]], starts: Sequence[int], pad_id: int) -> tuple[np.ndarray, ...]:
-    """Right-padded (inputs, targets, mask) of continuations; `starts` are the first scored
-    input positions within each."""
-    width = _round_up(max(len(s) - 1 for s in seqs), SHARED_PAD_MULTIPLE)
-    inputs = np.full((len(seqs), width), pad_id, dtype=np.int32)
-    targets = np.full((len(seqs), width), pad_id, dtype=np.int32)
-    mask = np.zeros((len(seqs), width), dtype=np.float32)
-    for i, (seq, start) in enumerate(zip(seqs, starts)):
-        n = len(seq) - 1
-        inputs[i, :n] = seq[:-1]
-        targets[i, :n] = seq[1:]
-        mask[i, max(start, 0) : n] = 1.0
-    return inputs, targets, mask
-
-
 def collate_shared(pairs: Sequence[Pair], pad_id: int) -> dict | None:
     """The batch in the shared-prefix layout, or None when no pair has a prefix to share.
 
@@ -107,8 +92,8 @@ def collate_shared(pairs: Sequence[Pair], pad_id: int) -> dict | None:
             p_mask[b, pad + start :] = 1.0
 
     cont_starts = [start - k for start, k in zip(starts, ks)]
-    c_inputs, c_targets, c_mask = _rows([s[k:] for s, k in zip(seqs_c, ks)], cont_starts, pad_id)
-    r_inputs, r_targets, r_mask = _rows([s[k:] for s, k in zip(seqs_r, ks)], cont_starts, pad_id)
+    c_inputs, c_targets, c_mask = pad_rows([s[k:] for s, k in zip(seqs_c, ks)], cont_starts, pad_id, SHARED_PAD_MULTIPLE)
+    r_inputs, r_targets, r_mask = pad_rows([s[k:] for s, k in zip(seqs_r, ks)], cont_starts, pad_id, SHARED_PAD_MULTIPLE)
     counts = np.concatenate([c_mask.sum(axis=1), r_mask.sum(axis=1)]) + np.tile(p_mask.sum(axis=1), 2)
     shared = [prefix, pads, counts.astype(np.float32), r_inputs, r_targets, *scored_positions(r_mask, SHARED_PAD_MULTIPLE)]
     if p_mask.any():
@@ -158,23 +143,16 @@ class PrefixKV:
         return (allowed[None] & real)[:, None]
 
 
-def _scored_sums(hidden: mx.array, head, targets: mx.array, index: mx.array, rows: mx.array, weights: mx.array) -> mx.array:
-    """Per-row sums of the log-probs of the scored positions, projecting only those."""
-    flat = hidden.reshape(-1, hidden.shape[-1])[index]
-    lp = token_logps(head(flat), targets.reshape(-1)[index]) * weights
-    return mx.zeros((targets.shape[0],), dtype=lp.dtype).at[rows].add(lp)
-
-
 def shared_sequence_logps(model, head, inputs: mx.array, targets: mx.array, gather: tuple, shared: tuple) -> mx.array:
     """Mean log-prob of the scored tokens of the B chosen then B rejected rows."""
     prefix, pads, counts, r_inputs, r_targets, r_index, r_rows, r_weights, *scored_prefix = shared
     body = model.model
     caches = [PrefixKV(pads, prefix.shape[1]) for _ in body.layers]
     hidden_p = body(prefix, cache=caches)
-    chosen = _scored_sums(body(inputs, cache=caches), head, targets, *gather)
-    rejected = _scored_sums(body(r_inputs, cache=caches), head, r_targets, r_index, r_rows, r_weights)
+    chosen = scored_logp_sums(body(inputs, cache=caches), head, targets, *gather)
+    rejected = scored_logp_sums(body(r_inputs, cache=caches), head, r_targets, r_index, r_rows, r_weights)
     sums = mx.concatenate([chosen, rejected])
     if scored_prefix:
-        in_prefix = _scored_sums(hidden_p, head, *scored_prefix)
+        in_prefix = scored_logp_sums(hidden_p, head, *scored_prefix)
         sums = sums + mx.concatenate([in_prefix, in_prefix])
     return sums / mx.maximum(counts, 1.0)
