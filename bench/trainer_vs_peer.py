@@ -89,24 +89,12 @@ for _s in SETTINGS.values():
     _s["iters"] = _s["report"] * (1 + _s["epochs"]) + 1
 LORA = dict(rank=8, scale=20.0, dropout=0.0)
 
-LARGE_CONFIG = {
-    "architectures": ["Qwen3ForCausalLM"],
-    "model_type": "qwen3",
-    "hidden_size": 512,
-    "num_hidden_layers": 8,
-    "intermediate_size": 1536,
-    "num_attention_heads": 8,
-    "num_key_value_heads": 4,
-    "head_dim": 64,
-    "hidden_act": "silu",
-    "attention_bias": False,
-    "rms_norm_eps": 1e-6,
-    "rope_theta": 10000.0,
-    "max_position_embeddings": 2048,
-    "tie_word_embeddings": True,
-    "torch_dtype": "float32",
-    "vocab_size": 8192,
-}
+def large_config() -> dict:
+    """The built-in tiny model's qwen3 config, scaled up: only the sizes differ."""
+    from trainer.builtin.tiny_model import MODEL_CONFIG
+
+    return {**MODEL_CONFIG, "hidden_size": 512, "num_hidden_layers": 8, "intermediate_size": 1536,
+            "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 64, "vocab_size": 8192}
 
 
 # ------------------------------------------------------------------ models and data
@@ -125,7 +113,7 @@ def large_model(cache: Path) -> Path:
 
     tiny = tiny_model()
     tiny_cfg = json.loads((tiny / "config.json").read_text())
-    cfg = dict(LARGE_CONFIG)
+    cfg = large_config()
     for k in ("bos_token_id", "eos_token_id", "pad_token_id"):
         if k in tiny_cfg:
             cfg[k] = tiny_cfg[k]
