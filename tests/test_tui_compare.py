@@ -117,3 +117,22 @@ async def test_run_against_preset_diff(tmp_path):
         table = app.screen.query_one("#diff-table", DataTable)
         assert column(table, 0) == ["finetune.rank", "derived.peft_alpha"]
         assert column(table, 2)[0] == "32"
+
+
+async def test_f3_from_a_view_goes_back_to_the_runs_list(tmp_path):
+    """F3 ("Runs" in the footer) from the comparison or a run's monitor returns to the list."""
+    from tui.screens.monitor import MonitorScreen
+
+    runs, a, b = fixture_runs(tmp_path)
+    app = make_app(tmp_path / "presets", runs)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await open_compare(pilot)
+        await pilot.press("f3")
+        await pilot.pause()
+        assert isinstance(app.screen, RunsScreen)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, MonitorScreen)
+        await pilot.press("f3")
+        await pilot.pause()
+        assert isinstance(app.screen, RunsScreen) and len(app.screen_stack) == 1

@@ -24,9 +24,9 @@ class OrpoApp(App):
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", id="app.quit", tooltip="Quit orpo-tui (runs keep training)", priority=True),
         Binding("question_mark,f1", "toggle_keys", "Keys", id="app.keys", tooltip="Show or hide the key help panel"),
-        Binding("f2", "switch_mode('presets')", "Presets", id="app.presets", tooltip="The preset list"),
-        Binding("f3", "switch_mode('runs')", "Runs", id="app.runs", tooltip="Every run, live"),
-        Binding("f4", "switch_mode('queue')", "Queue", id="app.queue", tooltip="The sweep queue"),
+        Binding("f2", "go('presets')", "Presets", id="app.presets", tooltip="The preset list"),
+        Binding("f3", "go('runs')", "Runs", id="app.runs", tooltip="Every run, live"),
+        Binding("f4", "go('queue')", "Queue", id="app.queue", tooltip="The sweep queue"),
     ]
     MODES = {"presets": PresetListScreen, "runs": RunsScreen, "queue": QueueScreen}
 
@@ -40,6 +40,16 @@ class OrpoApp(App):
 
     def on_mount(self) -> None:
         self.switch_mode("presets")
+
+    def action_go(self, mode: str) -> None:
+        """F2/F3/F4: switch to a mode. Pressed inside that mode on a view opened from its
+        list (a run's monitor, a comparison), it goes back to the list, as the footer's
+        "Runs" promises; a screen with something to lose (an editor) is never left this way."""
+        if self.current_mode != mode:
+            self.switch_mode(mode)
+            return
+        while len(self.screen_stack) > 1 and getattr(self.screen, "LEAVES_SILENTLY", False):
+            self.pop_screen()
 
     # ------------------------------------------------------------------ runs
 

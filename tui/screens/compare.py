@@ -55,6 +55,7 @@ def cell(value) -> str:
 
 
 class CompareScreen(Screen):
+    LEAVES_SILENTLY = True  # a view: F3 from it goes back to the list (OrpoApp.action_go)
     CSS_PATH = "compare.tcss"
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="compare.back", tooltip="Back to the runs list"),

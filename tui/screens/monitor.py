@@ -39,6 +39,7 @@ def tail_text(path: Path, lines: int) -> str:
 
 
 class MonitorScreen(Screen):
+    LEAVES_SILENTLY = True  # a view: F3 from it goes back to the list (OrpoApp.action_go)
     CSS_PATH = "monitor.tcss"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     BINDINGS = [
