@@ -27,7 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.events import ORPO_METRICS, RATE_METRICS, MetricsTail, MetricsWriter  # noqa: E402
+from trainer.pure.events import MetricsTail, MetricsWriter  # noqa: E402
+from trainer.pure.metrics import ORPO_METRICS, RATE_METRICS  # noqa: E402
 from tui.charts import ChartSeries, render_chart  # noqa: E402
 from tui.series import RunSeries, downsample  # noqa: E402
 

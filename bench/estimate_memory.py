@@ -1,7 +1,7 @@
 """The memory estimate against what MLX measures, on the tiny built-in model.
 
 For a few configs it trains a handful of steps with the real trainer, reads the run's
-`peak_memory_gb`, and prints it beside `trainer.estimate` for the same config with the
+`peak_memory_gb`, and prints it beside `trainer.pure.estimate` for the same config with the
 data's real padded length (from the preflight). The error column is (estimate - measured)
 / measured.
 
@@ -16,9 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from trainer.config import apply_overrides, load_preset
+from trainer.pure.config import apply_overrides, load_preset
 from trainer.data import PAD_MULTIPLE
-from trainer.estimate import estimate, model_shape
+from trainer.pure.estimate import estimate, model_shape
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "presets" / "demo.toml"

@@ -55,7 +55,7 @@ def measure(run_dir: Path, bits: int, cache: dict) -> tuple[dict, dict]:
     """(float metrics, fused-then-quantized metrics) over the valid split."""
     from mlx_lm.utils import load
 
-    from trainer.config import load_preset
+    from trainer.pure.config import load_preset
     from trainer.fuse import base_folder, fuse_run
     from trainer.loop import evaluate
 

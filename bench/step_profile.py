@@ -55,7 +55,7 @@ def main() -> int:
 
     import trainer_vs_peer as tvp
     from trainer import data as D
-    from trainer.config import config_from_dict
+    from trainer.pure.config import config_from_dict
     from trainer.loop import (RunLog, gather_to_device, make_loss_fn, make_train_step, positions, prepare,
                               shared_to_device, to_device)
     from trainer.shared_prefix import collate_shared

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from trainer import loop
-from trainer.config import apply_overrides, load_preset
-from trainer.events import read_events
+from trainer.pure.config import apply_overrides, load_preset
+from trainer.pure.events import read_events
 from trainer.loop import BestTracker, latest_checkpoint, trainable_weights
-from trainer.runs import create_run_dir, read_status
+from trainer.pure.runs import create_run_dir, read_status
 
 from trainer_helpers import DEMO, run_trainer
 

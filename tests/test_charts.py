@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from textual.app import App, ComposeResult
 
-from trainer.events import ORPO_METRICS, MetricsTail, MetricsWriter
+from trainer.pure.events import MetricsTail, MetricsWriter
+from trainer.pure.metrics import ORPO_METRICS
 from tui import charts
 from tui.alarms import FLAT, NONFINITE, OVERFIT, PINNED, health_alarms
 from tui.charts import WAITING, ChartSeries, ChartView, render_chart, visible_lines

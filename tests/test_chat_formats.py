@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from trainer.builtin import DEMO_DATA_DIR
-from trainer.config import config_from_dict
+from trainer.pure.config import config_from_dict
 from trainer.data import DataError, collate, load_splits, render_row, rows_from_records, tokenize_rows
 from trainer.model import ModelError, resolve_model_path
 from trainer.preflight import preflight

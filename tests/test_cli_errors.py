@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from trainer.runs import list_runs, read_status
+from trainer.pure.runs import list_runs, read_status
 
 from trainer_helpers import DEMO, run_trainer
 

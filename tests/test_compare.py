@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from trainer.config import Config, dump_toml, replace_value
-from trainer.events import MetricsWriter
-from trainer.runs import atomic_write_json
+from trainer.pure.config import Config, dump_toml, replace_value
+from trainer.pure.events import MetricsWriter
+from trainer.pure.runs import atomic_write_json
 from tui.compare import (
     CompareError,
     config_diff,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.config import (
+from trainer.pure.config import (
     Config,
     ConfigError,
     FinetuneConfig,
@@ -234,26 +234,35 @@ def cross(**changes) -> Config:
     return cfg
 
 
+def messages(cfg: Config) -> list[str]:
+    return [str(p) for p in validate(cfg)]
+
+
+def test_problems_are_objects_with_key_value_and_message():
+    (problem,) = validate(cross(training__iters=0))
+    assert (problem.key, problem.value, problem.message) == ("training.iters", 0, "must be >= 1")
+
+
 def test_cross_field_rules():
-    assert "training.warmup_steps: must be less than training.iters (200)" in validate(
+    assert "training.warmup_steps: must be less than training.iters (200)" in messages(
         cross(training__warmup_steps=200)
     )
     assert validate(cross(training__warmup_steps=199)) == []
-    assert any(m.startswith("qat.start_step:") for m in validate(cross(qat__enable=True, qat__start_step=200)))
+    assert any(m.startswith("qat.start_step:") for m in messages(cross(qat__enable=True, qat__start_step=200)))
     # A disabled QAT block does not block a run.
     assert validate(cross(qat__start_step=500)) == []
-    full_q = validate(cross(finetune__type="full", model__quantize__bits=4))
+    full_q = messages(cross(finetune__type="full", model__quantize__bits=4))
     assert any("full fine-tuning cannot train a quantized base" in m for m in full_q)
     assert validate(cross(finetune__type="full")) == []
     assert any(
         m.startswith("training.min_learning_rate:")
-        for m in validate(cross(training__min_learning_rate=0.01, training__lr_schedule="cosine"))
+        for m in messages(cross(training__min_learning_rate=0.01, training__lr_schedule="cosine"))
     )
 
 
 def test_validate_lists_every_problem_and_check_raises_first():
     cfg = cross(training__iters=0, orpo__beta=-1.0, finetune__rank=0)
-    problems = validate(cfg)
+    problems = messages(cfg)
     assert "orpo.beta: must be >= 0" in problems
     assert "finetune.rank: must be >= 1" in problems
     assert "training.iters: must be >= 1" in problems

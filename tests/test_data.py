@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from trainer.config import config_from_dict
+from trainer.pure.config import config_from_dict
 from trainer.data import DataError, Pair, batch_at, collate, load_splits, make_batches, tokenize_rows
 
 

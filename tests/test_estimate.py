@@ -3,8 +3,8 @@ memory estimate moves the right way with each setting."""
 
 from mlx.utils import tree_flatten
 
-from trainer.config import apply_overrides, config_from_dict
-from trainer.estimate import estimate, implied_epochs, model_shape, trainable_params
+from trainer.pure.config import apply_overrides, config_from_dict
+from trainer.pure.estimate import estimate, implied_epochs, model_shape, trainable_params
 
 
 def test_shape_counts_match_the_built_model():
@@ -45,5 +45,5 @@ def test_estimate_module_is_pure():
     import subprocess
     import sys
 
-    code = "import sys, trainer.estimate; print([m for m in sys.modules if m.split('.')[0] in ('mlx', 'mlx_lm')])"
+    code = "import sys, trainer.pure.estimate; print([m for m in sys.modules if m.split('.')[0] in ('mlx', 'mlx_lm')])"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"

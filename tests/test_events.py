@@ -4,15 +4,14 @@ import os
 
 import pytest
 
-from trainer.events import (
+from trainer.pure.events import (
     EVENT_TYPES,
-    ORPO_METRICS,
-    RATE_METRICS,
     MetricsTail,
     MetricsWriter,
     last_step,
     read_events,
 )
+from trainer.pure.metrics import ORPO_METRICS, RATE_METRICS
 
 
 def test_constants():

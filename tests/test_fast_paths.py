@@ -8,7 +8,7 @@ import pytest
 from mlx.utils import tree_flatten
 
 from trainer import data as D
-from trainer.config import config_from_dict
+from trainer.pure.config import config_from_dict
 from trainer.loop import (RunLog, gather_to_device, make_loss_fn, positions, prepare, shared_to_device, to_device, use_gathered_head,
                           use_shared_prefix)
 from trainer.shared_prefix import collate_shared

@@ -12,7 +12,7 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from trainer.events import read_events
+from trainer.pure.events import read_events
 
 from trainer_helpers import DEMO, run_trainer
 

@@ -3,8 +3,8 @@
 import pytest
 import yaml
 
-from trainer.config import config_from_dict, get_value
-from trainer.interop import DIRECT, LORA, InteropError, export_yaml, import_yaml
+from trainer.pure.config import config_from_dict, get_value
+from trainer.pure.interop import DIRECT, LORA, InteropError, export_yaml, import_yaml
 
 PEER_YAML = """
 model: mlx-community/Qwen3-0.6B-4bit
@@ -98,7 +98,7 @@ def test_cli_import_then_export(tmp_path):
     import subprocess
     import sys
 
-    from trainer.config import load_preset
+    from trainer.pure.config import load_preset
 
     (tmp_path / "peer.yaml").write_text(PEER_YAML)
     imp = subprocess.run([sys.executable, "-m", "trainer", "import-yaml", str(tmp_path / "peer.yaml"), "--out",

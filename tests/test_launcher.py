@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from trainer.runs import read_status, write_status
+from trainer.pure.runs import read_status, write_status
 from tui.launcher import LaunchError, Launcher, stop_run
 
 from trainer_helpers import DEMO, train_steps
@@ -73,7 +73,7 @@ def test_real_run_is_detached_stoppable_and_resumable(tmp_path):
 
 
 def test_run_again_from_a_runs_resolved_config(tmp_path):
-    from trainer.config import config_from_dict, dump_toml, load_preset
+    from trainer.pure.config import config_from_dict, dump_toml, load_preset
 
     old = tmp_path / "old-run"
     old.mkdir()
@@ -89,7 +89,7 @@ def test_run_again_from_a_runs_resolved_config(tmp_path):
 
 
 def test_runs_index_reports_health_alarms(tmp_path):
-    from trainer.events import MetricsWriter
+    from trainer.pure.events import MetricsWriter
     from tui.runs_index import RunsIndex
 
     run = tmp_path / "20260101-000000-demo"

@@ -13,7 +13,7 @@ HEAVY = ("mlx", "mlx_lm", "datasets", "textual")
 def test_pure_trainer_modules_import_no_heavy_libraries():
     code = (
         "import json, sys\n"
-        "import trainer.config, trainer.runs, trainer.events\n"
+        "import trainer.pure.config, trainer.pure.runs, trainer.pure.events\n"
         f"heavy = {HEAVY!r}\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in heavy)))\n"
     )

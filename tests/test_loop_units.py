@@ -10,7 +10,7 @@ import pytest
 from mlx.utils import tree_flatten
 
 from trainer import data as D
-from trainer.config import config_from_dict
+from trainer.pure.config import config_from_dict
 from trainer.loop import (RunLog, build_schedule, latest_checkpoint, make_train_step, prepare,
                           truncate_metrics_after)
 

@@ -101,3 +101,12 @@ def test_sequence_logps_averages_only_masked_tokens():
     mask = mx.array([[0.0, 1.0, 1.0]])
     got = sequence_logps(logits, targets, mask).item()
     assert got == pytest.approx((math.log(0.9) + math.log(0.8)) / 2, rel=1e-5)
+
+
+def test_loss_returns_exactly_the_registry_orpo_metrics():
+    from trainer.pure.metrics import BY_NAME, ORPO, ORPO_METRICS
+
+    chosen, rejected = mx.array([-0.5, -1.0]), mx.array([-1.5, -0.7])
+    _, metrics = orpo_loss(chosen, rejected, 0.1)
+    assert tuple(metrics) == ORPO_METRICS
+    assert all(BY_NAME[name].kind == ORPO for name in metrics)

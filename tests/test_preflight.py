@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from trainer.builtin import DEMO_DATA_DIR
-from trainer.config import config_from_dict
+from trainer.pure.config import config_from_dict
 from trainer.preflight import preflight
 from tui import preflight_client
 from tui.preflight_client import PreflightError, format_report, run_preflight

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from trainer import queue
-from trainer.config import ConfigError
-from trainer.runs import pid_alive, read_status
+from trainer.pure import queue
+from trainer.pure.config import ConfigError
+from trainer.pure.runs import pid_alive, read_status
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "presets" / "demo.toml"
@@ -119,7 +119,7 @@ def test_cancel_and_pause(tmp_path):
 
 def test_two_processes_appending_at_once_lose_nothing(tmp_path):
     code = (
-        "import sys; from trainer import queue\n"
+        "import sys; from trainer.pure import queue\n"
         "for n in range(20):\n"
         "    queue.add(sys.argv[1], [dict(id=f'{sys.argv[2]}-{n}', state='queued', label=str(n))])\n"
     )
@@ -133,7 +133,7 @@ def test_two_processes_appending_at_once_lose_nothing(tmp_path):
 
 def test_status_cli_prints_items(tmp_path):
     _queue_of_four(tmp_path)
-    out = subprocess.run([sys.executable, "-m", "trainer.queue", "status", "--runs-dir", str(tmp_path)],
+    out = subprocess.run([sys.executable, "-m", "trainer.queue_runner", "status", "--runs-dir", str(tmp_path)],
                          cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert "runner: not running" in out and out.count("queued") == 4 and "seed=3" in out
 
@@ -150,13 +150,13 @@ def test_runner_executes_a_sweep_and_exits_by_itself(tmp_path, tiny_env, reap_ru
     assert queue.ensure_runner(tmp_path) == pid  # no duplicate
     # A runner started by hand while one is alive leaves at once.
     started = time.monotonic()
-    second = subprocess.run([sys.executable, "-m", "trainer.queue", "run", "--runs-dir", str(tmp_path)],
+    second = subprocess.run([sys.executable, "-m", "trainer.queue_runner", "run", "--runs-dir", str(tmp_path)],
                             cwd=REPO, timeout=30)
     assert second.returncode == 0 and time.monotonic() - started < 10
     assert queue.read(tmp_path)["runner_pid"] == pid
 
     # Nothing else is called from here on: the runner does the rest alone.
-    _wait_for(lambda: _states(tmp_path) == ["done", "done"], 240, "both sweep runs to finish")
+    _wait_for(lambda: _states(tmp_path) == ["completed", "completed"], 240, "both sweep runs to finish")
     data = queue.read(tmp_path)
     run_dirs = [Path(it["run_dir"]) for it in data["items"]]
     assert len(set(run_dirs)) == 2
@@ -168,7 +168,7 @@ def test_runner_executes_a_sweep_and_exits_by_itself(tmp_path, tiny_env, reap_ru
     _wait_for(lambda: not pid_alive(pid), 30, "the runner to exit by itself")
     assert queue.read(tmp_path)["runner_pid"] is None
     log = (tmp_path / "queue.log").read_text()
-    assert log.count(": running") == 2 and log.count(": done (exit 0)") == 2
+    assert log.count(": running") == 2 and log.count(": completed (exit 0)") == 2
 
 
 def test_runner_honours_pause_cancel_and_sigterm(tmp_path, tiny_env, reap_runner):
@@ -202,5 +202,5 @@ def _running_trainer(runs_dir, index):
 
 
 def test_queue_module_stays_in_the_pure_half():
-    code = "import sys, trainer.queue; assert 'mlx' not in sys.modules and 'textual' not in sys.modules"
+    code = "import sys, trainer.pure.queue; assert 'mlx' not in sys.modules and 'textual' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)

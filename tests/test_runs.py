@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from trainer.runs import (
+from trainer.pure.runs import (
     atomic_write_json,
     atomic_write_text,
     create_run_dir,
@@ -141,7 +141,7 @@ def test_list_runs_newest_first(tmp_path):
 
 
 def test_run_label_strips_stamp_and_collision_suffix():
-    from trainer.runs import run_label
+    from trainer.pure.runs import run_label
 
     assert run_label("20261127-142102-demo") == "demo"
     assert run_label("20261127-142102-beta-sweep-2") == "beta-sweep"
@@ -149,7 +149,7 @@ def test_run_label_strips_stamp_and_collision_suffix():
 
 
 def test_move_to_trash_never_overwrites(tmp_path):
-    from trainer.runs import TRASH_DIR, move_to_trash
+    from trainer.pure.runs import TRASH_DIR, move_to_trash
 
     targets = []
     for _ in range(3):

@@ -7,8 +7,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from trainer.events import read_events
-from trainer.runs import effective_state, read_status
+from trainer.pure.events import read_events
+from trainer.pure.runs import effective_state, read_status
 
 from trainer_helpers import DEMO, first_line, run_trainer, start_trainer, train_steps, wait_for_step
 

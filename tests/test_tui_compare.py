@@ -103,7 +103,7 @@ async def test_tags_and_notes_are_kept_in_the_run_folder_and_filter(tmp_path):
 
 
 async def test_run_against_preset_diff(tmp_path):
-    from trainer.config import dump_toml
+    from trainer.pure.config import dump_toml
 
     runs, a, b = fixture_runs(tmp_path)
     dump_toml(_config(0.1, 32), tmp_path / "presets" / "base.toml")

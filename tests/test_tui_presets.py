@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Input, Static
 
-from trainer.runs import TRASH_DIR
+from trainer.pure.runs import TRASH_DIR
 from tui import presets_store as store
 from tui.app import make_app
 from tui.screens.preset_editor import PresetEditorScreen
@@ -176,7 +176,7 @@ async def test_show_command_for_a_preset(presets):
 
 
 def test_merge_changes_touches_only_changed_keys():
-    from trainer.config import config_from_dict, replace_value
+    from trainer.pure.config import config_from_dict, replace_value
 
     raw = {"description": "x", "training": {"iters": 10}}
     before = config_from_dict(raw, "t")

@@ -4,7 +4,7 @@ import time
 
 from textual.widgets import DataTable
 
-from trainer.runs import read_status
+from trainer.pure.runs import read_status
 from tui.app import make_app
 from tui.charts import ChartView
 from tui.screens.monitor import MonitorScreen

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from trainer.events import read_events
+from trainer.pure.events import read_events
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "presets" / "demo.toml"

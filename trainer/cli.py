@@ -7,24 +7,29 @@
     orpo-train import-yaml FILE.yaml [--out PRESET.toml]   (from an mlx-lm-lora config; see interop.py)
     orpo-train export-yaml PRESET.toml [--out FILE.yaml]   (to an mlx-lm-lora config)
 
-The first line on stdout is the run directory. Exit codes: 0 finished, 130 stopped by the
-user, 2 bad config or data (one line on stderr), 1 anything else.
+The first line on stdout is the run directory; the command line, that line and the exit
+codes are the contract in trainer.pure.trainer_process. The run folder's layout is in
+trainer.pure.run_folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
 import traceback
 from pathlib import Path
 
-from trainer.config import ConfigError, apply_overrides, check, dump_toml, load_preset, replace_value
-from trainer.messages import describe
-from trainer.runs import ACTIVE_STATES, create_run_dir, pid_alive, read_status, write_status
-
-EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 130
+from trainer.pure.config import ConfigError, apply_overrides, check, dump_toml, load_preset, replace_value
+from trainer.pure.events import MetricsWriter
+from trainer.pure.messages import describe
+from trainer.pure.run_folder import RunFolder, checkpoint_step
+from trainer.pure.runs import create_run_dir, pid_alive, read_status, write_status
+from trainer.pure.states import ACTIVE, RunState
+from trainer.pure.trainer_process import PROG, ExitCode
+from trainer.run_control import RunLog, StopFlag
 
 # Changing these on resume only moves the finish line or the reporting rhythm; anything else
 # would make the resumed run a different experiment from the one its metrics describe.
@@ -45,7 +50,7 @@ class BadInput(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="orpo-train", description="ORPO fine-tuning on MLX.")
+    p = argparse.ArgumentParser(prog=PROG, description="ORPO fine-tuning on MLX.")
     p.add_argument("preset", nargs="?", help="preset TOML file to train")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or crashed run")
     p.add_argument("--runs-dir", metavar="DIR", help="where run folders go (default: output.runs_dir)")
@@ -55,8 +60,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _fail_line(message: str) -> int:
-    print(f"orpo-train: {message}", file=sys.stderr, flush=True)
-    return EXIT_BAD_INPUT
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+    return ExitCode.BAD_INPUT
 
 
 def _install_stop_handlers(stop, run_dir: Path) -> None:
@@ -69,8 +74,8 @@ def _install_stop_handlers(stop, run_dir: Path) -> None:
             raise KeyboardInterrupt
         stop.request(signal.Signals(signum).name)
         # Visible at once to anyone watching the run, before the current step ends.
-        if (read_status(run_dir) or {}).get("state") == "running":
-            write_status(run_dir, state="stopping")
+        if (read_status(run_dir) or {}).get("state") == RunState.RUNNING:
+            write_status(run_dir, state=RunState.STOPPING)
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
@@ -89,23 +94,22 @@ def _new_run(args):
 
 
 def _resume_run(args):
-    from trainer.loop import latest_checkpoint
-
     run_dir = Path(args.resume)
-    if not (run_dir / "config.toml").is_file():
-        raise BadInput(f"{run_dir}: not a run directory (no config.toml)")
-    cfg = load_preset(run_dir / "config.toml")
+    folder = RunFolder(run_dir)
+    if not folder.config.is_file():
+        raise BadInput(f"{run_dir}: not a run directory (no {folder.config.name})")
+    cfg = load_preset(folder.config)
     for item in args.overrides:
         key = item.split("=", 1)[0].strip()
         if key not in RESUME_SETTABLE:
             raise BadInput(f"--set {key}: cannot be changed on resume (allowed: {', '.join(RESUME_SETTABLE)})")
     cfg = apply_overrides(cfg, args.overrides)
-    check(cfg, str(run_dir / "config.toml"))
+    check(cfg, str(folder.config))
     status = read_status(run_dir) or {}
-    if status.get("state") in ACTIVE_STATES and pid_alive(status.get("pid") or -1):
+    if status.get("state") in ACTIVE and pid_alive(status.get("pid") or -1):
         raise BadInput(f"{run_dir}: still running (pid {status['pid']})")
-    ckpt = latest_checkpoint(run_dir)
-    done = int(ckpt.name.split("-")[1]) if ckpt else 0
+    ckpt = folder.latest_checkpoint()
+    done = checkpoint_step(ckpt) if ckpt else 0
     if done >= cfg.training.iters:
         raise BadInput(f"{run_dir}: already at step {done} of {cfg.training.iters}; extend it with --set training.iters=N")
     return cfg, run_dir, ckpt
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return preflight_main(argv[1:])
     if argv[:1] in (["import-yaml"], ["export-yaml"]):
-        from trainer.interop import main as interop_main
+        from trainer.pure.interop import main as interop_main
 
         return interop_main(argv)
     if argv[:1] == ["fuse"]:
@@ -132,17 +136,23 @@ def main(argv: list[str] | None = None) -> int:
         cfg, run_dir, ckpt = _resume_run(args) if args.resume else _new_run(args)
     except (ConfigError, BadInput) as exc:
         return _fail_line(str(exc))
+    folder = RunFolder(run_dir)
+    if not args.resume:
+        # Before anything can fail: a run folder always holds its config and a status, so a
+        # trainer that dies while starting (even on an import error) shows as failed or
+        # crashed with its reason, never as a folder the app cannot place.
+        dump_toml(cfg, folder.config)
+        write_status(run_dir, state=RunState.PENDING, pid=os.getpid(), started_at=time.time(),
+                     total_steps=cfg.training.iters, step=0)
     print(run_dir, flush=True)
     if args.log_only:
-        _redirect_output(run_dir / "train.log")
+        _redirect_output(folder.log)
     return run(cfg, run_dir, ckpt, resuming=bool(args.resume), echo=not args.log_only)
 
 
 def _redirect_output(log_path: Path) -> None:
     """Point fds 1 and 2 at train.log, so a launcher needs no pipe to drain and even a crash
     inside a C extension leaves its message in the run directory."""
-    import os
-
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -150,58 +160,58 @@ def _redirect_output(log_path: Path) -> None:
 
 
 def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True) -> int:
-    # mlx is imported only now: config errors above are reported without paying for it.
-    from trainer.data import DataError
-    from trainer.loop import RunLog, StopFlag, TrainingError, prepare, train
-    from trainer.model import ModelError
-
+    folder = RunFolder(run_dir)
     stop = StopFlag()
     _install_stop_handlers(stop, run_dir)
-    log = RunLog(run_dir / "train.log", echo=echo)
-    if not resuming:
-        write_status(run_dir, state="pending", started_at=time.time(), total_steps=cfg.training.iters, step=0)
-    dump_toml(cfg, run_dir / "config.toml")
+    log = RunLog(folder.log, echo=echo)
+    try:
+        # The MLX stack is imported only now, inside the guard: config errors above are
+        # reported without paying for it, and a broken install fails the run with its reason.
+        from trainer.data import DataError
+        from trainer.loop import TrainingError, prepare, train
+        from trainer.model import ModelError
+    except Exception as exc:  # noqa: BLE001 - an install problem; the traceback goes to the log
+        log(traceback.format_exc().rstrip())
+        return _failed(run_dir, log, f"cannot load the training stack: {describe(exc)}", ExitCode.ERROR)
     try:
         prep = prepare(cfg, log)
         if not resuming:
             cfg = replace_value(cfg, "model.resolved_path", str(prep.resolved_path))
-            dump_toml(cfg, run_dir / "config.toml")
+            dump_toml(cfg, folder.config)
         outcome: dict = {}  # early stop details for the final status event
         state = train(run_dir, cfg, prep, log, stop, ckpt, outcome)
     except (DataError, ModelError, ConfigError) as exc:
-        return _failed(run_dir, log, str(exc), EXIT_BAD_INPUT)
+        return _failed(run_dir, log, str(exc), ExitCode.BAD_INPUT)
     except TrainingError as exc:
-        return _failed(run_dir, log, str(exc), EXIT_ERROR)
+        return _failed(run_dir, log, str(exc), ExitCode.ERROR)
     except KeyboardInterrupt:
         log(f"stopped at once by a second {stop.reason or 'signal'}; the last checkpoint is kept")
-        write_status(run_dir, state="stopped", ended_at=time.time())
-        return EXIT_STOPPED
+        write_status(run_dir, state=RunState.STOPPED, ended_at=time.time())
+        return ExitCode.STOPPED
     except Exception as exc:  # anything unexpected: full traceback in the log, one line out
         log(traceback.format_exc().rstrip())
-        return _failed(run_dir, log, describe(exc), EXIT_ERROR)
+        return _failed(run_dir, log, describe(exc), ExitCode.ERROR)
     finally:
         log.close()
     write_status(run_dir, state=state, ended_at=time.time())
     _event(run_dir, state, **outcome)
-    if state == "stopped":
-        print(f"stopped by {stop.reason}; resume with: orpo-train --resume {run_dir}", file=sys.stderr, flush=True)
-        return EXIT_STOPPED
-    return EXIT_OK
+    if state == RunState.STOPPED:
+        print(f"stopped by {stop.reason}; resume with: {PROG} --resume {run_dir}", file=sys.stderr, flush=True)
+        return ExitCode.STOPPED
+    return ExitCode.OK
 
 
 def _event(run_dir: Path, state: str, **extra) -> None:
-    from trainer.events import MetricsWriter
-    from trainer.runs import read_status as _rs
-
-    step = (_rs(run_dir) or {}).get("step", 0)
-    MetricsWriter(run_dir / "metrics.jsonl").write("status", step, state=state, **extra)
+    step = (read_status(run_dir) or {}).get("step", 0)
+    with MetricsWriter(RunFolder(run_dir).metrics) as writer:
+        writer.write("status", step, state=str(state), **extra)
 
 
 def _failed(run_dir: Path, log, message: str, code: int) -> int:
     log(f"failed: {message}")
-    write_status(run_dir, state="failed", error=message, ended_at=time.time())
-    _event(run_dir, "failed", error=message)
-    print(f"orpo-train: {message}", file=sys.stderr, flush=True)
+    write_status(run_dir, state=RunState.FAILED, error=message, ended_at=time.time())
+    _event(run_dir, RunState.FAILED, error=message)
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
     return code
 
 

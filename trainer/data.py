@@ -30,8 +30,8 @@ from typing import Any, Dict, Iterable, Sequence, Tuple
 import numpy as np
 
 from trainer.builtin import resolve_builtin_data
-from trainer.config import DataConfig  # noqa: F401 (annotations)
-from trainer.messages import first_line, hub_offline
+from trainer.pure.config import DataConfig  # noqa: F401 (annotations)
+from trainer.pure.messages import first_line, hub_offline
 
 _EXTENSIONS = (".jsonl", ".json", ".parquet")
 _VALID_FALLBACKS = ("valid", "validation", "test", "eval")

@@ -24,10 +24,11 @@ import sys
 import traceback
 from pathlib import Path
 
-from trainer.config import ConfigError, load_preset
-from trainer.messages import describe
+from trainer.pure.config import ConfigError, load_preset
+from trainer.pure.run_folder import ADAPTER_CONFIG, ADAPTER_WEIGHTS, RunFolder
+from trainer.pure.trainer_process import ExitCode
+from trainer.pure.messages import describe
 
-EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
 QUANTIZE_BITS = (2, 3, 4, 5, 6, 8)
 GROUP_SIZES = (32, 64, 128)
 
@@ -47,19 +48,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def adapter_folder(run_dir: Path, best: bool) -> Path:
-    folder = run_dir / "adapters" / "best" if best else run_dir / "adapters"
-    if not (folder / "adapters.safetensors").is_file() or not (folder / "adapter_config.json").is_file():
+    run = RunFolder(run_dir)
+    folder = run.best if best else run.adapters
+    if not (folder / ADAPTER_WEIGHTS).is_file() or not (folder / ADAPTER_CONFIG).is_file():
+        where = folder.relative_to(run_dir)
         if best:
-            raise FuseInputError(f"{run_dir}: no best adapters (adapters/best/) in this run; fuse without --best for the latest ones")
-        raise FuseInputError(f"{run_dir}: no saved adapters yet (adapters/adapters.safetensors)")
+            raise FuseInputError(f"{run_dir}: no best adapters ({where}/) in this run; fuse without --best for the latest ones")
+        raise FuseInputError(f"{run_dir}: no saved adapters yet ({where / ADAPTER_WEIGHTS})")
     return folder
 
 
 def base_folder(run_dir: Path) -> Path:
     """The folder mlx_lm must load as the base: the run's recorded `model.resolved_path`."""
-    config = run_dir / "config.toml"
+    config = RunFolder(run_dir).config
     if not config.is_file():
-        raise FuseInputError(f"{run_dir}: not a run directory (no config.toml)")
+        raise FuseInputError(f"{run_dir}: not a run directory (no {config.name})")
     try:
         cfg = load_preset(config)
     except ConfigError as exc:
@@ -77,7 +80,7 @@ def fuse_run(run_dir: Path, best: bool = False, quantize: int | None = None, gro
     run_dir = Path(run_dir)
     base = base_folder(run_dir)
     adapters = adapter_folder(run_dir, best)
-    out = Path(out) if out else run_dir / ("fused-best" if best else "fused")
+    out = Path(out) if out else RunFolder(run_dir).fused(best)
 
     from mlx.utils import tree_unflatten
     from mlx_lm.utils import dequantize_model, load, quantize_model, save
@@ -115,10 +118,10 @@ def main(argv: list[str]) -> int:
         out = fuse_run(Path(args.run_dir), args.best, args.quantize, args.group_size, Path(args.out) if args.out else None)
     except FuseInputError as exc:
         print(f"orpo-train fuse: {exc}", file=sys.stderr, flush=True)
-        return EXIT_BAD_INPUT
+        return ExitCode.BAD_INPUT
     except Exception as exc:
         traceback.print_exc()
         print(f"orpo-train fuse: {describe(exc)}", file=sys.stderr, flush=True)
-        return EXIT_ERROR
+        return ExitCode.ERROR
     print(out, flush=True)
-    return EXIT_OK
+    return ExitCode.OK

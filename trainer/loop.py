@@ -24,12 +24,13 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from trainer import data as D
 from trainer import qat
-from trainer.config import Config
-from trainer.events import MetricsWriter, read_events
+from trainer.pure.config import Config
+from trainer.pure.events import MetricsWriter, read_events
 from trainer.loss import gathered_sequence_logps, orpo_loss, sequence_logps
 from trainer.model import (ModelError, apply_finetune, load_base, output_head, publish_adapters, resolve_model_path,
                            trainable_weights)
-from trainer.runs import atomic_write_text, write_status
+from trainer.pure.runs import atomic_write_text, write_status
+from trainer.run_control import RunLog, StopFlag  # noqa: F401 (re-exported for callers of the loop)
 from trainer.shared_prefix import collate_shared, shared_sequence_logps
 
 CHECKPOINTS_KEPT = 2
@@ -37,43 +38,6 @@ CHECKPOINTS_KEPT = 2
 
 class TrainingError(Exception):
     """Training cannot go on (for instance a NaN loss); one line for the user."""
-
-
-@dataclass
-class StopFlag:
-    """Set from a signal handler; the loop finishes its step, saves and stops."""
-
-    requested: bool = False
-    reason: str = ""
-
-    def request(self, reason: str) -> None:
-        self.requested, self.reason = True, reason
-
-
-@dataclass
-class RunLog:
-    """Human-readable progress: always into train.log, and echoed to a terminal when there
-    is one that still works (a dropped SSH link must not kill the run)."""
-
-    path: Path
-    echo: bool = True
-    _fh: Any = field(default=None, repr=False)
-
-    def __call__(self, message: str) -> None:
-        line = f"[{time.strftime('%H:%M:%S')}] {message}"
-        if self._fh is None:
-            self._fh = open(self.path, "a", buffering=1, encoding="utf-8")
-        self._fh.write(line + "\n")
-        if self.echo:
-            try:
-                print(line, flush=True)
-            except OSError:
-                self.echo = False
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
 
 
 # ---------------------------------------------------------------------------- optimizer

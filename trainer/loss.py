@@ -13,6 +13,8 @@ import math
 import mlx.core as mx
 import mlx.nn as nn
 
+from trainer.pure import metrics as M
+
 # A mean log-prob of exactly 0 makes log(1 - p) = -inf. Float32 resolves expm1 near 0 well,
 # so clamping this close to 0 changes nothing a real model produces.
 _LOGP_CEILING = -1e-12
@@ -68,16 +70,16 @@ def orpo_loss(
     chosen_rewards = beta * chosen_logps
     rejected_rewards = beta * rejected_logps
     metrics = {
-        "loss": loss,
-        "nll_loss": nll,
-        "log_odds_ratio": mean_log_sig,
-        "log_odds_chosen": mx.mean(ratio),
-        "rewards/chosen": mx.mean(chosen_rewards),
-        "rewards/rejected": mx.mean(rejected_rewards),
-        "rewards/margins": mx.mean(chosen_rewards - rejected_rewards),
-        "rewards/accuracies": mx.mean((chosen_rewards > rejected_rewards).astype(mx.float32)),
-        "logps/chosen": mean_chosen,
-        "logps/rejected": mx.mean(rejected_logps),
+        M.LOSS: loss,
+        M.NLL_LOSS: nll,
+        M.LOG_ODDS_RATIO: mean_log_sig,
+        M.LOG_ODDS_CHOSEN: mx.mean(ratio),
+        M.REWARDS_CHOSEN: mx.mean(chosen_rewards),
+        M.REWARDS_REJECTED: mx.mean(rejected_rewards),
+        M.REWARDS_MARGINS: mx.mean(chosen_rewards - rejected_rewards),
+        M.REWARDS_ACCURACIES: mx.mean((chosen_rewards > rejected_rewards).astype(mx.float32)),
+        M.LOGPS_CHOSEN: mean_chosen,
+        M.LOGPS_REJECTED: mx.mean(rejected_logps),
     }
     return loss, metrics
 

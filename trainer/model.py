@@ -17,9 +17,10 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from trainer.builtin import resolve_builtin_model
-from trainer.config import Config
-from trainer.messages import first_line, hub_offline
-from trainer.runs import atomic_write_text
+from trainer.pure.config import Config
+from trainer.pure.messages import first_line, hub_offline
+from trainer.pure.run_folder import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from trainer.pure.runs import atomic_write_text
 
 
 class ModelError(Exception):
@@ -202,8 +203,8 @@ def publish_adapters(folder: Path, weights_file: Path, acfg: dict[str, Any]) -> 
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / ".adapters.tmp.safetensors"
     shutil.copyfile(weights_file, tmp)
-    os.replace(tmp, folder / "adapters.safetensors")
-    atomic_write_text(folder / "adapter_config.json", json.dumps(acfg, indent=2) + "\n")
+    os.replace(tmp, folder / ADAPTER_WEIGHTS)
+    atomic_write_text(folder / ADAPTER_CONFIG, json.dumps(acfg, indent=2) + "\n")
 
 
 def output_head(model: nn.Module):

@@ -23,12 +23,12 @@ from contextlib import redirect_stdout
 from statistics import fmean
 from typing import Any, Sequence
 
-from trainer.config import Config, ConfigError, apply_overrides, check, load_preset
+from trainer.pure.config import Config, ConfigError, apply_overrides, check, load_preset
 from trainer.data import DataError, Pair, Row, collate, load_splits, tokenize_rows
-from trainer.messages import describe
+from trainer.pure.trainer_process import ExitCode
+from trainer.pure.messages import describe
 from trainer.model import ModelError, resolve_model_path
 
-EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
 # Long enough that no real pair is cut: token statistics describe the data as written.
 _NO_LIMIT = 1 << 62
 
@@ -224,7 +224,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(list(argv))
-    code = EXIT_OK
+    code = ExitCode.OK
     try:
         cfg = load_preset(args.preset)
         cfg = apply_overrides(cfg, args.overrides)
@@ -241,8 +241,8 @@ def main(argv: Sequence[str]) -> int:
             traceback.print_exc()
             report = empty_report(cfg)
             report["error"] = describe(exc)
-            code = EXIT_ERROR
+            code = ExitCode.ERROR
     print(json.dumps(report), flush=True)
-    if report["error"] is not None and code == EXIT_OK:
-        code = EXIT_BAD_INPUT
+    if report["error"] is not None and code == ExitCode.OK:
+        code = ExitCode.BAD_INPUT
     return code

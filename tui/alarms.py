@@ -14,6 +14,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from trainer.pure.metrics import LOSS, REWARDS_ACCURACIES
 from tui.series import RunSeries
 
 __all__ = ["Alarm", "health_alarms", "NONFINITE", "FLAT", "PINNED", "OVERFIT"]
@@ -23,7 +24,7 @@ FLAT = "flat"
 PINNED = "pinned"
 OVERFIT = "overfit"
 
-ACCURACY = "rewards/accuracies"
+ACCURACY = REWARDS_ACCURACIES
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class Alarm:
 def health_alarms(
     series: RunSeries,
     *,
-    loss: str = "loss",
+    loss: str = LOSS,
     total_steps: Optional[int] = None,
     flat_reports: int = 20,
     flat_rel: float = 1e-3,

@@ -1,35 +1,18 @@
-"""Which metrics the monitor draws together: a chart per question a user asks of an ORPO
-run (is it learning? is the preference separating? is it stable? is it fast?)."""
+"""The monitor's charts (which metrics are drawn together: trainer.pure.metrics.CHARTS) turned
+into chart series from a run's metrics."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from trainer.pure.metrics import CHARTS, Chart
 from tui.charts import ChartSeries
 from tui.series import RunSeries, ema, last_n
+
+__all__ = ["CHARTS", "EMA_ALPHA", "chart_series"]
 
 EMA_ALPHA = 0.2
 
 
-@dataclass(frozen=True)
-class ChartSpec:
-    key: str
-    title: str
-    train: tuple[str, ...]
-    val: tuple[str, ...] = ()
-
-
-CHARTS = (
-    ChartSpec("loss", "loss / NLL", ("loss", "nll_loss"), ("loss",)),
-    ChartSpec("odds", "log-odds", ("log_odds_chosen", "log_odds_ratio"), ("log_odds_chosen",)),
-    ChartSpec("rewards", "rewards", ("rewards/margins", "rewards/chosen", "rewards/rejected"), ("rewards/margins",)),
-    ChartSpec("accuracy", "reward accuracy", ("rewards/accuracies",), ("rewards/accuracies",)),
-    ChartSpec("lr", "learning rate", ("learning_rate",)),
-    ChartSpec("speed", "tokens/s", ("tokens_per_second",)),
-)
-
-
-def chart_series(series: RunSeries, spec: ChartSpec, *, smooth: bool = False, last_n_reports: int | None = None) -> list[ChartSeries]:
+def chart_series(series: RunSeries, spec: Chart, *, smooth: bool = False, last_n_reports: int | None = None) -> list[ChartSeries]:
     """Training curves as lines (optionally EMA-smoothed) and validation as points on top."""
     out = []
     first_step = None

@@ -80,7 +80,7 @@ def _diff(args: argparse.Namespace) -> str:
 def _export(args: argparse.Namespace) -> str:
     from pathlib import Path
 
-    from trainer.runs import atomic_write_text
+    from trainer.pure.runs import atomic_write_text
     from tui.compare import CompareError, check_run_dir, metrics_to_csv
 
     text = metrics_to_csv(check_run_dir(Path(args.run)))

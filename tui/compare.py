@@ -16,17 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from trainer.config import Config, ConfigError, get_value, iter_fields, load_preset
-from trainer.events import read_events
-from trainer.runs import (
-    ACTIVE_STATES,
-    CONFIG_FILE,
-    METRICS_FILE,
-    STATUS_FILE,
-    effective_state,
-    read_status,
-    run_label,
-)
+from trainer.pure.config import Config, ConfigError, get_value, iter_fields, load_preset
+from trainer.pure.events import read_events
+from trainer.pure import metrics as M
+from trainer.pure.run_folder import RunFolder
+from trainer.pure.runs import effective_state, read_status, run_label
+from trainer.pure.states import ACTIVE
 from tui.derived import count_train_rows
 
 __all__ = [
@@ -73,9 +68,9 @@ def load_side(path: Path) -> Side:
     """A run directory or a `.toml` preset, loaded and checked."""
     path = Path(path)
     if path.is_dir():
-        config_file = path / CONFIG_FILE
+        config_file = RunFolder(path).config
         if not config_file.is_file():
-            raise CompareError(f"{path}: not a run directory (no {CONFIG_FILE})")
+            raise CompareError(f"{path}: not a run directory (no {config_file.name})")
         return Side(path.name, path, _load_config(config_file), is_run=True)
     if path.is_file():
         if path.suffix != ".toml":
@@ -97,8 +92,9 @@ def check_run_dir(path: Path) -> Path:
     path = Path(path)
     if not path.is_dir():
         raise CompareError(f"{path}: no such run directory")
-    if not any((path / name).is_file() for name in (CONFIG_FILE, STATUS_FILE, METRICS_FILE)):
-        raise CompareError(f"{path}: not a run directory (no {CONFIG_FILE}, {STATUS_FILE} or {METRICS_FILE})")
+    run = RunFolder(path)
+    if not any(p.is_file() for p in (run.config, run.status, run.metrics)):
+        raise CompareError(f"{path}: not a run directory (no {run.config.name}, {run.status.name} or {run.metrics.name})")
     return path
 
 
@@ -209,7 +205,7 @@ def summarize(run_dir: Path, now: Optional[float] = None) -> dict:
     run_dir = Path(run_dir)
     status = read_status(run_dir) or {}
     state = effective_state(status or None)
-    events = _current_attempt(read_events(run_dir / METRICS_FILE))
+    events = _current_attempt(read_events(RunFolder(run_dir).metrics))
     train = [e for e in events if e.get("event") == "train"]
     val = [e for e in events if e.get("event") == "val"]
     last_val = val[-1] if val else {}
@@ -219,14 +215,14 @@ def summarize(run_dir: Path, now: Optional[float] = None) -> dict:
         "preset": run_label(run_dir.name),
         "state": state,
         "steps": _steps(status, train),
-        "final_val_loss": _number(last_val.get("loss")),
+        "final_val_loss": _number(last_val.get(M.LOSS)),
         "best_val_loss": best[0],
         "best_val_step": best[1],
-        "final_val_accuracy": _number(last_val.get("rewards/accuracies")),
-        "final_val_margin": _number(last_val.get("rewards/margins")),
-        "final_val_log_odds_chosen": _number(last_val.get("log_odds_chosen")),
-        "mean_pairs_per_second": _mean(_finite(e.get("pairs_per_second") for e in train)),
-        "max_peak_memory_gb": max(_finite(e.get("peak_memory_gb") for e in train), default=None),
+        "final_val_accuracy": _number(last_val.get(M.REWARDS_ACCURACIES)),
+        "final_val_margin": _number(last_val.get(M.REWARDS_MARGINS)),
+        "final_val_log_odds_chosen": _number(last_val.get(M.LOG_ODDS_CHOSEN)),
+        "mean_pairs_per_second": _mean(_finite(e.get(M.PAIRS_PER_SECOND) for e in train)),
+        "max_peak_memory_gb": max(_finite(e.get(M.PEAK_MEMORY_GB) for e in train), default=None),
         "duration_s": _duration(status, state, events, time.time() if now is None else now),
     }
 
@@ -261,7 +257,7 @@ def _steps(status: dict, train: list[dict]) -> Optional[int]:
 
 def _best_val(val: list[dict]) -> tuple[Optional[float], Optional[int]]:
     # A NaN loss is never "best"; the earliest step wins a tie.
-    scored = [(e["loss"], e.get("step")) for e in val if _is_finite(e.get("loss"))]
+    scored = [(e[M.LOSS], e.get("step")) for e in val if _is_finite(e.get(M.LOSS))]
     if not scored:
         return None, None
     loss, step = min(scored, key=lambda pair: pair[0])
@@ -294,7 +290,7 @@ def _duration(status: dict, state: str, events: list[dict], now: float) -> Optio
         # A live run is still going; a crashed one never wrote ended_at, and "now" would
         # make it grow forever, so its last event marks when it stopped.
         times = [e["time"] for e in events if _is_finite(e.get("time"))]
-        ended = now if state in ACTIVE_STATES or not times else max(times)
+        ended = now if state in ACTIVE or not times else max(times)
     return max(0.0, ended - started)
 
 
@@ -342,7 +338,7 @@ def summaries_to_csv(rows: list[dict]) -> str:
 def metrics_to_csv(run_dir: Path) -> str:
     """One CSV row per train/val event: event, step, time, then every metric any of
     them carries (a column an event lacks is empty; NaN is written as `nan`)."""
-    events = [e for e in read_events(Path(run_dir) / METRICS_FILE) if e.get("event") in ("train", "val")]
+    events = [e for e in read_events(RunFolder(run_dir).metrics) if e.get("event") in ("train", "val")]
     rows = [{k: v for k, v in e.items() if k != "v"} for e in events]
     return _csv(_columns([{"event": None, "step": None, "time": None}] + rows), rows)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainer.builtin import DEMO_DATA_DIR
-from trainer.config import Config
-from trainer.estimate import estimate, implied_epochs, model_shape
+from trainer.pure.config import Config
+from trainer.pure.estimate import estimate, implied_epochs, model_shape
 
 
 def count_train_rows(cfg: Config) -> int | None:

@@ -8,18 +8,16 @@ Nothing here imports Textual: the screens call these functions from worker threa
 from __future__ import annotations
 
 import os
-import select
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from trainer.runs import ACTIVE_STATES, pid_alive, read_status, write_status
-
-TRAINER = [sys.executable, "-m", "trainer"]
+from trainer.pure.runs import pid_alive, read_status, write_status
+from trainer.pure.states import ACTIVE, RunState
+from trainer.pure.trainer_process import error_line, read_run_dir, resume_argv, train_argv
 
 
 class LaunchError(Exception):
@@ -39,38 +37,29 @@ class Launcher:
                 del self.children[pid]
 
     def start(self, preset: Path, runs_dir: Path, overrides: Sequence[str] = ()) -> Path:
-        args = [str(preset), "--runs-dir", str(runs_dir)]
-        return self._spawn(args, overrides, runs_dir)
+        return self._spawn(train_argv(preset, runs_dir, overrides), runs_dir)
 
     def resume(self, run_dir: Path, overrides: Sequence[str] = ()) -> Path:
-        return self._spawn(["--resume", str(run_dir)], overrides, run_dir.parent)
+        return self._spawn(resume_argv(run_dir, overrides), run_dir.parent)
 
-    def _spawn(self, args: list[str], overrides: Sequence[str], runs_dir: Path, timeout: float = 60) -> Path:
+    def _spawn(self, argv: list[str], runs_dir: Path, timeout: float = 60) -> Path:
         runs_dir.mkdir(parents=True, exist_ok=True)
         errors = runs_dir / f".launch-{os.getpid()}-{time.monotonic_ns()}.err"
-        sets = [x for item in overrides for x in ("--set", item)]
         with errors.open("w") as err:
             proc = subprocess.Popen(
-                [*TRAINER, *args, *sets, "--log-only"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
                 start_new_session=True, text=True,
             )
         try:
-            line = _first_line(proc, timeout)
-            if not line:
+            run_dir = read_run_dir(proc, timeout)
+            if run_dir is None:
                 proc.wait(timeout=timeout)
-                text = errors.read_text().strip().splitlines()
-                raise LaunchError(text[-1].removeprefix("orpo-train: ") if text else f"orpo-train exited with {proc.returncode}")
+                raise LaunchError(error_line(errors.read_text(), proc.returncode))
         finally:
             errors.unlink(missing_ok=True)
         proc.stdout.close()  # the trainer writes nothing more there (--log-only)
         self.children[proc.pid] = proc
-        return Path(line)
-
-
-def _first_line(proc: subprocess.Popen, timeout: float) -> str:
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    return proc.stdout.readline().strip() if ready else ""
+        return run_dir
 
 
 # ---------------------------------------------------------------------------- stopping
@@ -105,10 +94,10 @@ def stop_run(run_dir: Path, on_phase: Callable[[str, float], None] = lambda phas
     status says what happened (its last checkpoint is intact and resumable)."""
     status = read_status(run_dir) or {}
     pid = status.get("pid")
-    if not pid or status.get("state") not in ACTIVE_STATES:
+    if not pid or status.get("state") not in ACTIVE:
         return ""
     ended_by = stop_process(pid, on_phase, waits, alive)
     if ended_by == "SIGKILL":
-        write_status(run_dir, state="stopped", ended_at=time.time(),
+        write_status(run_dir, state=RunState.STOPPED, ended_at=time.time(),
                      error="killed with SIGKILL after ignoring SIGINT and SIGTERM; resumes from its last checkpoint")
     return ended_by

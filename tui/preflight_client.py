@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
+
+from trainer.pure.trainer_process import preflight_argv
 
 __all__ = ["PreflightError", "PreflightReport", "Segment", "run_preflight", "format_report"]
 
@@ -81,10 +82,7 @@ class PreflightReport:
 
 def preflight_command(preset_path: Path, overrides: Iterable[str] = ()) -> list[str]:
     """The argv the app runs; the interpreter running the app has the trainer installed."""
-    cmd = [sys.executable, "-m", "trainer", "preflight", str(preset_path)]
-    for item in overrides:
-        cmd += ["--set", item]
-    return cmd
+    return preflight_argv(preset_path, list(overrides))
 
 
 def run_preflight(preset_path: Path, overrides: Iterable[str] = (), timeout: float = 120) -> PreflightReport:

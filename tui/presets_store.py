@@ -1,6 +1,6 @@
 """Preset files on disk: scanning, saving only what changed, and file operations.
 
-Pure Python on top of `trainer.config`: no Textual here, so every rule about files is
+Pure Python on top of `trainer.pure.config`: no Textual here, so every rule about files is
 testable without a screen.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import tomli_w
 
-from trainer.config import Config, ConfigError, config_from_dict, get_value, iter_fields, parse_preset_text, read_preset_text
-from trainer.runs import atomic_write_text
+from trainer.pure.config import Config, ConfigError, config_from_dict, get_value, iter_fields, parse_preset_text, read_preset_text
+from trainer.pure.runs import atomic_write_text
 
 
 

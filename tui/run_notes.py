@@ -6,26 +6,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from trainer.runs import atomic_write_json, atomic_write_text
-
-NOTES_FILE = "notes.md"
-TAGS_FILE = "tags.json"
+from trainer.pure.run_folder import RunFolder
+from trainer.pure.runs import atomic_write_json, atomic_write_text
 
 
 def read_notes(run_dir: Path) -> str:
     try:
-        return (run_dir / NOTES_FILE).read_text(encoding="utf-8")
+        return RunFolder(run_dir).notes.read_text(encoding="utf-8")
     except OSError:
         return ""
 
 
 def write_notes(run_dir: Path, text: str) -> None:
-    atomic_write_text(run_dir / NOTES_FILE, text)
+    atomic_write_text(RunFolder(run_dir).notes, text)
 
 
 def read_tags(run_dir: Path) -> list[str]:
     try:
-        tags = json.loads((run_dir / TAGS_FILE).read_text(encoding="utf-8"))
+        tags = json.loads(RunFolder(run_dir).tags.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return []
     return [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
@@ -41,7 +39,7 @@ def parse_tags(text: str) -> list[str]:
 
 
 def write_tags(run_dir: Path, tags: list[str]) -> None:
-    atomic_write_json(run_dir / TAGS_FILE, tags)
+    atomic_write_json(RunFolder(run_dir).tags, tags)
 
 
 def first_line(notes: str) -> str:

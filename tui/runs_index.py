@@ -7,8 +7,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainer.events import MetricsTail
-from trainer.runs import ACTIVE_STATES, effective_state, list_runs, read_status, run_label
+from trainer.pure.events import MetricsTail
+from trainer.pure.metrics import LOSS, REWARDS_ACCURACIES
+from trainer.pure.run_folder import RunFolder
+from trainer.pure.runs import effective_state, list_runs, read_status, run_label
+from trainer.pure.states import ACTIVE
 from tui.alarms import health_alarms
 from tui.run_notes import first_line, read_notes, read_tags
 from tui.series import RunSeries
@@ -52,7 +55,7 @@ class RunSummary:
 
     @property
     def active(self) -> bool:
-        return self.state in ACTIVE_STATES
+        return self.state in ACTIVE
 
 
 @dataclass
@@ -71,8 +74,9 @@ class RunsIndex:
     def refresh(self) -> list[RunSummary]:
         out = []
         for run in list_runs(self.runs_dir):
-            status = read_status(run) or {}
-            latest = self._latest.setdefault(run, _Latest(MetricsTail(run / "metrics.jsonl")))
+            read = read_status(run)
+            status = read or {}
+            latest = self._latest.setdefault(run, _Latest(MetricsTail(RunFolder(run).metrics)))
             events = latest.tail.read_new()
             if events:
                 latest.series.add(events)
@@ -83,9 +87,9 @@ class RunsIndex:
                 latest.alarm = alarms[0].message if alarms else None
             last_train, last_val = latest.series.last_train, latest.series.last_val
             out.append(RunSummary(
-                path=run, state=effective_state(status) if status else "pending",
+                path=run, state=effective_state(read),
                 step=int(status.get("step") or 0), total=total,
-                loss=last_train.get("loss"), val_loss=last_val.get("loss"), val_acc=last_val.get("rewards/accuracies"),
+                loss=last_train.get(LOSS), val_loss=last_val.get(LOSS), val_acc=last_val.get(REWARDS_ACCURACIES),
                 started_at=status.get("started_at"), ended_at=status.get("ended_at"),
                 error=status.get("error"), pid=status.get("pid"), alarm=latest.alarm,
                 tags=tuple(read_tags(run)), note=first_line(read_notes(run)),

@@ -1,7 +1,7 @@
 """A run's metrics as chartable series, fed incrementally from ``metrics.jsonl`` events.
 
 :class:`RunSeries` is what the monitor keeps per run: it takes the events that
-:class:`trainer.events.MetricsTail` hands over and files every numeric field of ``train``
+:class:`trainer.pure.events.MetricsTail` hands over and files every numeric field of ``train``
 and ``val`` events into its own (step, value, time) track. The transforms below turn a
 track into what a chart of a given width needs: :func:`ema` smoothing, :func:`last_n`
 for a zoom on the recent past, and :func:`downsample`, which keeps every column's

@@ -15,8 +15,10 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 
-from trainer.events import ORPO_METRICS, RATE_METRICS, MetricsTail
-from trainer.runs import atomic_write_text, run_label
+from trainer.pure.run_folder import RunFolder
+from trainer.pure.events import MetricsTail
+from trainer.pure.metrics import ORPO_METRICS, RATE_METRICS
+from trainer.pure.runs import atomic_write_text, run_label
 from tui.charts import ChartSeries, ChartView
 from tui.compare import config_diff, load_side, summaries_to_csv, summarize
 from tui.series import RunSeries, ema, last_n
@@ -30,7 +32,7 @@ SUMMARY_COLUMNS = ("run", "preset", "state", "steps", "final_val_loss", "best_va
 
 def load_series(run_dir: Path) -> RunSeries:
     series = RunSeries()
-    series.add(MetricsTail(run_dir / "metrics.jsonl").read_new())
+    series.add(MetricsTail(RunFolder(run_dir).metrics).read_new())
     return series
 
 

@@ -13,8 +13,11 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, ProgressBar, Static
 
-from trainer.events import MetricsTail
-from trainer.runs import ACTIVE_STATES, RESUMABLE_STATES, effective_state, read_status
+from trainer.pure.events import MetricsTail
+from trainer.pure.metrics import LOSS
+from trainer.pure.run_folder import RunFolder
+from trainer.pure.runs import effective_state, read_status
+from trainer.pure.states import ACTIVE, RESUMABLE, RunState
 from tui.alarms import health_alarms
 from tui.charts import ChartView
 from tui.runs_index import format_duration
@@ -55,7 +58,7 @@ class MonitorScreen(Screen):
         super().__init__()
         self.run_dir = run_dir
         self.series = RunSeries()
-        self.tail = MetricsTail(run_dir / "metrics.jsonl")
+        self.tail = MetricsTail(RunFolder(run_dir).metrics)
         self.smooth = False
         self.log_y = False
         self.last_n: int | None = None
@@ -107,14 +110,15 @@ class MonitorScreen(Screen):
         """Re-read the end of train.log only when it or the box changed."""
         height = self.query_one("#log", Static).size.height
         try:
-            st = (self.run_dir / "train.log").stat()
+            st = RunFolder(self.run_dir).log.stat()
             key = (st.st_mtime_ns, st.st_size, height)
         except OSError:
             key = None
         if key == self._log_key and key is not None:
             return
         self._log_key = key
-        self.set_text("#log", tail_text(self.run_dir / "train.log", max(height, 1)) or "train.log is empty")
+        log = RunFolder(self.run_dir).log
+        self.set_text("#log", tail_text(log, max(height, 1)) or f"{log.name} is empty")
 
     def redraw(self) -> None:
         self._drawn_version, self._drawn_at = self.series.version, time.monotonic()
@@ -140,7 +144,7 @@ class MonitorScreen(Screen):
             self.query_one(selector, Static).update(text, layout=layout)
 
     def show_status(self, status: dict) -> None:
-        state = self.app.stop_phase.get(self.run_dir) or (effective_state(status) if status else "pending")
+        state = self.app.stop_phase.get(self.run_dir) or effective_state(status or None)
         step, total = int(status.get("step") or 0), int(status.get("total_steps") or 0)
         self.total_steps = total
         bar = self.query_one("#progress", ProgressBar)
@@ -148,19 +152,19 @@ class MonitorScreen(Screen):
             # Never an unknown total: that animates the bar at 15 frames a second.
             bar.update(total=max(total, 1), progress=step)
         started = status.get("started_at")
-        ended = None if state in ACTIVE_STATES else status.get("ended_at")
+        ended = None if state in ACTIVE else status.get("ended_at")
         elapsed = ((ended or time.time()) - started) if started else None
         parts = [f"{state}", f"step {step}/{total}", format_duration(elapsed)]
-        if state == "running" and (eta := self.eta(step, total)) is not None:
+        if state == RunState.RUNNING and (eta := self.eta(step, total)) is not None:
             parts.append(f"ETA {format_duration(eta)}")
         self.error = status.get("error")
-        style = "bold red" if state in ("failed", "crashed") else ""
+        style = "bold red" if state in (RunState.FAILED, RunState.CRASHED) else ""
         # A fixed-size box: no layout pass, which would repaint every chart.
         self.set_text("#state", Text("  ·  ".join(p for p in parts if p), style=style))
 
     def eta(self, step: int, total: int) -> float | None:
         """Seconds left at the pace of the last reports (validation pauses included)."""
-        track = self.series.track("train", "loss")
+        track = self.series.track("train", LOSS)
         if track is None or len(track.steps) < 2 or total <= step:
             return None
         first = max(len(track.steps) - 20, 0)
@@ -200,7 +204,7 @@ class MonitorScreen(Screen):
 
     def action_resume(self) -> None:
         state = effective_state(read_status(self.run_dir))
-        if state in RESUMABLE_STATES:
+        if state in RESUMABLE:
             self.app.resume_run(self.run_dir)
         else:
             self.notify(f"A {state} run cannot be resumed.", severity="warning")

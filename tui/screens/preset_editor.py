@@ -14,7 +14,7 @@ from textual.containers import Container, Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, Select, Static, Switch
 
-from trainer.config import (Config, ConfigError, FieldSpec, dump_toml, get_value, iter_fields, parse_value,
+from trainer.pure.config import (Config, ConfigError, FieldSpec, dump_toml, get_value, iter_fields, parse_value,
                             replace_value, validate, validate_field)
 from tui import presets_store as store
 from tui.derived import count_train_rows, derived_values
@@ -165,10 +165,9 @@ class PresetEditorScreen(Screen):
 
     def refresh_state(self) -> None:
         self.cross_errors = {}
-        for message in validate(self.working):
-            key, _, problem = message.partition(": ")
-            if key not in self.field_errors:
-                self.cross_errors.setdefault(key, problem)
+        for problem in validate(self.working):
+            if problem.key not in self.field_errors:
+                self.cross_errors.setdefault(problem.key, problem.message)
         for row in self.query(FieldRow):
             row.show_error(self.errors.get(row.spec.path))
         self.query_one("#derived", Static).update(

@@ -13,7 +13,7 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from trainer.runs import TRASH_DIR, move_to_trash
+from trainer.pure.runs import TRASH_DIR, move_to_trash
 from tui import presets_store as store
 from tui.screens.dialogs import AskName, Confirm, ShowCommand
 

@@ -11,11 +11,10 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
 
-from trainer import queue as Q
-from trainer.config import ConfigError
+from trainer.pure import queue as Q
+from trainer.pure.config import ConfigError
+from trainer.pure.states import ITEM_SHOWN_AS, STATE_STYLE, ItemState
 
-STATE_STYLE = {"queued": "cyan", "running": "bold green", "done": "blue", "failed": "bold red",
-               "cancelled": "dim", "stopped": "magenta"}
 
 
 class QueueScreen(Screen):
@@ -39,7 +38,7 @@ class QueueScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.title, self.sub_title = "Queue", str(self.app.runs_dir / "queue.json")
+        self.title, self.sub_title = "Queue", str(self.app.runs_dir / Q.QUEUE_FILE)
         table = self.query_one(DataTable)
         for key, label in (("n", "#"), ("label", "Sweep point"), ("state", "State"), ("preset", "Preset"), ("run", "Run")):
             table.add_column(label, key=key)
@@ -60,15 +59,15 @@ class QueueScreen(Screen):
         selected = self.selected_id
         table.clear()
         for n, item in enumerate(items, start=1):
-            table.add_row(str(n), item.get("label", ""), Text(item.get("state", ""), style=STATE_STYLE.get(item.get("state"), "")),
+            table.add_row(str(n), item.get("label", ""), Text(item.get("state", ""), style=STATE_STYLE[ITEM_SHOWN_AS[ItemState.read(item.get("state"))]]),
                           item.get("preset", "").rsplit("/", 1)[-1], (item.get("run_dir") or "").rsplit("/", 1)[-1], key=item["id"])
         if selected is not None and selected in table.rows:
             table.move_cursor(row=table.get_row_index(selected))
         alive = Q.runner_alive(self.app.runs_dir)
-        counts = {s: sum(1 for i in items if i.get("state") == s) for s in ("queued", "running", "done", "failed")}
+        counts = {s: sum(1 for i in items if i.get("state") == s) for s in (ItemState.QUEUED, ItemState.RUNNING, ItemState.COMPLETED, ItemState.FAILED)}
         self.query_one("#queue-status", Static).update(
             f"runner {'running' if alive else 'not running'} · {'PAUSED · ' if data.get('paused') else ''}"
-            f"{counts['queued']} queued · {counts['running']} running · {counts['done']} done · {counts['failed']} failed"
+            f"{counts['queued']} queued · {counts['running']} running · {counts['completed']} completed · {counts['failed']} failed"
             + ("" if alive or not counts["queued"] else "  ·  g starts the runner"))
 
     @property

@@ -12,13 +12,13 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from trainer.runs import RESUMABLE_STATES, move_to_trash
+from trainer.pure.run_folder import RunFolder
+from trainer.pure.runs import move_to_trash
+from trainer.pure.states import RESUMABLE, STATE_STYLE, RunState
 from tui.run_notes import parse_tags, write_tags
 from tui.runs_index import RunsIndex, RunSummary, format_duration
 from tui.screens.dialogs import AskName, Confirm
 
-STATE_STYLE = {"running": "bold green", "stopping": "yellow", "pending": "cyan", "completed": "blue",
-               "stopped": "magenta", "failed": "bold red", "crashed": "bold red"}
 SORTS = (("started", lambda s: s.started_at or 0, True), ("state", lambda s: s.state, False),
          ("loss", lambda s: s.loss if s.loss is not None else float("inf"), False),
          ("val acc", lambda s: -(s.val_acc if s.val_acc is not None else -1), False))
@@ -115,7 +115,7 @@ class RunsScreen(Screen):
         note = s.alarm or s.error or s.note
         mark = f"{self.marked.index(s.path) + 1}● " if s.path in self.marked else ""
         return (
-            mark + s.name, Text(state, style=STATE_STYLE.get(s.state, "")), f"{s.step}/{s.total}",
+            mark + s.name, Text(str(state), style=STATE_STYLE.get(s.state, "")), f"{s.step}/{s.total}",
             fmt(s.loss), fmt(s.val_loss), fmt(s.val_acc, ".3f"),
             datetime.fromtimestamp(s.started_at).strftime("%m-%d %H:%M") if s.started_at else "",
             format_duration(s.duration), " ".join(s.tags), Text(note[:60], style="red" if (s.alarm or s.error) else ""),
@@ -138,7 +138,7 @@ class RunsScreen(Screen):
         lines = [str(s.path)]
         if s.error:
             lines.append(f"error: {s.error}")
-        if s.state == "crashed":
+        if s.state == RunState.CRASHED:
             lines.append("The trainer is gone without recording an end: press u to resume from its last checkpoint.")
         detail.update("\n".join(lines))
 
@@ -239,7 +239,7 @@ class RunsScreen(Screen):
 
     def action_resume(self) -> None:
         s = self.selected
-        if s is None or s.state not in RESUMABLE_STATES:
+        if s is None or s.state not in RESUMABLE:
             self.notify("Resume takes a stopped, crashed or failed run; extend a completed one (e).", severity="warning")
             return
         self.app.resume_run(s.path)
@@ -264,7 +264,7 @@ class RunsScreen(Screen):
         """A new run with exactly the config this one used, named after the same preset."""
         s = self.selected
         if s is not None:
-            self.app.start_run(s.path / "config.toml", [f"output.name={s.preset}"])
+            self.app.start_run(RunFolder(s.path).config, [f"output.name={s.preset}"])
 
     def action_delete(self) -> None:
         s = self.selected

@@ -9,8 +9,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static, TextArea
 
-from trainer.config import ConfigError, parse_preset_text
-from trainer.runs import atomic_write_text
+from trainer.pure.config import ConfigError, parse_preset_text
+from trainer.pure.runs import atomic_write_text
 from tui.screens.dialogs import leave_unless_kept
 
 

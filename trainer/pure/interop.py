@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from trainer.config import Config, ConfigError, config_from_dict, get_value, iter_fields
+from trainer.pure.config import Config, ConfigError, config_from_dict, get_value, iter_fields
 
 # mlx-lm-lora top-level key -> our dotted key, for values that carry over unchanged.
 DIRECT = {
@@ -172,8 +172,9 @@ def main(argv: list[str]) -> int:
     import sys
     from pathlib import Path
 
-    from trainer.config import load_preset
-    from trainer.runs import atomic_write_text
+    from trainer.pure.config import load_preset
+    from trainer.pure.runs import atomic_write_text
+    from trainer.pure.trainer_process import ExitCode
 
     parser = argparse.ArgumentParser(prog=f"orpo-train {argv[0]}")
     parser.add_argument("source")
@@ -191,11 +192,11 @@ def main(argv: list[str]) -> int:
             result, unmapped = export_yaml(load_preset(args.source))
     except (InteropError, ConfigError) as exc:
         print(f"orpo-train {argv[0]}: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     if args.out:
         atomic_write_text(Path(args.out), result)
     else:
         sys.stdout.write(result)
     for key in unmapped:
         print(f"not carried over: {key}", file=sys.stderr)
-    return 0
+    return ExitCode.OK

@@ -1,8 +1,8 @@
-"""Run directories and their status file.
+"""Run directories: creating, listing and trashing them, and their status file.
 
-A run directory is the whole truth about a run (see DESIGN.md): the app may
-be closed or opened twice, so everything here works from the files alone.
-``status.json`` is only ever replaced atomically, so a reader sees either the
+A run directory is the whole truth about a run (its layout: trainer.pure.run_folder): the
+app may be closed or opened twice, so everything here works from the files alone.
+The status file is only ever replaced atomically, so a reader sees either the
 old or the new version, never half of one.
 
 Only the trainer process should call :func:`write_status` for a run: it
@@ -20,17 +20,13 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from trainer.pure.run_folder import RunFolder
+from trainer.pure.states import WRITTEN, RunState
+
 __all__ = [
-    "STATES",
-    "ACTIVE_STATES",
-    "RESUMABLE_STATES",
     "TRASH_DIR",
     "move_to_trash",
     "run_label",
-    "STATUS_FILE",
-    "CONFIG_FILE",
-    "METRICS_FILE",
-    "LOG_FILE",
     "atomic_write_text",
     "atomic_write_json",
     "create_run_dir",
@@ -42,20 +38,10 @@ __all__ = [
     "list_runs",
 ]
 
-STATES = ("pending", "running", "stopping", "stopped", "completed", "failed")
-# States in which a live trainer process is expected.
-ACTIVE_STATES = ("pending", "running", "stopping")
-# Effective states (see effective_state) that `orpo-train --resume` continues.
-RESUMABLE_STATES = ("stopped", "crashed", "failed")
 TRASH_DIR = ".trash"
 
-STATUS_FILE = "status.json"
-CONFIG_FILE = "config.toml"
-METRICS_FILE = "metrics.jsonl"
-LOG_FILE = "train.log"
-
 _STATUS_DEFAULTS = {
-    "state": "pending",
+    "state": RunState.PENDING.value,
     "pid": None,
     "started_at": None,
     "ended_at": None,
@@ -166,7 +152,7 @@ def read_status(run_dir: Any) -> Optional[dict]:
     """The run's status with every schema key present, or None when the file
     is missing or unreadable (a run just being created, or a damaged file)."""
     try:
-        raw = (Path(run_dir) / STATUS_FILE).read_text(encoding="utf-8")
+        raw = RunFolder(run_dir).status.read_text(encoding="utf-8")
         data = json.loads(raw)
     except (OSError, ValueError):
         return None
@@ -182,14 +168,16 @@ def write_status(run_dir: Any, **fields: Any) -> dict:
     Returns the status as written.
     """
     state = fields.get("state")
-    if state is not None and state not in STATES:
-        raise ValueError(f"unknown run state {state!r}; expected one of {', '.join(STATES)}")
+    if state is not None:
+        if state not in WRITTEN:
+            raise ValueError(f"unknown run state {state!r}; expected one of {', '.join(map(str, WRITTEN))}")
+        fields["state"] = RunState(state).value
     if "error" in fields:
         fields["error"] = _one_line(fields["error"])
     status = read_status(run_dir) or dict(_STATUS_DEFAULTS)
     status.update(fields)
     status["updated_at"] = time.time()
-    atomic_write_json(Path(run_dir) / STATUS_FILE, status)
+    atomic_write_json(RunFolder(run_dir).status, status)
     return status
 
 
@@ -244,16 +232,19 @@ def pid_alive(pid: Any) -> bool:
     return not _is_zombie(pid)
 
 
-def effective_state(status: Optional[dict]) -> str:
-    """The state to show: ``"crashed"`` for an active state whose process is
-    gone, ``"unknown"`` when there is no readable status, else the state."""
+def effective_state(status: Optional[dict]) -> RunState:
+    """The state to show: ``crashed`` for an active state whose process is gone, ``unknown``
+    when there is no readable status (or it names no known state), else the written state."""
     if not status:
-        return "unknown"
-    state = status.get("state") or "unknown"
+        return RunState.UNKNOWN
+    try:
+        state = RunState(status.get("state"))
+    except ValueError:
+        return RunState.UNKNOWN
     pid = status.get("pid")
-    if state in ("running", "stopping") or (state == "pending" and pid is not None):
+    if state in (RunState.RUNNING, RunState.STOPPING) or (state is RunState.PENDING and pid is not None):
         if not pid_alive(pid):
-            return "crashed"
+            return RunState.CRASHED
     return state
 
 
@@ -314,9 +305,5 @@ def list_runs(runs_dir: Any) -> list:
         entries = list(Path(runs_dir).iterdir())
     except OSError:
         return []
-    runs = [
-        p
-        for p in entries
-        if p.is_dir() and ((p / CONFIG_FILE).is_file() or (p / STATUS_FILE).is_file())
-    ]
+    runs = [p for p in entries if RunFolder(p).is_run()]
     return sorted(runs, key=_sort_key, reverse=True)

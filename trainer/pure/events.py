@@ -4,10 +4,25 @@ One JSON object per line, appended and flushed line by line::
 
     {"v": 1, "event": "train", "step": 10, "time": 1700000000.0, "loss": 1.23, ...}
 
-``event`` is one of :data:`EVENT_TYPES`; train and val events carry TRL's ORPO
-names (:data:`ORPO_METRICS`) plus :data:`RATE_METRICS`.  ``time`` is seconds
+``event`` is one of :data:`EVENT_TYPES`; train and val events carry the metrics of the
+registry (trainer.pure.metrics: TRL's ORPO names, rates, memory).  ``time`` is seconds
 since the epoch, taken when the line is written (after the step's values were
 computed).
+
+The schema (version 1), by event:
+
+- ``train``: the ORPO metrics averaged over the steps since the last report, plus
+  ``learning_rate``, ``tokens_per_second``, ``pairs_per_second``, ``peak_memory_gb``.
+- ``val``: the ORPO metrics over the validation batches, plus ``val_time`` (seconds).
+  Step 0 is the untrained baseline.
+- ``checkpoint``: ``path`` (relative to the run folder); ``best: true`` and ``val_loss`` for
+  a new best.
+- ``sample``: ``prompt``, ``completion`` (greedy text) and ``index`` per sample prompt.
+- ``status``: ``state`` (a run state) and, as they apply, ``resumed``, ``error``,
+  ``early_stopped``, ``best_step``.
+
+A resumed run drops the events past its checkpoint's step before it writes again, so the
+steps of each event type only grow.
 
 Non-finite numbers.  JSON has no NaN or infinity, and a diverging run is
 exactly when a reader must still see what happened, so the writer stores
@@ -30,11 +45,11 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from trainer.pure.metrics import BY_NAME
+
 __all__ = [
     "SCHEMA_VERSION",
     "EVENT_TYPES",
-    "ORPO_METRICS",
-    "RATE_METRICS",
     "MetricsWriter",
     "MetricsTail",
     "read_events",
@@ -45,24 +60,9 @@ SCHEMA_VERSION = 1
 
 EVENT_TYPES = ("train", "val", "checkpoint", "sample", "status")
 
-ORPO_METRICS = (
-    "loss",
-    "nll_loss",
-    "log_odds_ratio",
-    "log_odds_chosen",
-    "rewards/chosen",
-    "rewards/rejected",
-    "rewards/margins",
-    "rewards/accuracies",
-    "logps/chosen",
-    "logps/rejected",
-)
-
-RATE_METRICS = ("learning_rate", "tokens_per_second", "pairs_per_second", "peak_memory_gb")
-
 _RESERVED = ("v", "event", "step", "time")
 _NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
-_METRIC_NAMES = frozenset(ORPO_METRICS + RATE_METRICS)
+_METRIC_NAMES = frozenset(BY_NAME)
 
 
 # --------------------------------------------------------------------------

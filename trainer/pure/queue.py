@@ -1,4 +1,5 @@
-"""The sweep queue: runs waiting their turn, executed one after another by a detached runner.
+"""The sweep queue document: runs waiting their turn (the runner that executes them one after
+another is trainer.queue_runner).
 
 The queue lives in ``<runs_dir>/queue.json`` beside the runs it produces, so (like a run
 directory) it is the whole truth: the app can quit, the SSH link can drop, a second app can
@@ -15,17 +16,16 @@ Every read-modify-write holds an exclusive ``flock`` on ``queue.lock`` and repla
 atomically, so the app and the runner never lose each other's changes and a reader without
 the lock still sees a whole file.
 
-The runner (``python -m trainer.queue run --runs-dir DIR``) holds ``queue.runner.lock`` for
+The runner (``python -m trainer.queue_runner run --runs-dir DIR``) holds ``queue.runner.lock`` for
 its lifetime so only one runs per folder; it takes the first queued item, starts
 ``orpo-train --log-only`` for it in its own session, waits, records the outcome, and exits
 when nothing is left to run. ``ensure_runner`` starts it again on demand.
 
-Pure module: standard library plus trainer.config / trainer.runs; no mlx, no textual.
+Pure module: standard library plus trainer.pure.config / trainer.pure.runs; no mlx, no textual.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import itertools
@@ -37,14 +37,14 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
-from trainer.config import ConfigError, apply_overrides, load_preset, parse_value, validate_field
-from trainer.runs import atomic_write_json, pid_alive, read_status, sanitize_label
+from trainer.pure.config import ConfigError, apply_overrides, load_preset, parse_value, validate_field
+from trainer.pure.runs import atomic_write_json, pid_alive, read_status
+from trainer.pure.states import ItemState
 
 __all__ = [
     "QUEUE_FILE",
-    "ITEM_STATES",
     "sweep_items",
     "add",
     "read",
@@ -54,7 +54,6 @@ __all__ = [
     "cancel_all",
     "runner_alive",
     "ensure_runner",
-    "run_queue",
 ]
 
 QUEUE_FILE = "queue.json"
@@ -62,10 +61,7 @@ LOCK_FILE = "queue.lock"
 RUNNER_LOCK_FILE = "queue.runner.lock"
 LOG_FILE = "queue.log"
 
-ITEM_STATES = ("queued", "running", "done", "failed", "cancelled", "stopped")
-FINAL_STATES = ("done", "failed", "cancelled", "stopped")
-EXIT_STOPPED = 130  # orpo-train's "stopped by the user"
-POLL_S = 1.0
+RUNNER_MODULE = "trainer.queue_runner"
 
 
 def _empty() -> dict:
@@ -84,11 +80,14 @@ def read(runs_dir: Any) -> dict:
         return _empty()
     if not isinstance(data, dict) or not isinstance(data.get("items"), list):
         return _empty()
+    for item in data["items"]:
+        if isinstance(item, dict):
+            item["state"] = ItemState.read(item.get("state")).value
     return {**_empty(), **data}
 
 
 @contextlib.contextmanager
-def _flock(path: Path, blocking: bool = True) -> Iterator[bool]:
+def flock(path: Path, blocking: bool = True) -> Iterator[bool]:
     """Hold an exclusive flock on ``path`` for the block; yields False when ``blocking`` is
     off and someone else holds it."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,10 +104,10 @@ def _flock(path: Path, blocking: bool = True) -> Iterator[bool]:
 
 
 @contextlib.contextmanager
-def _editing(runs_dir: Any) -> Iterator[dict]:
+def editing(runs_dir: Any) -> Iterator[dict]:
     """Read the queue under its lock and write back whatever the block changed."""
     runs_dir = Path(runs_dir)
-    with _flock(runs_dir / LOCK_FILE):
+    with flock(runs_dir / LOCK_FILE):
         data = read(runs_dir)
         before = json.dumps(data, sort_keys=True)
         yield data
@@ -116,7 +115,7 @@ def _editing(runs_dir: Any) -> Iterator[dict]:
             atomic_write_json(runs_dir / QUEUE_FILE, data)
 
 
-def _find(data: dict, item_id: str) -> Optional[dict]:
+def find(data: dict, item_id: str) -> Optional[dict]:
     return next((it for it in data["items"] if it.get("id") == item_id), None)
 
 
@@ -175,7 +174,7 @@ def _new_item(preset: Path, overrides: list, label: str) -> dict:
         "preset": str(preset),
         "overrides": list(overrides),
         "label": label,
-        "state": "queued",
+        "state": ItemState.QUEUED.value,
         "run_dir": None,
         "exit_code": None,
         "added_at": time.time(),
@@ -189,7 +188,7 @@ def _new_item(preset: Path, overrides: list, label: str) -> dict:
 
 def add(runs_dir: Any, items: Sequence[dict]) -> list:
     """Append items (from :func:`sweep_items`) at the end of the queue; returns their ids."""
-    with _editing(runs_dir) as data:
+    with editing(runs_dir) as data:
         data["items"].extend(dict(it) for it in items)
     return [it["id"] for it in items]
 
@@ -197,8 +196,8 @@ def add(runs_dir: Any, items: Sequence[dict]) -> list:
 def move(runs_dir: Any, item_id: str, delta: int) -> bool:
     """Move a queued item ``delta`` places among the queued items (negative: sooner).
     Items that already ran keep their places; returns whether anything moved."""
-    with _editing(runs_dir) as data:
-        slots = [i for i, it in enumerate(data["items"]) if it.get("state") == "queued"]
+    with editing(runs_dir) as data:
+        slots = [i for i, it in enumerate(data["items"]) if it.get("state") == ItemState.QUEUED]
         queued = [data["items"][i] for i in slots]
         pos = next((n for n, it in enumerate(queued) if it.get("id") == item_id), None)
         if pos is None:
@@ -214,7 +213,7 @@ def move(runs_dir: Any, item_id: str, delta: int) -> bool:
 
 def set_paused(runs_dir: Any, paused: bool) -> None:
     """A paused queue starts nothing new; the run in progress carries on."""
-    with _editing(runs_dir) as data:
+    with editing(runs_dir) as data:
         data["paused"] = bool(paused)
 
 
@@ -222,40 +221,40 @@ def cancel(runs_dir: Any, item_id: str) -> bool:
     """Cancel one item: a queued one at once; a running one is asked to stop (SIGINT, so it
     saves a checkpoint) and the runner marks it cancelled when it exits. Returns whether
     the item was still cancellable."""
-    with _editing(runs_dir) as data:
-        item = _find(data, item_id)
+    with editing(runs_dir) as data:
+        item = find(data, item_id)
         return item is not None and _cancel_item(item)
 
 
 def cancel_all(runs_dir: Any) -> int:
     """Cancel every queued and running item; returns how many."""
-    with _editing(runs_dir) as data:
+    with editing(runs_dir) as data:
         return sum(_cancel_item(item) for item in data["items"])
 
 
 def _cancel_item(item: dict) -> bool:
-    if item.get("state") == "queued":
-        item.update(state="cancelled", ended_at=time.time())
+    if item.get("state") == ItemState.QUEUED:
+        item.update(state=ItemState.CANCELLED.value, ended_at=time.time())
         return True
-    if item.get("state") == "running":
+    if item.get("state") == ItemState.RUNNING:
         item["cancel_requested"] = True
-        _signal_cancel(item)
+        signal_cancel(item)
         return True
     return False
 
 
-def _trainer_pid(item: dict) -> Optional[int]:
+def trainer_pid(item: dict) -> Optional[int]:
     status = read_status(item["run_dir"]) if item.get("run_dir") else None
     return (status or {}).get("pid") or item.get("pid")
 
 
-def _signal_cancel(item: dict) -> None:
+def signal_cancel(item: dict) -> None:
     """SIGINT a running item's trainer once (a second SIGINT would make it stop without
     saving). Called under the queue lock by both cancel() and the runner, since the trainer's
     pid may not be known yet when the user cancels."""
     if not item.get("cancel_requested") or item.get("signalled"):
         return
-    pid = _trainer_pid(item)
+    pid = trainer_pid(item)
     if pid and pid_alive(pid):
         try:
             os.kill(pid, signal.SIGINT)
@@ -267,7 +266,7 @@ def _signal_cancel(item: dict) -> None:
 # ---------------------------------------------------------------------------- the runner's life
 
 
-def _is_runner(pid: Any) -> bool:
+def is_runner(pid: Any) -> bool:
     """A live queue runner with this pid; on Linux its command line is checked too, so a
     recycled pid is not mistaken for one."""
     if not pid_alive(pid):
@@ -276,11 +275,11 @@ def _is_runner(pid: Any) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return True  # no /proc: trust the pid
-    return b"trainer.queue" in cmdline
+    return RUNNER_MODULE.encode() in cmdline
 
 
 def runner_alive(runs_dir: Any) -> bool:
-    return _is_runner(read(runs_dir).get("runner_pid"))
+    return is_runner(read(runs_dir).get("runner_pid"))
 
 
 def ensure_runner(runs_dir: Any) -> Optional[int]:
@@ -288,10 +287,10 @@ def ensure_runner(runs_dir: Any) -> Optional[int]:
     none runs). The check and the start happen under the queue lock, and the new pid is
     written before it is released, so two callers never start two runners."""
     runs_dir = Path(runs_dir).resolve()
-    with _editing(runs_dir) as data:
-        if _is_runner(data.get("runner_pid")):
+    with editing(runs_dir) as data:
+        if is_runner(data.get("runner_pid")):
             return data["runner_pid"]
-        if not any(it.get("state") == "queued" for it in data["items"]):
+        if not any(it.get("state") == ItemState.QUEUED for it in data["items"]):
             data["runner_pid"] = None
             return None
         data["runner_pid"] = _spawn_runner(runs_dir)
@@ -301,197 +300,8 @@ def ensure_runner(runs_dir: Any) -> Optional[int]:
 def _spawn_runner(runs_dir: Path) -> int:
     with open(runs_dir / LOG_FILE, "a") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "trainer.queue", "run", "--runs-dir", str(runs_dir)],
+            [sys.executable, "-m", RUNNER_MODULE, "run", "--runs-dir", str(runs_dir)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             start_new_session=True,  # survives the app and its terminal
         )
     return proc.pid
-
-
-def _log(message: str) -> None:
-    # stdout is queue.log when ensure_runner started us.
-    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", flush=True)
-
-
-class _Runner:
-    """One pass over the queue at a time; the signal handlers only set flags that the
-    polling loops read, so no state is changed from inside a handler."""
-
-    def __init__(self, runs_dir: Path):
-        self.runs_dir = runs_dir
-        self.terminating = False
-
-    def on_sigterm(self, _signum, _frame) -> None:
-        self.terminating = True
-
-    def loop(self) -> int:
-        self._adopt_orphans()
-        while not self.terminating:
-            item = self._claim_next()
-            if item is None:
-                return 0
-            if item == "idle":
-                time.sleep(POLL_S)
-                continue
-            self._execute(item)
-        self._release()
-        return 0
-
-    def _claim_next(self):
-        """Mark the first queued item running and return it; "idle" while paused; None (and
-        give up the runner role) when nothing is queued."""
-        with _editing(self.runs_dir) as data:
-            data["runner_pid"] = os.getpid()
-            item = next((it for it in data["items"] if it.get("state") == "queued"), None)
-            if item is None:
-                data["runner_pid"] = None
-                _log("queue empty; runner exits")
-                return None
-            if data.get("paused"):
-                return "idle"
-            item.update(state="running", started_at=time.time())
-            _log(f"{item['id']} {item['label']}: running")
-            return dict(item)
-
-    def _release(self) -> None:
-        with _editing(self.runs_dir) as data:
-            if data.get("runner_pid") == os.getpid():
-                data["runner_pid"] = None
-        _log("terminated; runner exits")
-
-    def _update(self, item_id: str, fn: Callable[[dict], None]) -> dict:
-        with _editing(self.runs_dir) as data:
-            item = _find(data, item_id)
-            if item is not None:
-                fn(item)
-            return dict(item or {})
-
-    def _execute(self, item: dict) -> None:
-        proc = _start_trainer(item, self.runs_dir)
-        line = proc.stdout.readline().strip()
-        proc.stdout.close()  # --log-only: nothing more comes there
-        run_dir = str(Path(line).resolve()) if line else None
-        self._update(item["id"], lambda it: it.update(run_dir=run_dir, pid=proc.pid))
-        if run_dir:
-            _log(f"{item['id']} {item['label']}: run {run_dir} (pid {proc.pid})")
-        code = self._wait(item["id"], proc)
-        self._finish(item["id"], code)
-
-    def _wait(self, item_id: str, proc: subprocess.Popen) -> int:
-        """Wait for the trainer, passing on a cancel from the app or our own SIGTERM."""
-        while True:
-            try:
-                return proc.wait(timeout=POLL_S)
-            except subprocess.TimeoutExpired:
-                pass
-            stop = self.terminating
-
-            def request(it: dict) -> None:
-                if stop and not it.get("stop_requested"):
-                    it["stop_requested"] = True
-                    if not it.get("signalled"):
-                        it["signalled"] = _sigint(proc.pid)
-                _signal_cancel(it)
-
-            self._update(item_id, request)
-
-    def _finish(self, item_id: str, code: int) -> None:
-        def outcome(it: dict) -> None:
-            if it.get("cancel_requested"):
-                state = "cancelled"
-            elif code == 0:
-                state = "done"
-            elif code == EXIT_STOPPED or it.get("stop_requested"):
-                state = "stopped"
-            else:
-                state = "failed"
-            it.update(state=state, exit_code=code, ended_at=time.time())
-
-        item = self._update(item_id, outcome)
-        _log(f"{item_id} {item.get('label')}: {item.get('state')} (exit {code})")
-
-    def _adopt_orphans(self) -> None:
-        """Items left "running" by a runner that died: wait for a trainer that still lives
-        (it runs in its own session), then take the outcome from its status.json."""
-        for item in read(self.runs_dir)["items"]:
-            if item.get("state") != "running":
-                continue
-            pid = _trainer_pid(item)
-            while pid and pid_alive(pid) and not self.terminating:
-                time.sleep(POLL_S)
-            if self.terminating:
-                return
-            state = (read_status(item["run_dir"]) or {}).get("state") if item.get("run_dir") else None
-            final = {"completed": "done", "stopped": "stopped"}.get(state, "failed")
-            if item.get("cancel_requested"):
-                final = "cancelled"
-            self._update(item["id"], lambda it: it.update(state=final, ended_at=time.time()))
-            _log(f"{item['id']} {item.get('label')}: {final} (adopted after a runner restart)")
-
-
-def _sigint(pid: int) -> bool:
-    try:
-        os.kill(pid, signal.SIGINT)
-        return True
-    except ProcessLookupError:
-        return False
-
-
-def _start_trainer(item: dict, runs_dir: Path) -> subprocess.Popen:
-    name = sanitize_label(item.get("label") or "")
-    sets = [x for o in [*item.get("overrides", []), f"output.name={name}"] for x in ("--set", o)]
-    return subprocess.Popen(
-        [sys.executable, "-m", "trainer", item["preset"], "--runs-dir", str(runs_dir), "--log-only", *sets],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,  # stderr: queue.log
-        start_new_session=True,  # our SIGTERM/SIGINT decisions reach it only on purpose
-    )
-
-
-def run_queue(runs_dir: Any) -> int:
-    """The runner's main: one per folder; a second one leaves at once (unless ensure_runner
-    named it the runner while the previous one was still on its way out)."""
-    runs_dir = Path(runs_dir).resolve()
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    if hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a dropped SSH link must not end us
-    runner = _Runner(runs_dir)
-    signal.signal(signal.SIGTERM, runner.on_sigterm)
-    registered = read(runs_dir).get("runner_pid")
-    if registered != os.getpid() and _is_runner(registered):
-        return 0  # one is alive, or just started and not yet holding the lock
-    lock = runs_dir / RUNNER_LOCK_FILE
-    with _flock(lock, blocking=False) as got:
-        if got:
-            return runner.loop()
-    if read(runs_dir).get("runner_pid") != os.getpid():
-        return 0
-    with _flock(lock):
-        return runner.loop()
-
-
-# ---------------------------------------------------------------------------- CLI
-
-
-def _print_status(runs_dir: Path) -> int:
-    data = read(runs_dir)
-    pid = data.get("runner_pid")
-    print(f"runner: {'pid ' + str(pid) if _is_runner(pid) else 'not running'}"
-          f"{'  (paused)' if data.get('paused') else ''}")
-    for it in data["items"]:
-        code = "" if it.get("exit_code") is None else f" exit={it['exit_code']}"
-        print(f"{it['id']}  {it['state']:<9}  {it['label']}{code}  {it.get('run_dir') or ''}".rstrip())
-    return 0
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m trainer.queue", description="The sweep queue.")
-    p.add_argument("command", choices=("run", "status"))
-    p.add_argument("--runs-dir", required=True, metavar="DIR")
-    args = p.parse_args(argv)
-    if args.command == "run":
-        return run_queue(args.runs_dir)
-    return _print_status(Path(args.runs_dir))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.config import Config
+from trainer.pure.config import Config
 
 ACTIVATION_FACTOR = 24  # hidden-size vectors kept per token and layer, fitted on the tiny model (see bench/estimate_memory.py)
 FLOAT_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}

@@ -34,6 +34,7 @@ import tomli_w
 
 __all__ = [
     "ConfigError",
+    "Problem",
     "FieldSpec",
     "SectionSpec",
     "Config",
@@ -77,6 +78,19 @@ class ConfigError(Exception):
         self.problem = _one_line(problem)
         text = f"{source}: {self.problem}" if source else self.problem
         super().__init__(text)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config: the dotted key, the value found there, and what is
+    wrong with it (one line, without the key)."""
+
+    key: str
+    value: Any
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}"
 
 
 def _one_line(text: str) -> str:
@@ -650,7 +664,7 @@ def dump_toml(cfg: Config, path: Any, only_changed: bool = False) -> Path:
     Does not validate: the caller decides whether an invalid config may be
     saved (it will then fail to load with a clear message).
     """
-    from .runs import atomic_write_text  # deferred: runs may one day import config
+    from trainer.pure.runs import atomic_write_text  # deferred: runs may one day import config
 
     path = Path(path)
     atomic_write_text(path, tomli_w.dumps(config_to_dict(cfg, only_changed)))
@@ -814,7 +828,7 @@ def apply_overrides(cfg: Config, overrides: Iterable[str], source: str = "--set"
 
 
 def _problems(cfg: Config) -> list:
-    """(key, value, problem) for every field-level and cross-field problem."""
+    """Every field-level and cross-field :class:`Problem`."""
     found = []
     typed_ok = True
     for spec in _specs(Config):
@@ -822,12 +836,12 @@ def _problems(cfg: Config) -> list:
         try:
             value = _coerce(spec.type, value)
         except _Bad as exc:
-            found.append((spec.path, value, str(exc)))
+            found.append(Problem(spec.path, value, str(exc)))
             typed_ok = False
             continue
         problem = _range_problem(spec, value)
         if problem:
-            found.append((spec.path, value, problem))
+            found.append(Problem(spec.path, value, problem))
     if typed_ok:
         found.extend(_cross_field(cfg))
     return found
@@ -837,14 +851,14 @@ def _cross_field(cfg: Config) -> list:
     t, found = cfg.training, []
     if t.warmup_steps > 0 and t.warmup_steps >= t.iters:
         found.append(
-            ("training.warmup_steps", t.warmup_steps, f"must be less than training.iters ({t.iters})")
+            Problem("training.warmup_steps", t.warmup_steps, f"must be less than training.iters ({t.iters})")
         )
     # A disabled QAT block should not block a run over a field it ignores.
     if cfg.qat.enable and cfg.qat.start_step >= t.iters:
-        found.append(("qat.start_step", cfg.qat.start_step, f"must be less than training.iters ({t.iters})"))
+        found.append(Problem("qat.start_step", cfg.qat.start_step, f"must be less than training.iters ({t.iters})"))
     if cfg.finetune.type == "full" and cfg.model.quantize.bits != 0:
         found.append(
-            (
+            Problem(
                 "finetune.type",
                 cfg.finetune.type,
                 f"full fine-tuning cannot train a quantized base (model.quantize.bits = {cfg.model.quantize.bits})",
@@ -852,7 +866,7 @@ def _cross_field(cfg: Config) -> list:
         )
     if t.min_learning_rate > t.learning_rate:
         found.append(
-            (
+            Problem(
                 "training.min_learning_rate",
                 t.min_learning_rate,
                 f"must be <= training.learning_rate ({t.learning_rate:g})",
@@ -862,13 +876,13 @@ def _cross_field(cfg: Config) -> list:
 
 
 def validate(cfg: Config) -> list:
-    """Every problem in ``cfg`` as ``"dotted.key: problem"`` strings."""
-    return [f"{key}: {problem}" for key, _, problem in _problems(cfg)]
+    """Every :class:`Problem` in ``cfg``, field by field, then the cross-field rules."""
+    return _problems(cfg)
 
 
 def check(cfg: Config, source: str) -> None:
     """Raise the first problem in ``cfg`` as a ConfigError naming ``source``."""
     found = _problems(cfg)
     if found:
-        key, value, problem = found[0]
-        raise ConfigError(source, f"{key} = {_fmt(value)}: {problem}", key=key)
+        first = found[0]
+        raise ConfigError(source, f"{first.key} = {_fmt(first.value)}: {first.message}", key=first.key)

@@ -1,0 +1,157 @@
+"""Every path inside a run folder, named once.
+
+A run folder ``<runs_dir>/<YYYYmmdd-HHMMSS>-<label>[-N]/`` is the whole truth about a run;
+the trainer writes it, the app reads it. Its layout (the contract, also in README.md):
+
+======================================  ==================================================
+``config.toml``                         the resolved config the run used (model.resolved_path
+                                        names the local weights folder)
+``status.json``                         state, pid, step, total_steps, error (atomic replace)
+``metrics.jsonl``                       one JSON event per line (see trainer.pure.events)
+``train.log``                           the trainer's human-readable output
+``summary.json``                        what a finished or stopped run came to
+``adapters/adapters.safetensors``       latest adapters, mlx-lm format, with
+``adapters/adapter_config.json``        their config (``--adapter-path RUN/adapters``)
+``adapters/best/``                      the adapters of the best validation loss
+``adapters/checkpoints/step-NNNNNNN/``  resumable checkpoints (adapters, optimizer, state.json)
+``notes.md``, ``tags.json``             the user's notes and tags (written by the app)
+``fused/``, ``fused-best/``             standalone models written by ``orpo-train fuse``
+======================================  ==================================================
+
+Pure module: no mlx, no textual.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+__all__ = ["RunFolder", "CHECKPOINT_PREFIX"]
+
+CHECKPOINT_PREFIX = "step-"
+_CHECKPOINT_NAME = re.compile(r"^step-(\d+)$")
+# A checkpoint is written under this prefix and renamed into place when complete.
+_CHECKPOINT_TMP_PREFIX = ".tmp-step-"
+
+
+class RunFolder:
+    """The paths of one run folder. Creating one touches nothing on disk."""
+
+    __slots__ = ("root",)
+
+    def __init__(self, root: Any):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.root)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunFolder) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    # ------------------------------------------------------------------ the trainer's files
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def status(self) -> Path:
+        return self.root / "status.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "train.log"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    # ------------------------------------------------------------------ adapters
+
+    @property
+    def adapters(self) -> Path:
+        """The latest adapters, in mlx-lm's layout (what ``--adapter-path`` takes)."""
+        return self.root / "adapters"
+
+    @property
+    def adapter_weights(self) -> Path:
+        return self.adapters / ADAPTER_WEIGHTS
+
+    @property
+    def best(self) -> Path:
+        return self.adapters / "best"
+
+    @property
+    def best_weights(self) -> Path:
+        return self.best / ADAPTER_WEIGHTS
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.adapters / "checkpoints"
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / f"{CHECKPOINT_PREFIX}{step:07d}"
+
+    def checkpoint_tmp(self, step: int, pid: int) -> Path:
+        return self.checkpoints / f"{_CHECKPOINT_TMP_PREFIX}{step:07d}-{pid}"
+
+    def latest_checkpoint(self) -> Optional[Path]:
+        """The newest complete checkpoint (incomplete ones are still under a temporary name)."""
+        try:
+            found = [p for p in self.checkpoints.iterdir()
+                     if checkpoint_step(p) is not None and (p / CHECKPOINT_STATE).is_file()]
+        except OSError:
+            return None
+        return max(found, key=checkpoint_step, default=None)
+
+    def fused(self, best: bool = False) -> Path:
+        return self.root / ("fused-best" if best else "fused")
+
+    # ------------------------------------------------------------------ the user's files
+
+    @property
+    def notes(self) -> Path:
+        return self.root / "notes.md"
+
+    @property
+    def tags(self) -> Path:
+        return self.root / "tags.json"
+
+    # ------------------------------------------------------------------ questions
+
+    def is_run(self) -> bool:
+        """Whether the folder looks like a run (a config or a status written by a trainer)."""
+        return self.root.is_dir() and (self.config.is_file() or self.status.is_file())
+
+
+ADAPTER_WEIGHTS = "adapters.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+# Inside a checkpoint folder: the optimizer state and the loop's own state (step, best...).
+OPTIMIZER_STATE = "optimizer.safetensors"
+CHECKPOINT_STATE = "state.json"
+
+
+def checkpoint_step(path: Any) -> Optional[int]:
+    """The step a checkpoint folder holds (``step-0000050`` -> 50), or None for any other name."""
+    m = _CHECKPOINT_NAME.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def is_checkpoint_tmp(path: Any) -> bool:
+    return Path(path).name.startswith(_CHECKPOINT_TMP_PREFIX)
+
+
+__all__ += ["ADAPTER_WEIGHTS", "ADAPTER_CONFIG", "OPTIMIZER_STATE", "CHECKPOINT_STATE", "checkpoint_step",
+            "is_checkpoint_tmp"]

@@ -1,0 +1,81 @@
+"""The contract between ``orpo-train`` and whoever starts it (the app, the sweep queue, the
+data check): its command line, its first stdout line, its exit codes.
+
+Command line::
+
+    orpo-train PRESET.toml [--runs-dir DIR] [--set KEY=VALUE ...] [--log-only]
+    orpo-train --resume RUN_DIR [--set training.iters=N ...] [--log-only]
+    orpo-train preflight PRESET.toml [--set KEY=VALUE ...]
+
+- The first stdout line of a training run is the run folder's path; it is printed once the
+  folder exists with its config.toml and a status. With ``--log-only`` nothing else comes
+  on stdout or stderr: the trainer sends both into the run's train.log, so a launcher needs
+  no pipe to drain.
+- Exit codes: :class:`ExitCode`. On exit 2 (and on 1 before the run folder exists) the last
+  stderr line, ``orpo-train: <message>``, is the one-line reason.
+
+Pure module: no mlx, no textual.
+"""
+
+from __future__ import annotations
+
+import select
+import subprocess
+import sys
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+__all__ = ["ExitCode", "TRAINER", "PROG", "train_argv", "resume_argv", "preflight_argv", "read_run_dir",
+           "error_line", "set_args"]
+
+PROG = "orpo-train"
+# The trainer as a module of the interpreter running the caller: the same environment, and
+# no dependence on console scripts being on PATH.
+TRAINER = (sys.executable, "-m", "trainer")
+
+
+class ExitCode(IntEnum):
+    OK = 0  # finished (all iterations, or an early stop)
+    ERROR = 1  # anything unexpected, a diverged loss
+    BAD_INPUT = 2  # a bad preset, --set, dataset or run folder; one line on stderr
+    STOPPED = 130  # stopped by SIGINT/SIGTERM after saving; resumable
+
+
+def set_args(overrides: Sequence[str]) -> list[str]:
+    """``["--set", "k=v", ...]`` for ``k=v`` overrides."""
+    return [x for item in overrides for x in ("--set", item)]
+
+
+def train_argv(preset: Any, runs_dir: Any = None, overrides: Sequence[str] = (), log_only: bool = True) -> list[str]:
+    args = [*TRAINER, str(preset)]
+    if runs_dir is not None:
+        args += ["--runs-dir", str(runs_dir)]
+    return args + set_args(overrides) + (["--log-only"] if log_only else [])
+
+
+def resume_argv(run_dir: Any, overrides: Sequence[str] = (), log_only: bool = True) -> list[str]:
+    return [*TRAINER, "--resume", str(run_dir), *set_args(overrides)] + (["--log-only"] if log_only else [])
+
+
+def preflight_argv(preset: Any, overrides: Sequence[str] = ()) -> list[str]:
+    return [*TRAINER, "preflight", str(preset), *set_args(overrides)]
+
+
+def read_run_dir(proc: subprocess.Popen, timeout: Optional[float] = None) -> Optional[Path]:
+    """The run folder a starting trainer announces on its first stdout line (a text-mode
+    pipe), or None when it exits, or ``timeout`` passes, without printing one."""
+    if timeout is not None:
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        if not ready:
+            return None
+    line = proc.stdout.readline().strip()
+    return Path(line) if line else None
+
+
+def error_line(stderr_text: str, code: Optional[int] = None) -> str:
+    """The trainer's one-line reason from what it wrote on stderr."""
+    lines = [ln for ln in stderr_text.strip().splitlines() if ln.strip()]
+    if lines:
+        return lines[-1].removeprefix(f"{PROG}: ")
+    return f"{PROG} exited with {code}"

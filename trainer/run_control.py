@@ -1,0 +1,46 @@
+"""What a running trainer shares between its signal handlers, its loop and its CLI: the stop
+request and the human-readable log. No mlx: the CLI uses both before the MLX stack loads."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class StopFlag:
+    """Set from a signal handler; the loop finishes its step, saves and stops."""
+
+    requested: bool = False
+    reason: str = ""
+
+    def request(self, reason: str) -> None:
+        self.requested, self.reason = True, reason
+
+
+@dataclass
+class RunLog:
+    """Human-readable progress: always into train.log, and echoed to a terminal when there
+    is one that still works (a dropped SSH link must not kill the run)."""
+
+    path: Path
+    echo: bool = True
+    _fh: Any = field(default=None, repr=False)
+
+    def __call__(self, message: str) -> None:
+        line = f"[{time.strftime('%H:%M:%S')}] {message}"
+        if self._fh is None:
+            self._fh = open(self.path, "a", buffering=1, encoding="utf-8")
+        self._fh.write(line + "\n")
+        if self.echo:
+            try:
+                print(line, flush=True)
+            except OSError:
+                self.echo = False
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
