@@ -26,7 +26,7 @@ from pathlib import Path
 
 from trainer.pure.config import Config
 
-ACTIVATION_FACTOR = 24  # hidden-size vectors kept per token and layer, fitted on the tiny model (see bench/estimate_memory.py)
+ACTIVATION_FACTOR = 24  # hidden-size vectors kept per token and layer, fitted on the tiny model (see tests/bench/estimate_memory.py)
 FLOAT_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 # Logits, their log-softmax, its gradient and the float32 cast all live at the peak.
 LOGIT_COPIES = 4

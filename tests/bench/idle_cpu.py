@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TARGET_PCT = 2.0
 
 F3, ENTER = b"\x1bOR", b"\r"  # the bytes an xterm sends for these keys

@@ -20,7 +20,7 @@ from trainer.pure.config import apply_overrides, load_preset
 from trainer.data import PAD_MULTIPLE
 from trainer.pure.estimate import estimate, model_shape
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "presets" / "demo.toml"
 CONFIGS = {
     "lora r8 b8": ["finetune.rank=8", "training.batch_size=8"],

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from trainer.pure.events import MetricsTail, MetricsWriter  # noqa: E402
 from trainer.pure.metrics import ORPO_METRICS, RATE_METRICS  # noqa: E402

@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("mlx", "mlx_lm", "datasets", "transformers")
 KINDS = ("bare", "ours")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
