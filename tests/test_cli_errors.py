@@ -96,3 +96,33 @@ def test_resume_refuses_a_non_run_and_frozen_keys(tmp_path):
     (tmp_path / "config.toml").write_text("")
     proc = run_trainer("--resume", str(tmp_path), "--set", "orpo.beta=0.5")
     assert proc.returncode == 2 and "cannot be changed on resume" in proc.stderr
+
+
+def test_a_trainer_that_cannot_load_mlx_leaves_a_failed_run_with_its_reason(tmp_path):
+    # A broken MLX install: the run folder must still hold its config and a status that says
+    # failed with the reason, so the app lists it instead of skipping a folder with only a log.
+    import os
+    import subprocess
+    import sys
+
+    from trainer.pure.run_folder import RunFolder
+    from trainer.pure.runs import effective_state
+    from tui.runs_index import RunsIndex
+
+    fake = tmp_path / "fake"
+    (fake / "mlx").mkdir(parents=True)
+    (fake / "mlx" / "__init__.py").write_text("raise ImportError('simulated broken MLX install')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), str(DEMO.parents[1])])}
+    runs = tmp_path / "runs"
+    out = subprocess.run([sys.executable, "-m", "trainer", str(DEMO), "--runs-dir", str(runs), "--log-only"],
+                         capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert out.returncode == 1
+    run = RunFolder(out.stdout.splitlines()[0])
+    assert run.config.is_file()
+    status = read_status(run.root)
+    assert status["state"] == "failed" and status["pid"] is not None
+    assert "simulated broken MLX install" in status["error"]
+    assert effective_state(status) == "failed"
+    assert "simulated broken MLX install" in run.log.read_text()
+    (listed,) = RunsIndex(runs).refresh()
+    assert listed.state == "failed" and "simulated broken MLX install" in listed.error
