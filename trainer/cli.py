@@ -26,8 +26,9 @@ from trainer.pure.config import ConfigError, apply_overrides, check, dump_toml, 
 from trainer.pure.events import MetricsWriter
 from trainer.pure.messages import describe
 from trainer.pure.run_folder import RunFolder, checkpoint_step
-from trainer.pure.runs import create_run_dir, pid_alive, read_status, write_status
-from trainer.pure.states import ACTIVE, RunState
+from trainer.pure.run_lock import RunBusy, RunLock
+from trainer.pure.runs import create_run_dir, read_status, write_status
+from trainer.pure.states import RunState
 from trainer.pure.trainer_process import PROG, ExitCode
 from trainer.run_control import RunLog, StopFlag
 
@@ -90,7 +91,7 @@ def _new_run(args):
     runs_dir = Path(args.runs_dir or cfg.output.runs_dir).expanduser()
     label = cfg.output.name or Path(args.preset).stem
     run_dir = create_run_dir(runs_dir, label)
-    return cfg, run_dir, None
+    return cfg, run_dir, None, RunLock(run_dir).acquire()
 
 
 def _resume_run(args):
@@ -98,21 +99,27 @@ def _resume_run(args):
     folder = RunFolder(run_dir)
     if not folder.config.is_file():
         raise BadInput(f"{run_dir}: not a run directory (no {folder.config.name})")
-    cfg = load_preset(folder.config)
     for item in args.overrides:
         key = item.split("=", 1)[0].strip()
         if key not in RESUME_SETTABLE:
             raise BadInput(f"--set {key}: cannot be changed on resume (allowed: {', '.join(RESUME_SETTABLE)})")
-    cfg = apply_overrides(cfg, args.overrides)
-    check(cfg, str(folder.config))
-    status = read_status(run_dir) or {}
-    if status.get("state") in ACTIVE and pid_alive(status.get("pid") or -1):
-        raise BadInput(f"{run_dir}: still running (pid {status['pid']})")
-    ckpt = folder.latest_checkpoint()
-    done = checkpoint_step(ckpt) if ckpt else 0
-    if done >= cfg.training.iters:
-        raise BadInput(f"{run_dir}: already at step {done} of {cfg.training.iters}; extend it with --set training.iters=N")
-    return cfg, run_dir, ckpt
+    # The lock comes before any other read of the folder: from here on this process is its
+    # only writer, and a second resume (or a trainer still loading) is refused at once.
+    try:
+        lock = RunLock(run_dir).acquire()
+    except RunBusy as exc:
+        raise BadInput(str(exc)) from None
+    try:
+        cfg = apply_overrides(load_preset(folder.config), args.overrides)
+        check(cfg, str(folder.config))
+        ckpt = folder.latest_checkpoint()
+        done = checkpoint_step(ckpt) if ckpt else 0
+        if done >= cfg.training.iters:
+            raise BadInput(f"{run_dir}: already at step {done} of {cfg.training.iters}; extend it with --set training.iters=N")
+    except BaseException:
+        lock.release()
+        raise
+    return cfg, run_dir, ckpt, lock
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,17 +140,22 @@ def main(argv: list[str] | None = None) -> int:
     if bool(args.preset) == bool(args.resume):
         return _fail_line("give either a PRESET file or --resume RUN_DIR")
     try:
-        cfg, run_dir, ckpt = _resume_run(args) if args.resume else _new_run(args)
+        # `lock` is held until this process exits (the kernel drops it however it exits).
+        cfg, run_dir, ckpt, lock = _resume_run(args) if args.resume else _new_run(args)
+        folder = RunFolder(run_dir)
+        # Before anything can fail: a run folder always holds its config and a status with
+        # this trainer's pid, so a trainer that dies while starting (even on an import error)
+        # shows as failed or crashed with its reason, never as a folder nobody can place.
+        if args.resume:
+            write_status(run_dir, state=RunState.PENDING, pid=os.getpid(), error=None, ended_at=None)
+        else:
+            dump_toml(cfg, folder.config)
+            write_status(run_dir, state=RunState.PENDING, pid=os.getpid(), started_at=time.time(),
+                         total_steps=cfg.training.iters, step=0)
     except (ConfigError, BadInput) as exc:
         return _fail_line(str(exc))
-    folder = RunFolder(run_dir)
-    if not args.resume:
-        # Before anything can fail: a run folder always holds its config and a status, so a
-        # trainer that dies while starting (even on an import error) shows as failed or
-        # crashed with its reason, never as a folder the app cannot place.
-        dump_toml(cfg, folder.config)
-        write_status(run_dir, state=RunState.PENDING, pid=os.getpid(), started_at=time.time(),
-                     total_steps=cfg.training.iters, step=0)
+    except OSError as exc:  # a read-only or full runs folder
+        return _fail_line(f"{exc.filename or 'run folder'}: {exc.strerror or exc}")
     print(run_dir, flush=True)
     if args.log_only:
         _redirect_output(folder.log)

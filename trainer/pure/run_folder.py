@@ -10,6 +10,7 @@ the trainer writes it, the app reads it. Its layout (the contract, also in READM
 ``metrics.jsonl``                       one JSON event per line (see trainer.pure.events)
 ``train.log``                           the trainer's human-readable output
 ``summary.json``                        what a finished or stopped run came to
+``train.lock``                          flock-held by the trainer writing the folder
 ``adapters/adapters.safetensors``       latest adapters, mlx-lm format, with
 ``adapters/adapter_config.json``        their config (``--adapter-path RUN/adapters``)
 ``adapters/best/``                      the adapters of the best validation loss
@@ -73,6 +74,11 @@ class RunFolder:
     @property
     def log(self) -> Path:
         return self.root / "train.log"
+
+    @property
+    def lock(self) -> Path:
+        """Held (flock) by the one trainer writing this folder; see trainer.pure.run_lock."""
+        return self.root / "train.lock"
 
     @property
     def summary(self) -> Path:
