@@ -204,3 +204,44 @@ def _running_trainer(runs_dir, index):
 def test_queue_module_stays_in_the_pure_half():
     code = "import sys, trainer.pure.queue; assert 'mlx' not in sys.modules and 'textual' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_runner_treats_sigint_like_sigterm(tmp_path, tiny_env, reap_runner):
+    # Ctrl-C on a runner started by hand used to kill it and leave its item "running" forever.
+    long_run = ["training.steps_per_eval=0", "training.save_every=1000", "training.iters=1000"]
+    queue.add(tmp_path, queue.sweep_items(DEMO, {"training.seed": [1, 2]}, overrides=long_run))
+    pid = queue.ensure_runner(tmp_path)
+    reap_runner(pid)
+    _wait_for(lambda: _running_trainer(tmp_path, 0), 120, "the first run to be training")
+    os.kill(pid, signal.SIGINT)
+    _wait_for(lambda: not pid_alive(pid), 120, "the runner to stop its run and exit")
+    first, second = queue.read(tmp_path)["items"]
+    assert first["state"] == "stopped" and first["exit_code"] == 130
+    assert read_status(first["run_dir"])["state"] == "stopped"
+    assert second["state"] == "queued" and queue.read(tmp_path)["runner_pid"] is None
+
+
+@pytest.mark.parametrize("raw", [b'{"v": 1, "items": [{"id": "a", "sta', b"", b"[]", b'{"items": [1]}'])
+def test_a_damaged_queue_is_shown_kept_and_never_overwritten(tmp_path, raw):
+    path = tmp_path / "queue.json"
+    path.write_bytes(raw)
+    data = queue.read(tmp_path)
+    assert data["items"] == [] and data[queue.DAMAGED].startswith("queue.json")
+    items = queue.sweep_items(DEMO, {"training.seed": [1]})
+    for change in (lambda: queue.add(tmp_path, items), lambda: queue.set_paused(tmp_path, True),
+                   lambda: queue.ensure_runner(tmp_path), lambda: queue.cancel_all(tmp_path)):
+        with pytest.raises(queue.QueueDamaged, match="nothing was changed"):
+            change()
+    assert path.read_bytes() == raw
+    status = subprocess.run([sys.executable, "-m", "trainer.queue_runner", "status", "--runs-dir", str(tmp_path)],
+                            cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert status.returncode == 2 and "queue.json" in status.stderr
+    kept = queue.set_aside_damaged(tmp_path)
+    assert kept.read_bytes() == raw and not path.exists()
+    queue.add(tmp_path, items)
+    assert _states(tmp_path) == ["queued"]
+
+
+def test_queue_files_that_said_done_read_as_completed(tmp_path):
+    (tmp_path / "queue.json").write_text('{"v": 1, "items": [{"id": "x", "state": "done", "label": "a"}]}')
+    assert _states(tmp_path) == ["completed"]

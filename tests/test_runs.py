@@ -64,10 +64,8 @@ def test_write_status_rejects_unknown_state(tmp_path):
         write_status(tmp_path, state="exploded")
 
 
-@pytest.mark.parametrize("content", [None, "", "{not json", "[1, 2]", "\xff\xfe"])
-def test_read_status_tolerates_missing_or_garbled(tmp_path, content):
-    if content is not None:
-        (tmp_path / "status.json").write_text(content, encoding="latin-1")
+def test_read_status_of_a_folder_without_one_is_none(tmp_path):
+    # Garbled files are not "missing": see test_a_damaged_status_reads_with_a_reason_and_never_raises.
     assert read_status(tmp_path) is None
 
 
@@ -93,7 +91,9 @@ def test_effective_state_crashed_for_dead_pid():
     assert effective_state({"state": "running", "pid": pid}) == "crashed"
     assert effective_state({"state": "stopping", "pid": pid}) == "crashed"
     assert effective_state({"state": "pending", "pid": pid}) == "crashed"
-    assert effective_state({"state": "pending", "pid": None}) == "pending"
+    # Trainers record their pid with their first status: a pending one without a pid has no
+    # process that could ever move it on.
+    assert effective_state({"state": "pending", "pid": None}) == "crashed"
     assert effective_state({"state": "completed", "pid": pid}) == "completed"
     assert effective_state({"state": "running", "pid": os.getpid()}) == "running"
     assert effective_state(None) == "unknown"
@@ -157,3 +157,34 @@ def test_move_to_trash_never_overwrites(tmp_path):
         targets.append(move_to_trash(tmp_path / "x.toml"))
     assert len(set(targets)) == 3 and all(t.parent == tmp_path / TRASH_DIR for t in targets)
     assert not (tmp_path / "x.toml").exists()
+
+
+@pytest.mark.parametrize("raw, reason, state", [
+    (b'{"state": "running", "pid": 1, "total_steps": "x"}', 'status.json: total_steps = "x" is not valid', None),
+    (b'{"state": "stopped", "total_steps": Infinity}', "status.json: total_steps = inf is not valid", "stopped"),
+    (b'{"state": "stopped", "step": -3}', "status.json: step = -3 is not valid", "stopped"),
+    (b"", "status.json is empty", "unknown"),
+    (b'{"state": "runn', "status.json is not valid JSON", "unknown"),
+    (b"\xff\xfe\x00", "status.json is not valid JSON", "unknown"),
+    (b"[1, 2]", "status.json is not a JSON object", "unknown"),
+    (b'{"state": "paused"}', 'status.json: state = "paused" is not valid', "unknown"),
+    (b"[" * 5000 + b"]" * 5000, "status.json is not valid JSON", "unknown"),
+])
+def test_a_damaged_status_reads_with_a_reason_and_never_raises(tmp_path, raw, reason, state):
+    (tmp_path / "status.json").write_bytes(raw)
+    status = read_status(tmp_path)
+    assert status["damaged"] == reason
+    assert isinstance(status["step"], int) and status["total_steps"] is None or isinstance(status["total_steps"], int)
+    if state is not None:
+        assert effective_state(status) == state
+    # The trainer's next write repairs the file.
+    write_status(tmp_path, state="stopped", step=4)
+    repaired = read_status(tmp_path)
+    assert "damaged" not in repaired and repaired["state"] == "stopped" and repaired["step"] == 4
+
+
+def test_an_unreadable_status_is_damaged_not_missing(tmp_path):
+    (tmp_path / "status.json").mkdir()
+    status = read_status(tmp_path)
+    assert status["damaged"].startswith("status.json: cannot be read")
+    assert effective_state(status) == "unknown"

@@ -55,3 +55,20 @@ async def test_start_watch_stop_resume_finish(tmp_path):
         table = app.screen.query_one(DataTable)
         await wait_until(pilot, lambda: "completed" in str(table.get_row_at(0)[1]), 3 * REFRESH_SECONDS,
                          "the runs list to show the run completed on its own refresh")
+
+
+def test_runs_index_lists_damaged_runs_with_their_reason(tmp_path):
+    from trainer.pure.run_folder import RunFolder
+    from tui.runs_index import RunsIndex
+
+    for name, status, metrics_is_dir in (("a", b'{"state": "stopped", "total_steps": "x"}', False),
+                                         ("b", b"", False), ("c", b'{"state": "stopped"}', True)):
+        run = RunFolder(tmp_path / name)
+        run.root.mkdir()
+        run.status.write_bytes(status)
+        if metrics_is_dir:
+            run.metrics.mkdir()
+    by_name = {s.name: s for s in RunsIndex(tmp_path).refresh()}
+    assert by_name["a"].state == "stopped" and by_name["a"].error == 'status.json: total_steps = "x" is not valid'
+    assert by_name["b"].state == "unknown" and by_name["b"].error == "status.json is empty"
+    assert by_name["c"].state == "stopped" and by_name["c"].error.startswith("metrics.jsonl: cannot be read")

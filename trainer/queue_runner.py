@@ -6,8 +6,10 @@ items of ``<runs_dir>/queue.json`` (the document: trainer.pure.queue) one after 
 
 It holds ``queue.runner.lock`` for its lifetime so only one runs per folder; it takes the
 first queued item, starts ``orpo-train --log-only`` for it in its own session, waits,
-records the outcome, and exits when nothing is left to run. SIGTERM asks
-the running trainer to save and stop, and ends the runner; SIGHUP is ignored.
+records the outcome, and exits when nothing is left to run. SIGTERM and SIGINT (Ctrl-C on a
+runner started by hand) both ask the running trainer to save and stop, record it as stopped,
+and end the runner; SIGHUP is ignored. A damaged queue.json stops the runner with a line in
+queue.log; it is never overwritten.
 
 No mlx, no textual: the runner only starts trainers.
 """
@@ -44,7 +46,7 @@ class _Runner:
         self.runs_dir = runs_dir
         self.terminating = False
 
-    def on_sigterm(self, _signum, _frame) -> None:
+    def on_stop_signal(self, _signum, _frame) -> None:
         self.terminating = True
 
     def loop(self) -> int:
@@ -101,7 +103,7 @@ class _Runner:
         self._finish(item["id"], code)
 
     def _wait(self, item_id: str, proc: subprocess.Popen) -> int:
-        """Wait for the trainer, passing on a cancel from the app or our own SIGTERM."""
+        """Wait for the trainer, passing on a cancel from the app or our own stop signal."""
         while True:
             try:
                 return proc.wait(timeout=POLL_S)
@@ -175,18 +177,23 @@ def run_queue(runs_dir: Any) -> int:
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a dropped SSH link must not end us
     runner = _Runner(runs_dir)
-    signal.signal(signal.SIGTERM, runner.on_sigterm)
+    signal.signal(signal.SIGTERM, runner.on_stop_signal)
+    signal.signal(signal.SIGINT, runner.on_stop_signal)
     registered = Q.read(runs_dir).get("runner_pid")
     if registered != os.getpid() and Q.is_runner(registered):
         return 0  # one is alive, or just started and not yet holding the lock
     lock = runs_dir / Q.RUNNER_LOCK_FILE
-    with Q.flock(lock, blocking=False) as got:
-        if got:
+    try:
+        with Q.flock(lock, blocking=False) as got:
+            if got:
+                return runner.loop()
+        if Q.read(runs_dir).get("runner_pid") != os.getpid():
+            return 0
+        with Q.flock(lock):
             return runner.loop()
-    if Q.read(runs_dir).get("runner_pid") != os.getpid():
-        return 0
-    with Q.flock(lock):
-        return runner.loop()
+    except Q.QueueDamaged as exc:
+        _log(f"stopped: {exc}")
+        return ExitCode.ERROR
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -194,6 +201,9 @@ def run_queue(runs_dir: Any) -> int:
 
 def _print_status(runs_dir: Path) -> int:
     data = Q.read(runs_dir)
+    if Q.DAMAGED in data:
+        print(f"{runs_dir / Q.QUEUE_FILE}: {data[Q.DAMAGED]}", file=sys.stderr)
+        return ExitCode.BAD_INPUT
     pid = data.get("runner_pid")
     print(f"runner: {'pid ' + str(pid) if Q.is_runner(pid) else 'not running'}"
           f"{'  (paused)' if data.get('paused') else ''}")

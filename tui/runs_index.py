@@ -10,7 +10,7 @@ from pathlib import Path
 from trainer.pure.events import MetricsTail
 from trainer.pure.metrics import LOSS, REWARDS_ACCURACIES
 from trainer.pure.run_folder import RunFolder
-from trainer.pure.runs import effective_state, list_runs, read_status, run_label
+from trainer.pure.runs import DAMAGED, effective_state, list_runs, read_status, run_label
 from trainer.pure.states import ACTIVE
 from tui.alarms import health_alarms
 from tui.run_notes import first_line, read_notes, read_tags
@@ -91,7 +91,9 @@ class RunsIndex:
                 step=int(status.get("step") or 0), total=total,
                 loss=last_train.get(LOSS), val_loss=last_val.get(LOSS), val_acc=last_val.get(REWARDS_ACCURACIES),
                 started_at=status.get("started_at"), ended_at=status.get("ended_at"),
-                error=status.get("error"), pid=status.get("pid"), alarm=latest.alarm,
+                # A damaged file is shown as the run's problem, in one line, like an error.
+                error=status.get("error") or status.get(DAMAGED) or latest.tail.problem,
+                pid=status.get("pid"), alarm=latest.alarm,
                 tags=tuple(read_tags(run)), note=first_line(read_notes(run)),
             ))
         for gone in set(self._latest) - {s.path for s in out}:

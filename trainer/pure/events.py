@@ -169,7 +169,7 @@ def _decode_record(record: dict) -> dict:
 def _parse_line(line: bytes) -> Optional[dict]:
     try:
         record = json.loads(line.decode("utf-8"))
-    except ValueError:  # covers JSONDecodeError and UnicodeDecodeError
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, absurd nesting
         return None
     return _decode_record(record) if isinstance(record, dict) else None
 
@@ -187,6 +187,7 @@ class MetricsTail:
         self.path = Path(path)
         self.offset = 0  # bytes consumed, including the pending partial line
         self.skipped = 0
+        self.problem: Optional[str] = None  # why the file cannot be read, while it cannot
         self._pending = b""
         self._identity: Optional[tuple] = None
 
@@ -199,7 +200,12 @@ class MetricsTail:
         try:
             f = open(self.path, "rb")
         except FileNotFoundError:
+            self.problem = None
             return []
+        except OSError as exc:  # a directory in its place, no permission...
+            self.problem = f"{self.path.name}: cannot be read: {exc.strerror or exc}"
+            return []
+        self.problem = None
         with f:
             st = os.fstat(f.fileno())
             identity = (st.st_dev, st.st_ino)

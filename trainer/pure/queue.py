@@ -54,6 +54,9 @@ __all__ = [
     "cancel_all",
     "runner_alive",
     "ensure_runner",
+    "QueueDamaged",
+    "DAMAGED",
+    "set_aside_damaged",
 ]
 
 QUEUE_FILE = "queue.json"
@@ -71,19 +74,50 @@ def _empty() -> dict:
 # ---------------------------------------------------------------------------- the file
 
 
+class QueueDamaged(Exception):
+    """queue.json exists but cannot be read as a queue: nothing may overwrite it."""
+
+
+DAMAGED = "damaged"  # key read() adds, with the one-line reason, to the queue of a damaged file
+
+
 def read(runs_dir: Any) -> dict:
-    """The queue as it is now (an empty one when there is no readable file). Needs no lock:
+    """The queue as it is now: an empty one when there is no file, and an empty one marked
+    :data:`DAMAGED` (with the reason) when the file cannot be read as a queue. Needs no lock:
     the file is only ever replaced whole."""
+    path = Path(runs_dir) / QUEUE_FILE
     try:
-        data = json.loads((Path(runs_dir) / QUEUE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        raw = path.read_bytes()
+    except FileNotFoundError:
         return _empty()
-    if not isinstance(data, dict) or not isinstance(data.get("items"), list):
-        return _empty()
+    except OSError as exc:
+        return {**_empty(), DAMAGED: f"{QUEUE_FILE}: cannot be read: {exc.strerror or exc}"}
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return {**_empty(), DAMAGED: f"{QUEUE_FILE} is {'empty' if not raw.strip() else 'not valid JSON'}"}
+    if not isinstance(data, dict) or not isinstance(data.get("items"), list) \
+            or not all(isinstance(it, dict) and isinstance(it.get("id"), str) for it in data["items"]):
+        return {**_empty(), DAMAGED: f"{QUEUE_FILE} is not a queue (no list of items with ids)"}
     for item in data["items"]:
-        if isinstance(item, dict):
-            item["state"] = ItemState.read(item.get("state")).value
+        item["state"] = ItemState.read(item.get("state")).value
     return {**_empty(), **data}
+
+
+def set_aside_damaged(runs_dir: Any) -> Optional[Path]:
+    """Move a damaged queue.json out of the way (kept beside it, stamped) so a new queue can
+    start; returns where it went, or None when the file was readable after all."""
+    runs_dir = Path(runs_dir)
+    with flock(runs_dir / LOCK_FILE):
+        if DAMAGED not in read(runs_dir):
+            return None
+        target = runs_dir / f"{QUEUE_FILE}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+        n = 2
+        while target.exists():
+            target = runs_dir / f"{QUEUE_FILE}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{n}"
+            n += 1
+        (runs_dir / QUEUE_FILE).rename(target)
+        return target
 
 
 @contextlib.contextmanager
@@ -109,6 +143,9 @@ def editing(runs_dir: Any) -> Iterator[dict]:
     runs_dir = Path(runs_dir)
     with flock(runs_dir / LOCK_FILE):
         data = read(runs_dir)
+        if DAMAGED in data:
+            raise QueueDamaged(f"{runs_dir / QUEUE_FILE}: {data[DAMAGED]}; nothing was changed "
+                               "(set it aside to start a new queue)")
         before = json.dumps(data, sort_keys=True)
         yield data
         if json.dumps(data, sort_keys=True) != before:

@@ -12,6 +12,7 @@ Pure module: no mlx, no textual.
 """
 
 import json
+import math
 import os
 import re
 import sys
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from trainer.pure.run_folder import RunFolder
-from trainer.pure.states import WRITTEN, RunState
+from trainer.pure.states import ACTIVE, WRITTEN, RunState
 
 __all__ = [
     "TRASH_DIR",
@@ -148,17 +149,63 @@ def _one_line(text: Any) -> Optional[str]:
     return " ".join(str(text).split())
 
 
+DAMAGED = "damaged"  # key a reader adds to a status it could not take as written
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _moment(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+
+# What each field may hold; anything else is replaced by its default and reported.
+_FIELD_OK = {
+    "state": lambda v: v in WRITTEN,
+    "pid": lambda v: v is None or (_whole(v) and v > 0),
+    "started_at": lambda v: v is None or _moment(v),
+    "ended_at": lambda v: v is None or _moment(v),
+    "updated_at": lambda v: v is None or _moment(v),
+    "step": lambda v: _whole(v) and v >= 0,
+    "total_steps": lambda v: v is None or (_whole(v) and v >= 0),
+    "error": lambda v: v is None or isinstance(v, str),
+}
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, float) else repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
 def read_status(run_dir: Any) -> Optional[dict]:
-    """The run's status with every schema key present, or None when the file
-    is missing or unreadable (a run just being created, or a damaged file)."""
+    """The run's status with every schema key present and of its type, or None when there is
+    no status file (a folder someone made by hand, or a run from before statuses).
+
+    A file that cannot be read or parsed, or a field of the wrong type or value, does not
+    raise: the status comes back with that field at its default (``state`` None for an
+    unreadable file) and a one-line reason under :data:`DAMAGED`, which the app shows."""
+    path = RunFolder(run_dir).status
     try:
-        raw = RunFolder(run_dir).status.read_text(encoding="utf-8")
-        data = json.loads(raw)
-    except (OSError, ValueError):
+        raw = path.read_bytes()
+    except FileNotFoundError:
         return None
+    except OSError as exc:
+        return {**_STATUS_DEFAULTS, "state": None, DAMAGED: f"{path.name}: cannot be read: {exc.strerror or exc}"}
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):  # JSON, UTF-8, or absurd nesting
+        why = "is empty" if not raw.strip() else "is not valid JSON"
+        return {**_STATUS_DEFAULTS, "state": None, DAMAGED: f"{path.name} {why}"}
     if not isinstance(data, dict):
-        return None
-    return {**_STATUS_DEFAULTS, **data}
+        return {**_STATUS_DEFAULTS, "state": None, DAMAGED: f"{path.name} is not a JSON object"}
+    status = {**_STATUS_DEFAULTS, **data}
+    for key, ok in _FIELD_OK.items():
+        if not ok(status[key]):
+            if DAMAGED not in status:
+                status[DAMAGED] = f"{path.name}: {key} = {_short(status[key])} is not valid"
+            status[key] = None if key == "state" else _STATUS_DEFAULTS[key]
+    return status
 
 
 def write_status(run_dir: Any, **fields: Any) -> dict:
@@ -175,6 +222,10 @@ def write_status(run_dir: Any, **fields: Any) -> dict:
     if "error" in fields:
         fields["error"] = _one_line(fields["error"])
     status = read_status(run_dir) or dict(_STATUS_DEFAULTS)
+    # What could not be read is replaced, not carried on: the trainer's write repairs it.
+    status.pop(DAMAGED, None)
+    if status["state"] is None:
+        status["state"] = _STATUS_DEFAULTS["state"]
     status.update(fields)
     status["updated_at"] = time.time()
     atomic_write_json(RunFolder(run_dir).status, status)
@@ -233,18 +284,17 @@ def pid_alive(pid: Any) -> bool:
 
 
 def effective_state(status: Optional[dict]) -> RunState:
-    """The state to show: ``crashed`` for an active state whose process is gone, ``unknown``
-    when there is no readable status (or it names no known state), else the written state."""
+    """The state to show: ``crashed`` for an active state whose process is gone (a trainer
+    records its pid with its first status, so an active state without one has no process
+    either), ``unknown`` when there is no readable status, else the written state."""
     if not status:
         return RunState.UNKNOWN
     try:
         state = RunState(status.get("state"))
     except ValueError:
         return RunState.UNKNOWN
-    pid = status.get("pid")
-    if state in (RunState.RUNNING, RunState.STOPPING) or (state is RunState.PENDING and pid is not None):
-        if not pid_alive(pid):
-            return RunState.CRASHED
+    if state in ACTIVE and not pid_alive(status.get("pid")):
+        return RunState.CRASHED
     return state
 
 

@@ -53,8 +53,9 @@ WRITTEN = (RunState.PENDING, RunState.RUNNING, RunState.STOPPING, RunState.STOPP
 ACTIVE = (RunState.PENDING, RunState.RUNNING, RunState.STOPPING)
 # The run will not change any more unless resumed or extended.
 FINISHED = (RunState.STOPPED, RunState.COMPLETED, RunState.FAILED, RunState.CRASHED)
-# Effective states that `orpo-train --resume` continues.
-RESUMABLE = (RunState.STOPPED, RunState.CRASHED, RunState.FAILED)
+# Effective states that `orpo-train --resume` continues (an unreadable status too: the
+# checkpoints, not the status, are what a resume starts from).
+RESUMABLE = (RunState.STOPPED, RunState.CRASHED, RunState.FAILED, RunState.UNKNOWN)
 
 
 class ItemState(str, Enum):
