@@ -188,3 +188,28 @@ def test_an_unreadable_status_is_damaged_not_missing(tmp_path):
     status = read_status(tmp_path)
     assert status["damaged"].startswith("status.json: cannot be read")
     assert effective_state(status) == "unknown"
+
+
+def test_final_status_is_written_even_when_the_disk_is_full(tmp_path, monkeypatch):
+    import errno
+
+    from trainer.pure import runs
+
+    write_status(tmp_path, state="running", pid=os.getpid(), step=7)
+
+    def no_space(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(runs, "atomic_write_text", no_space)
+    write_status(tmp_path, state="failed", error="no space left on device while saving step-0000010")
+    status = read_status(tmp_path)
+    assert status["state"] == "failed" and status["step"] == 7 and "damaged" not in status
+    assert status["error"].startswith("no space left")
+
+    # Other errors (a read-only folder) are not hidden.
+    def read_only(path, text):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(runs, "atomic_write_text", read_only)
+    with pytest.raises(PermissionError):
+        write_status(tmp_path, state="stopped")

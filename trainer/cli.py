@@ -220,9 +220,16 @@ def _event(run_dir: Path, state: str, **extra) -> None:
 
 
 def _failed(run_dir: Path, log, message: str, code: int) -> int:
+    """Record a failure everywhere that still takes it. On a full disk some of these writes
+    fail too; the status is written first and has its own fallback, and nothing here may
+    raise over the message the user needs."""
     log(f"failed: {message}")
-    write_status(run_dir, state=RunState.FAILED, error=message, ended_at=time.time())
-    _event(run_dir, RunState.FAILED, error=message)
+    for record in (lambda: write_status(run_dir, state=RunState.FAILED, error=message, ended_at=time.time()),
+                   lambda: _event(run_dir, RunState.FAILED, error=message)):
+        try:
+            record()
+        except OSError:
+            pass
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
     return code
 

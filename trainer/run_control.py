@@ -22,18 +22,26 @@ class StopFlag:
 
 @dataclass
 class RunLog:
-    """Human-readable progress: always into train.log, and echoed to a terminal when there
-    is one that still works (a dropped SSH link must not kill the run)."""
+    """Human-readable progress: into train.log, and echoed to a terminal when there is one
+    that still works (a dropped SSH link must not kill the run).
+
+    Never raises: a log line that cannot be written (a full disk) must not be what kills a
+    run or, worse, the handler reporting why the run failed. ``write_error`` keeps the
+    first such error."""
 
     path: Path
     echo: bool = True
     _fh: Any = field(default=None, repr=False)
+    write_error: OSError | None = field(default=None, repr=False)
 
     def __call__(self, message: str) -> None:
         line = f"[{time.strftime('%H:%M:%S')}] {message}"
-        if self._fh is None:
-            self._fh = open(self.path, "a", buffering=1, encoding="utf-8")
-        self._fh.write(line + "\n")
+        try:
+            if self._fh is None:
+                self._fh = open(self.path, "a", buffering=1, encoding="utf-8")
+            self._fh.write(line + "\n")
+        except OSError as exc:
+            self.write_error = self.write_error or exc
         if self.echo:
             try:
                 print(line, flush=True)
@@ -42,5 +50,8 @@ class RunLog:
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError as exc:  # the buffered last line met a full disk
+                self.write_error = self.write_error or exc
             self._fh = None

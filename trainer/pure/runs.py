@@ -11,6 +11,7 @@ reads, merges and replaces, which is not atomic across writers.
 Pure module: no mlx, no textual.
 """
 
+import errno
 import json
 import math
 import os
@@ -228,8 +229,40 @@ def write_status(run_dir: Any, **fields: Any) -> dict:
         status["state"] = _STATUS_DEFAULTS["state"]
     status.update(fields)
     status["updated_at"] = time.time()
-    atomic_write_json(RunFolder(run_dir).status, status)
+    _write_status_file(RunFolder(run_dir).status, status)
     return status
+
+
+# Status files are padded to this size (JSON allows trailing whitespace), so that on a full
+# disk the final status can still be written into the blocks the file already has.
+STATUS_FILE_BYTES = 4096
+
+
+def _write_status_file(path: Path, status: dict) -> None:
+    text = json.dumps(status, indent=2, allow_nan=False) + "\n"
+    padded = text.ljust(STATUS_FILE_BYTES) if len(text) < STATUS_FILE_BYTES else text
+    try:
+        atomic_write_text(path, padded)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        original = exc
+    # No room for a temporary copy: overwrite the existing file in place, within its size.
+    # Not atomic, but a reader that catches it half-written sees a damaged status for an
+    # instant, which is better than a run that says "running" forever.
+    data = padded.encode("utf-8")
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError:
+        raise original from None
+    try:
+        if len(data) > os.fstat(fd).st_size:
+            raise original
+        os.pwrite(fd, data, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # --------------------------------------------------------------------------
