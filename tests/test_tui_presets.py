@@ -199,3 +199,27 @@ def test_importing_the_app_loads_no_mlx():
             "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('mlx', 'mlx_lm', 'datasets'))))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_store_file_errors_are_one_line_and_symlinks_are_written_through(tmp_path, monkeypatch):
+    import errno
+
+    from trainer.pure.config import replace_value
+
+    folder = tmp_path / "presets"
+    folder.mkdir()
+    with pytest.raises(store.PresetFileError, match="too long"):
+        store.create(folder, "x" * 300)
+    real = store.create(folder, "real", "the real one")
+    link = folder / "link.toml"
+    link.symlink_to(real)
+    entry = store.load_entry(link)
+    store.save_changes(entry, replace_value(entry.config, "orpo.beta", 0.3))
+    assert link.is_symlink() and "beta = 0.3" in real.read_text()
+
+    def read_only(path, text):  # tests may run as root, which a chmod does not stop
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(store, "atomic_write_text", read_only)
+    with pytest.raises(store.PresetFileError, match=r"real.toml: Permission denied"):
+        store.save_changes(store.load_entry(real), replace_value(entry.config, "orpo.beta", 0.4))

@@ -6,11 +6,13 @@ testable without a screen.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import tomli_w
 
@@ -103,7 +105,11 @@ def _leading_comments(path: Path) -> str:
     if not path.exists():
         return ""
     lines = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    for line in text.splitlines():
         if not line.startswith("#"):
             break
         lines.append(line)
@@ -111,10 +117,15 @@ def _leading_comments(path: Path) -> str:
 
 
 def write_raw(path: Path, raw: dict, keep_header_from: Path | None = None) -> None:
+    """Write a preset atomically. A preset that is a symbolic link is written through to the
+    file it points at (replacing the link with a copy would silently fork the preset).
+    Raises PresetFileError, in one line, when the folder is read-only or full."""
     # Refuse to write what would not load back: a saved preset must always open.
     config_from_dict(raw, str(path))
     header = _leading_comments(keep_header_from or path)
-    atomic_write_text(path, header + tomli_w.dumps(raw))
+    target = Path(os.path.realpath(path))
+    with _file_errors(path):
+        atomic_write_text(target, header + tomli_w.dumps(raw))
 
 
 def save_changes(entry: PresetEntry, after: Config, target: Path | None = None) -> Path:
@@ -133,12 +144,27 @@ class PresetFileError(Exception):
     """A file operation that cannot be done, in one line."""
 
 
+@contextlib.contextmanager
+def _file_errors(path: Path) -> Iterator[None]:
+    """OS errors (read-only folder, full disk, a name too long) as one-line PresetFileErrors."""
+    try:
+        yield
+    except OSError as exc:
+        raise PresetFileError(f"{exc.filename or path}: {exc.strerror or exc}") from None
+
+
+# Most file systems allow 255 bytes per name; keep room for ".toml" and temporary prefixes.
+MAX_NAME_BYTES = 200
+
+
 def preset_path(folder: Path, name: str) -> Path:
     name = name.strip()
     if name.endswith(".toml"):
         name = name[:-5]
-    if not name or "/" in name or name.startswith("."):
+    if not name or "/" in name or "\0" in name or name.startswith("."):
         raise PresetFileError(f"'{name}' is not a usable preset name")
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise PresetFileError(f"a preset name of {len(name)} characters is too long (at most {MAX_NAME_BYTES} bytes)")
     return folder / f"{name}.toml"
 
 
@@ -150,19 +176,22 @@ def _free(path: Path) -> Path:
 
 def clone(entry: PresetEntry, new_name: str) -> Path:
     target = _free(preset_path(entry.path.parent, new_name))
-    shutil.copyfile(entry.path, target)
+    with _file_errors(target):
+        shutil.copyfile(entry.path, target)
     return target
 
 
 def rename(entry: PresetEntry, new_name: str) -> Path:
     target = _free(preset_path(entry.path.parent, new_name))
-    entry.path.rename(target)
+    with _file_errors(target):
+        entry.path.rename(target)
     return target
 
 
 def create(folder: Path, name: str, description: str = "") -> Path:
     target = _free(preset_path(folder, name))
-    folder.mkdir(parents=True, exist_ok=True)
+    with _file_errors(folder):
+        folder.mkdir(parents=True, exist_ok=True)
     write_raw(target, {"description": description} if description else {})
     return target
 

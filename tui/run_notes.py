@@ -11,8 +11,10 @@ from trainer.pure.runs import atomic_write_json, atomic_write_text
 
 
 def read_notes(run_dir: Path) -> str:
+    """The notes as text; bytes that are not UTF-8 (a file written by another tool) show as
+    U+FFFD instead of making the run unreadable."""
     try:
-        return RunFolder(run_dir).notes.read_text(encoding="utf-8")
+        return RunFolder(run_dir).notes.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ""
 
