@@ -40,3 +40,8 @@ def test_trainer_mlx_half_never_imports_textual():
 def test_cli_reports_config_errors_without_loading_mlx():
     # The CLI module itself stays light: mlx is imported only once a run really starts.
     assert _loaded("import trainer.cli", ("mlx", "mlx_lm", "datasets")) == []
+
+
+def test_reporter_needs_no_training_stack():
+    # The CLI builds its reporter before the MLX stack loads.
+    assert _loaded("import trainer.reporter", ("mlx", "mlx_lm", "datasets")) == []
