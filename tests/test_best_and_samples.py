@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from trainer import loop
+from trainer.checkpoints import BestTracker
+from trainer.model import trainable_weights
 from trainer.pure.config import apply_overrides, load_preset
 from trainer.pure.events import read_events
-from trainer.loop import BestTracker, latest_checkpoint, trainable_weights
+from trainer.pure.run_folder import RunFolder
 from trainer.pure.runs import create_run_dir, read_status
 
 from trainer_helpers import DEMO, run_trainer
@@ -93,7 +95,7 @@ def test_best_adapters_and_summary(cli_run):
     assert all(e["path"] == "adapters/best" for e in best_events)
     assert [e["step"] for e in events(run_dir, "checkpoint") if not e.get("best")] == [20, 30]
 
-    state = json.loads((latest_checkpoint(run_dir) / "state.json").read_text())
+    state = json.loads((RunFolder(run_dir).latest_checkpoint() / "state.json").read_text())
     assert state["best_step"] == best_val["step"] and state["best_val_loss"] == pytest.approx(best_val["loss"])
     assert state["evals_without_improvement"] == sum(1 for e in val if e["step"] > best_val["step"])
     if best_val["step"] == 30:  # the best is the final state: both folders hold the same weights
@@ -205,7 +207,7 @@ def test_resume_keeps_the_best_state(tmp_path, in_process):
     # Work a crash lost may have written a newer best: the resume puts back the checkpoint's.
     mx.save_safetensors(str(run_dir / "adapters/best/adapters.safetensors"),
                         {k: mx.zeros(v.shape) for k, v in best_at_5.items()})
-    ckpt = latest_checkpoint(run_dir)
+    ckpt = RunFolder(run_dir).latest_checkpoint()
     code, _ = in_process(run_dir, ["training.iters=20", "training.steps_per_eval=5", "training.save_every=10"],
                          [4.5, 3.5], ckpt=ckpt)
     assert code == 0

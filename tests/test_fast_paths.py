@@ -8,10 +8,30 @@ import pytest
 from mlx.utils import tree_flatten
 
 from trainer import data as D
+from trainer import layouts
+from trainer.layouts import choose_layouts, gather_to_device, positions, shared_to_device, to_device
+from trainer.loop import prepare
+from trainer.model import output_head
+from trainer.pure import metrics as M
 from trainer.pure.config import config_from_dict
-from trainer.loop import (RunLog, gather_to_device, make_loss_fn, positions, prepare, shared_to_device, to_device, use_gathered_head,
-                          use_shared_prefix)
+from trainer.run_control import RunLog, StopFlag
 from trainer.shared_prefix import collate_shared
+from trainer.step import make_loss_fn
+
+BETA = 0.1  # orpo.beta's default
+
+
+def use_gathered_head(model: nn.Module, batch: dict, use_scores: bool) -> bool:
+    """Whether projecting only the scored positions gives this model's own numbers on `batch`."""
+    if output_head(model) is None:
+        return False
+    reference = layouts._layout_metrics(model, BETA, use_scores, to_device(batch), fast=False)
+    return layouts._same(reference, layouts._layout_metrics(model, BETA, use_scores, (*to_device(batch), gather_to_device(batch))))
+
+
+def use_shared_prefix(model: nn.Module, pairs: list, pad_id: int, use_scores: bool) -> bool:
+    """Whether running each pair's shared prefix once gives this model's own numbers."""
+    return choose_layouts(model, pairs, pad_id, BETA, use_scores)[1]
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +85,26 @@ def test_trainer_uses_the_fast_path_only_when_it_agrees(prep):
     assert not use_gathered_head(Softcapped(prep.model), b, False)
 
 
+def test_the_layout_check_scores_with_the_runs_beta(prep, monkeypatch):
+    """Rewards and margins scale with orpo.beta: the fast layouts are checked on the loss the
+    run really trains, not on the default beta's."""
+    b = batches(prep, n=1)[0]
+    got = {beta: layouts._layout_metrics(prep.model, beta, False, to_device(b), fast=False) for beta in (0.1, 0.5)}
+    for beta, metrics in got.items():
+        loss, expected = make_loss_fn(beta, False)(prep.model, *to_device(b))
+        assert metrics[M.LOSS].item() == pytest.approx(loss.item(), abs=1e-5)
+        assert metrics[M.REWARDS_MARGINS].item() == pytest.approx(expected[M.REWARDS_MARGINS].item(), abs=1e-6)
+    assert got[0.5][M.REWARDS_MARGINS].item() == pytest.approx(5 * got[0.1][M.REWARDS_MARGINS].item(), rel=1e-4)
+    assert got[0.5][M.LOSS].item() != pytest.approx(got[0.1][M.LOSS].item(), abs=1e-4)
+
+    seen = []
+    check = layouts._layout_metrics
+    monkeypatch.setattr(layouts, "_layout_metrics", lambda model, beta, *rest, **kw: seen.append(beta) or check(model, beta, *rest, **kw))
+    pairs = [prep.train_pairs[i] for i in D.make_batches(prep.train_pairs, 4)[0]]
+    assert choose_layouts(prep.model, pairs, 0, 0.7, False) == (True, True)
+    assert seen == [0.7, 0.7, 0.7]  # the plain reference, the gathered head, the shared prefix
+
+
 # ---------------------------------------------------------------- shared prefix
 
 
@@ -110,7 +150,7 @@ def test_shared_prefix_with_scored_prefix_tokens_padding_and_scores(prep):
         D.Pair(ids("Same?"), ids(" yes") + eos, ids(" yes") + eos, 1.0),
     ]
     plain, fast = assert_same_as_plain(prep, pairs, use_scores=True)
-    prefix, pads = fast["shared"][0], fast["shared"][1]
+    pads = fast["shared"][1]
     assert len(set(pads.tolist())) > 1  # rows really are left-padded by different amounts
     assert len(fast["shared"]) == 12  # scored tokens inside the prefix exist and are counted
 
@@ -120,6 +160,7 @@ def test_training_with_the_shared_prefix_equals_training_without(tmp_path, monke
     import json
 
     import trainer.loop as L
+    from trainer.reporter import RunFolderReporter
 
     def run(name: str) -> tuple[list, list, str]:
         cfg = config_from_dict({"finetune": {"dropout": 0.0}, "training": {
@@ -127,7 +168,9 @@ def test_training_with_the_shared_prefix_equals_training_without(tmp_path, monke
         run_dir = tmp_path / name
         run_dir.mkdir()
         log = RunLog(run_dir / "train.log", echo=False)
-        L.train(run_dir, cfg, prepare(cfg, log), log, L.StopFlag(), None)
+        reporter = RunFolderReporter(run_dir, log)
+        L.train(run_dir, cfg, prepare(cfg, log), reporter, StopFlag(), None)
+        reporter.close()
         events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         return ([e["loss"] for e in events if e["event"] == "train"], [e["loss"] for e in events if e["event"] == "val"],
                 (run_dir / "train.log").read_text())
@@ -178,7 +221,7 @@ def test_compiled_step_is_rebuilt_after_its_shape_budget(prep, monkeypatch):
     function replaces it, and it still trains (same numbers as a fresh step would give)."""
     import mlx.optimizers as optim
 
-    from trainer.loop import ShapeBoundedStep, make_train_step
+    from trainer.step import ShapeBoundedStep, make_train_step
 
     monkeypatch.setattr(ShapeBoundedStep, "MAX_COMPILED_SHAPES", 3)
     cfg = config_from_dict({"finetune": {"dropout": 0.0}}, "t")

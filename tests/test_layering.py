@@ -126,7 +126,8 @@ def test_the_guard_names_the_module_that_pulls_a_heavy_library_in(tmp_path):
 
 def test_cli_reports_config_errors_without_loading_mlx(tmp_path):
     # The trainer's CLI module stays light: mlx is imported only once a run really starts.
-    report = probe(["trainer.cli"], ("mlx", "mlx_lm", "datasets"))
+    # So is its reporter, which it builds before the MLX stack loads.
+    report = probe(["trainer.cli", "trainer.reporter", "trainer.run_control"], ("mlx", "mlx_lm", "datasets", "numpy"))
     assert verdict(report) == []
 
 

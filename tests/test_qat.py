@@ -17,10 +17,10 @@ from mlx_lm.tuner.dora import DoRALinear
 from mlx_lm.tuner.lora import LoRALinear
 
 from trainer import qat
+from trainer.model import apply_finetune, load_base, resolve_model_path
 from trainer.pure.config import apply_overrides, load_preset
 from trainer.pure.events import read_events
-from trainer.loop import make_loss_fn, make_train_step
-from trainer.model import apply_finetune, load_base, resolve_model_path
+from trainer.step import make_loss_fn, make_train_step
 
 from trainer_helpers import DEMO, run_trainer
 

@@ -30,6 +30,7 @@ from trainer.pure.run_lock import RunBusy, RunLock
 from trainer.pure.runs import create_run_dir, read_status, write_status
 from trainer.pure.states import RunState
 from trainer.pure.trainer_process import PROG, ExitCode
+from trainer.reporter import RunFolderReporter
 from trainer.run_control import RunLog, StopFlag
 
 # Changing these on resume only moves the finish line or the reporting rhythm; anything else
@@ -176,6 +177,7 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True) -> int:
     stop = StopFlag()
     _install_stop_handlers(stop, run_dir)
     log = RunLog(folder.log, echo=echo)
+    reporter = RunFolderReporter(run_dir, log)
     try:
         # The MLX stack is imported only now, inside the guard: config errors above are
         # reported without paying for it, and a broken install fails the run with its reason.
@@ -191,7 +193,7 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True) -> int:
             cfg = replace_value(cfg, "model.resolved_path", str(prep.resolved_path))
             dump_toml(cfg, folder.config)
         outcome: dict = {}  # early stop details for the final status event
-        state = train(run_dir, cfg, prep, log, stop, ckpt, outcome)
+        state = train(run_dir, cfg, prep, reporter, stop, ckpt, outcome)
     except (DataError, ModelError, ConfigError) as exc:
         return _failed(run_dir, log, str(exc), ExitCode.BAD_INPUT)
     except TrainingError as exc:
@@ -204,6 +206,7 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True) -> int:
         log(traceback.format_exc().rstrip())
         return _failed(run_dir, log, describe(exc), ExitCode.ERROR)
     finally:
+        reporter.close()
         log.close()
     write_status(run_dir, state=state, ended_at=time.time())
     _event(run_dir, state, **outcome)

@@ -5,7 +5,7 @@ the first tokens of both answers). The plain batch runs that shared prefix twice
 prefix of every pair goes through the model once, its per-layer keys and values are kept,
 and both continuations (chosen and rejected) attend to them. Gradients flow back through the
 kept keys and values into the prefix pass, so the loss, the metrics and the gradients are
-those of the plain batch, to float rounding; `trainer.loop` checks that on a real batch
+those of the plain batch, to float rounding; `trainer.layouts` checks that on a real batch
 before using it and keeps the plain layout for a model where it does not hold.
 
 Layout, for B pairs with shared-prefix lengths k_b:
@@ -34,7 +34,7 @@ from trainer.loss import scored_logp_sums
 # data.GATHER_MULTIPLE: tracing a new shape costs under 5% of a step on the tiny model and
 # nothing measurable on larger ones, while rounding up ran ~5% more positions through the
 # model and up to 63 unscored rows through the vocabulary projection per pass at batch size 1.
-# (How many compiled shapes are kept is bounded by loop.ShapeBoundedStep.)
+# (How many compiled shapes are kept is bounded by step.ShapeBoundedStep.)
 SHARED_PAD_MULTIPLE = 1
 
 

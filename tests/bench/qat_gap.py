@@ -41,7 +41,7 @@ def train(runs_dir: Path, settings: list[str]) -> Path:
 
 def valid_batches(cfg, tokenizer):
     from trainer import data as D
-    from trainer.loop import to_device
+    from trainer.layouts import to_device
 
     splits = D.load_splits(cfg.data, cfg.training.seed)
     pairs, _ = D.tokenize_rows(splits.valid, tokenizer, cfg.data.max_seq_length)
@@ -57,7 +57,7 @@ def measure(run_dir: Path, bits: int, cache: dict) -> tuple[dict, dict]:
 
     from trainer.pure.config import load_preset
     from trainer.fuse import base_folder, fuse_run
-    from trainer.loop import evaluate
+    from trainer.step import evaluate
 
     cfg = load_preset(run_dir / "config.toml")
     base = base_folder(run_dir)

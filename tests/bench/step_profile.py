@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -56,8 +55,10 @@ def main() -> int:
     import trainer_vs_peer as tvp
     from trainer import data as D
     from trainer.pure.config import config_from_dict
-    from trainer.loop import (RunLog, gather_to_device, make_loss_fn, make_train_step, positions, prepare,
-                              shared_to_device, to_device)
+    from trainer.layouts import gather_to_device, positions, shared_to_device, to_device
+    from trainer.loop import prepare
+    from trainer.run_control import RunLog
+    from trainer.step import make_loss_fn, make_train_step
     from trainer.shared_prefix import collate_shared
 
     work = Path(args.work or tempfile.mkdtemp(prefix="orpo-profile-"))

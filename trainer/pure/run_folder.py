@@ -147,6 +147,8 @@ ADAPTER_CONFIG = "adapter_config.json"
 # Inside a checkpoint folder: the optimizer state and the loop's own state (step, best...).
 OPTIMIZER_STATE = "optimizer.safetensors"
 CHECKPOINT_STATE = "state.json"
+# Also inside a checkpoint folder: adapters/best as it was then, put back on resume.
+BEST_WEIGHTS_IN_CHECKPOINT = "best-adapters.safetensors"
 
 
 def checkpoint_step(path: Any) -> Optional[int]:
@@ -159,5 +161,5 @@ def is_checkpoint_tmp(path: Any) -> bool:
     return Path(path).name.startswith(_CHECKPOINT_TMP_PREFIX)
 
 
-__all__ += ["ADAPTER_WEIGHTS", "ADAPTER_CONFIG", "OPTIMIZER_STATE", "CHECKPOINT_STATE", "checkpoint_step",
-            "is_checkpoint_tmp"]
+__all__ += ["ADAPTER_WEIGHTS", "ADAPTER_CONFIG", "OPTIMIZER_STATE", "CHECKPOINT_STATE", "BEST_WEIGHTS_IN_CHECKPOINT",
+            "checkpoint_step", "is_checkpoint_tmp"]

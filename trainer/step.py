@@ -1,0 +1,130 @@
+"""One optimisation step and one evaluation pass: the ORPO loss over any batch layout, the
+compiled train step (with gradient accumulation and clipping), its memory bound, the
+learning-rate schedule and the per-step dropout seed."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+from mlx.utils import tree_map
+
+from trainer.loss import gathered_sequence_logps, orpo_loss, sequence_logps
+from trainer.model import output_head
+from trainer.pure.config import Config
+from trainer.shared_prefix import shared_sequence_logps
+
+
+def build_schedule(cfg: Config) -> Callable[[mx.array], mx.array] | float:
+    t = cfg.training
+    if t.lr_schedule == "cosine":
+        main = optim.cosine_decay(t.learning_rate, max(t.iters - t.warmup_steps, 1), t.min_learning_rate)
+    else:
+        main = None
+    if t.warmup_steps:
+        warm = optim.linear_schedule(0.0, t.learning_rate, t.warmup_steps)
+        rest = main or (lambda _step: mx.array(t.learning_rate))
+        return optim.join_schedules([warm, rest], [t.warmup_steps])
+    return main or t.learning_rate
+
+
+def step_seed(seed: int, step: int) -> int:
+    return (seed * 1_000_003 + step) % (2**63)
+
+
+def make_loss_fn(beta: float, use_scores: bool):
+    def loss_fn(model, inputs, targets, mask, scores, gather=None, shared=None):
+        if shared is not None:  # the shared-prefix layout (trainer/shared_prefix.py)
+            logps = shared_sequence_logps(model, output_head(model), inputs, targets, gather, shared)
+        elif gather is not None:  # only scored positions reach the vocabulary projection
+            logps = gathered_sequence_logps(model.model(inputs), output_head(model), targets, mask, *gather)
+        else:
+            logps = sequence_logps(model(inputs), targets, mask)
+        half = scores.shape[0]
+        return orpo_loss(logps[:half], logps[half:], beta, scores if use_scores else None)
+
+    return loss_fn
+
+
+def make_train_step(model: nn.Module, optimizer: optim.Optimizer, cfg: Config, use_scores: bool):
+    """One micro-batch forward/backward, compiled with the model, optimizer and RNG state as
+    implicit inputs and outputs (mlx-lm's pattern), so `mx.eval` once per step is the only
+    host synchronisation."""
+    value_and_grad = nn.value_and_grad(model, make_loss_fn(cfg.orpo.beta, use_scores))
+    accum = cfg.training.grad_accumulation_steps
+    max_norm = cfg.training.max_grad_norm
+    state = [model.state, optimizer.state, mx.random.state]
+
+    @partial(mx.compile, inputs=state, outputs=state)
+    def step(inputs, targets, mask, scores, prev_grad, do_update, gather=None, shared=None):
+        (_, metrics), grad = value_and_grad(model, inputs, targets, mask, scores, gather, shared)
+        if prev_grad is not None:
+            grad = tree_map(lambda a, b: a + b, grad, prev_grad)
+        if do_update:
+            if accum > 1:
+                grad = tree_map(lambda g: g / accum, grad)
+            if max_norm > 0:
+                grad, _ = optim.clip_grad_norm(grad, max_norm)
+            optimizer.update(model, grad)
+            grad = None
+        return metrics, grad
+
+    return step
+
+
+def _signature(arg: Any) -> Any:
+    """What makes mx.compile trace again: array shapes, and the structure of the rest."""
+    if isinstance(arg, mx.array):
+        return arg.shape
+    if isinstance(arg, (tuple, list)):
+        return tuple(map(_signature, arg))
+    if isinstance(arg, dict):
+        return "tree"  # accumulated gradients: the trainable parameters' fixed shapes
+    return arg
+
+
+class ShapeBoundedStep:
+    """The compiled step, rebuilt after MAX_COMPILED_SHAPES distinct input shapes.
+
+    mx.compile keeps one compiled graph per input shape for as long as the function lives,
+    about 5 MB of host memory each for the 4-layer tiny model (more for deeper ones); a
+    dataset whose batches have hundreds of distinct widths would grow the trainer by
+    gigabytes. A fresh function lets the old graphs go (their memory is reused), at the
+    cost of tracing shapes again."""
+
+    MAX_COMPILED_SHAPES = 32
+
+    def __init__(self, build: Callable[[], Callable]):
+        self.build = build
+        self.fn = build()
+        self.seen: set = set()
+        self.rebuilds = 0
+
+    def __call__(self, *args):
+        key = tuple(map(_signature, args))
+        if key not in self.seen:
+            if len(self.seen) >= self.MAX_COMPILED_SHAPES:
+                self.fn, self.seen = self.build(), set()
+                self.rebuilds += 1
+            self.seen.add(key)
+        return self.fn(*args)
+
+
+def evaluate(model: nn.Module, batches: list[tuple[int, tuple[mx.array, ...]]], cfg: Config, use_scores: bool) -> dict[str, float]:
+    """Pair-weighted means of the ORPO metrics over `(pairs, device arrays)` batches that
+    were collated once for the whole run."""
+    loss_fn = make_loss_fn(cfg.orpo.beta, use_scores)
+    model.eval()
+    totals: dict[str, mx.array] = {}
+    count = 0
+    for n_pairs, arrays, *extra in batches:
+        _, metrics = loss_fn(model, *arrays, *extra)
+        for k, v in metrics.items():
+            totals[k] = totals.get(k, 0.0) + v * n_pairs
+        count += n_pairs
+        mx.eval(totals)
+    model.train()
+    return {k: v.item() / count for k, v in totals.items()}
