@@ -419,3 +419,40 @@ def test_dump_is_atomic_over_existing_file(tmp_path):
     dump_toml(Config(description="new"), target)
     assert load_preset(target).description == "new"
     assert sorted(os.listdir(tmp_path)) == ["p.toml"]
+
+
+# ---------------------------------------------------------------- upper bounds
+
+
+def test_every_integer_key_has_an_upper_bound():
+    unbounded = [s.path for s in iter_fields() if s.type is int and s.max is None and s.choices is None]
+    assert unbounded == []
+
+
+@pytest.mark.parametrize(
+    "key, highest",
+    [
+        ("training.iters", 10_000_000),
+        ("training.batch_size", 65_536),
+        ("data.max_seq_length", 1_000_000),
+        ("finetune.rank", 65_536),
+        ("finetune.num_layers", 65_536),
+        ("training.seed", 2**63 - 1),
+        ("training.save_every", 10_000_000),
+    ],
+)
+def test_integer_upper_bounds(key, highest):
+    assert validate_field(key, highest) is None
+    assert validate_field(key, highest + 1) == f"must be <= {highest}" + (
+        " (or -1: all layers)" if key == "finetune.num_layers" else ""
+    )
+
+
+def test_absurd_iters_is_refused_from_a_preset_and_from_set(tmp_path):
+    msg = load_error(tmp_path, "[training]\niters = 100000000000000000000000\n")
+    assert msg.endswith("training.iters = 100000000000000000000000: must be <= 10000000")
+    with pytest.raises(ConfigError, match=r"^--set: training.iters = 10000001: must be <= 10000000$"):
+        apply_overrides(Config(), ["training.iters=10000001"])
+    # The form's value is kept (replace_value does not range-check) and flagged by validate.
+    cfg = replace_value(Config(), "training.iters", 10**23)
+    assert [(p.key, p.message) for p in validate(cfg)] == [("training.iters", "must be <= 10000000")]

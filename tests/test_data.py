@@ -4,17 +4,13 @@ import json
 
 import pytest
 
+from data_files import write_jsonl
 from trainer.pure.config import config_from_dict
 from trainer.data import DataError, Pair, batch_at, collate, load_splits, make_batches, tokenize_rows
 
 
 def data_cfg(path, **extra):
     return config_from_dict({"data": {"path": str(path), **extra}}, "test").data
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 ROWS = [{"prompt": f"Question {i}?", "chosen": f"Good answer {i}.", "rejected": f"BAD {i}", "extra": i} for i in range(20)]
@@ -135,3 +131,21 @@ def test_batches_are_length_grouped_and_order_is_reproducible():
     assert seq == [batch_at(batches, 7, k) for k in range(12)]
     assert sorted(seq[:4]) == sorted(batches)  # one epoch visits every batch once
     assert seq[:4] != [batch_at(batches, 8, k) for k in range(4)]
+
+
+def test_unusable_files_and_folders_are_named(tmp_path):
+    f = tmp_path / "pairs.csv"
+    f.write_text("prompt,chosen,rejected\n")
+    with pytest.raises(DataError, match=r"pairs.csv: unsupported file type \(use .jsonl, .json or .parquet\)$"):
+        load_splits(data_cfg(f), seed=0)
+    write_jsonl(tmp_path / "valid.jsonl", ROWS[:2])
+    with pytest.raises(DataError) as err:
+        load_splits(data_cfg(tmp_path), seed=0)
+    assert str(err.value) == f"{tmp_path}: no train.jsonl, .json or .parquet file in this folder"
+
+
+def test_a_named_validation_split_is_the_only_one_used(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", ROWS)
+    write_jsonl(tmp_path / "validation.jsonl", ROWS[:3])
+    splits = load_splits(data_cfg(tmp_path, valid_split="dev", valid_fraction=0.1), seed=0)
+    assert splits.valid_held_out and len(splits.valid) == 2 and len(splits.train) == 18

@@ -1,9 +1,11 @@
 """Preference data: any source `datasets` reads -> validated rows -> token pairs -> batches.
 
 Sources: `builtin:demo`, a local folder holding `<split>.jsonl|.json|.parquet` files, a single
-local file, or a hub dataset id. Rows are either flat (chosen and rejected scored verbatim) or
-carry a prompt: the prompt is tokenized on its own and the completions after it, so the
-boundary between them is exact and the prompt's tokens are masked out of the loss.
+local file, or a hub dataset id; `trainer.pure.sources` says which one `data.path` names and
+which files hold its splits, so the app counts the same rows this module loads. Rows are
+either flat (chosen and rejected scored verbatim) or carry a prompt: the prompt is tokenized
+on its own and the completions after it, so the boundary between them is exact and the
+prompt's tokens are masked out of the loss.
 
 Chat rows go through the tokenizer's chat template first. They are TRL's conversational
 preference rows (`prompt`, `chosen` and `rejected` lists of {role, content} messages; without
@@ -29,12 +31,18 @@ from typing import Any, Dict, Iterable, Sequence, Tuple
 
 import numpy as np
 
-from trainer.builtin import resolve_builtin_data
 from trainer.pure.config import DataConfig  # noqa: F401 (annotations)
 from trainer.pure.messages import first_line, hub_offline
+from trainer.pure.sources import (
+    SourceError,
+    SourceKind,
+    file_format,
+    held_out_count,
+    resolve_source,
+    split_files,
+    valid_split_names,
+)
 
-_EXTENSIONS = (".jsonl", ".json", ".parquet")
-_VALID_FALLBACKS = ("valid", "validation", "test", "eval")
 # Padding every batch to a multiple of this keeps the number of distinct shapes, and so the
 # number of traces the compiled step builds, small.
 PAD_MULTIPLE = 16
@@ -127,51 +135,21 @@ class Splits:
 # ---------------------------------------------------------------------------- locating data
 
 
-def _split_file(folder: Path, split: str) -> Path | None:
-    for ext in _EXTENSIONS:
-        candidate = folder / f"{split}{ext}"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _looks_local(spec: str) -> bool:
-    return spec.startswith((".", "/", "~")) or spec.endswith(_EXTENSIONS) or spec.count("/") != 1
-
-
 def load_splits(cfg: DataConfig, seed: int) -> Splits:
     """Read and validate the train and valid rows the config points at."""
-    spec = cfg.path
     notes: list[str] = []
-    if spec.startswith("builtin:"):
-        try:
-            path = resolve_builtin_data(spec)
-        except ValueError as exc:
-            raise DataError(f"data.path: {exc}") from None
+    try:
+        found = resolve_source(cfg.path)
+        files = None if found.kind is SourceKind.HUB else split_files(found, cfg)
+    except SourceError as exc:
+        raise DataError(str(exc)) from None
+    if files is None:
+        train, valid, columns = _rows_from_hub(cfg.path, cfg)
+        source = cfg.path
     else:
-        path = Path(spec).expanduser()
-
-    if path.is_dir():
-        train_file = _split_file(path, cfg.train_split)
-        if train_file is None:
-            raise DataError(
-                f"{path}: no {cfg.train_split}.jsonl, .json or .parquet file in this folder"
-            )
-        valid_file = _split_file(path, cfg.valid_split)
-        if valid_file is None and cfg.valid_split == "valid":
-            valid_file = next(
-                (f for s in _VALID_FALLBACKS if (f := _split_file(path, s)) is not None), None
-            )
-        train, columns = _rows_from_file(train_file, cfg)
-        valid = _rows_from_file(valid_file, cfg)[0] if valid_file else None
-        source = str(path)
-    elif path.is_file():
-        (train, columns), valid, source = _rows_from_file(path, cfg), None, str(path)
-    elif spec.startswith("builtin:") or _looks_local(spec):
-        raise DataError(f"data.path: {spec}: no such file or folder")
-    else:
-        train, valid, columns = _rows_from_hub(spec, cfg)
-        source = spec
+        train, columns = _rows_from_file(files.train, cfg)
+        valid = _rows_from_file(files.valid, cfg)[0] if files.valid else None
+        source = str(found.path)
 
     if not train:
         raise DataError(f"{source}: the {cfg.train_split} split has no rows")
@@ -189,10 +167,10 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
 
 
 def _hold_out(rows: list[Row], fraction: float, seed: int) -> tuple[list[Row], list[Row]]:
-    if fraction <= 0 or len(rows) < 2:
+    n_valid = held_out_count(len(rows), fraction)
+    if not n_valid:
         return rows, []
     order = np.random.default_rng(seed).permutation(len(rows))
-    n_valid = max(1, int(round(len(rows) * fraction)))
     held = set(order[:n_valid].tolist())
     return (
         [r for i, r in enumerate(rows) if i not in held],
@@ -216,12 +194,13 @@ def _check_jsonl(path: Path) -> None:
 
 
 def _rows_from_file(path: Path, cfg: DataConfig) -> tuple[list[Row], list[str]]:
-    suffix = path.suffix.lower()
-    if suffix not in _EXTENSIONS:
-        raise DataError(f"{path}: unsupported file type (use .jsonl, .json or .parquet)")
-    if suffix == ".jsonl":
+    try:
+        kind = file_format(path)
+    except SourceError as exc:
+        raise DataError(str(exc)) from None
+    if kind == "jsonl":
         _check_jsonl(path)
-    builder = "parquet" if suffix == ".parquet" else "json"
+    builder = "parquet" if kind == "parquet" else "json"
     load_dataset = _datasets_loader()
 
     try:
@@ -256,7 +235,7 @@ def _rows_from_hub(name: str, cfg: DataConfig) -> tuple[list[Row], list[Row] | N
     train = rows_from_records(
         train_ds.to_list(), train_ds.column_names, f"{name}[{cfg.train_split}]", cfg
     )
-    for split in (cfg.valid_split, *_VALID_FALLBACKS):
+    for split in valid_split_names(cfg.valid_split):
         if split in ds:
             valid_ds = ds[split]
             return train, rows_from_records(

@@ -4,33 +4,19 @@ recomputed on every keystroke in the form."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from trainer.builtin import DEMO_DATA_DIR
 from trainer.pure.config import Config
 from trainer.pure.estimate import estimate, implied_epochs, model_shape
+from trainer.pure.sources import SourceError, train_row_count
 
 
 def count_train_rows(cfg: Config) -> int | None:
-    """Train rows of a local JSONL source by counting lines (no parsing); None when only a
-    preflight can tell (hub datasets, Parquet, JSON arrays)."""
-    d = cfg.data
-    path = DEMO_DATA_DIR if d.path == "builtin:demo" else Path(d.path).expanduser()
+    """The train rows a run would see, counted the way the trainer finds them (any local
+    split file, after holding out validation); None for a hub dataset, or when the data
+    cannot be read: the data check then says why."""
     try:
-        if path.is_dir():
-            f = path / f"{d.train_split}.jsonl"
-            return _count_lines(f) if f.is_file() else None
-        if path.is_file() and path.suffix == ".jsonl":
-            rows = _count_lines(path)
-            return rows - max(1, round(rows * d.valid_fraction)) if d.valid_fraction > 0 else rows
-    except OSError:
+        return train_row_count(cfg.data)
+    except (SourceError, OSError):
         return None
-    return None
-
-
-def _count_lines(path: Path) -> int:
-    with path.open("rb") as fh:
-        return sum(1 for line in fh if line.strip())
 
 
 def derived_values(cfg: Config, train_rows: int | None) -> list[tuple[str, str]]:

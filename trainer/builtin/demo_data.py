@@ -26,7 +26,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-DEMO_DIR = Path(__file__).resolve().parent / "demo"
+from trainer.pure.builtin_names import DEMO_DATA_DIR as DEMO_DIR
+
 SPLITS = ("train", "valid")
 
 # The order of rows only matters for humans reading the files and for loaders that do not
