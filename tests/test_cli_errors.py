@@ -62,13 +62,17 @@ DATA_CASES = {
     "no_rejected_column": ([{"prompt": "Hi?", "chosen": "Hello."}] * 10, None, ["train.jsonl", "no 'rejected' column"]),
     "malformed_jsonl_row": ([GOOD_ROW] * 10, '{"prompt": "x", "chosen": ', ["train.jsonl", "row 11", "not valid JSON"]),
     "empty_rejected": ([GOOD_ROW] * 3 + [{**GOOD_ROW, "rejected": " "}], None, ["train.jsonl", "row 4", "'rejected' is empty"]),
+    "empty_train_file": ([], None, ["train.jsonl", "is empty (no rows)"]),
+    # Finite in float64 but inf in float32, where scores live on the device.
+    "score_over_float32": ([GOOD_ROW] * 3 + [{**GOOD_ROW, "preference_score": 1e308}] + [GOOD_ROW] * 8, None,
+                           ["train.jsonl", "row 4", "'preference_score' must be a finite float32 number"]),
 }
 
 
 @pytest.mark.parametrize("case", sorted(DATA_CASES))
 def test_data_errors_exit_2_and_mark_the_run_failed(tmp_path, case):
     rows, raw, needles = DATA_CASES[case]
-    data_path = data_folder(tmp_path, rows, raw) if rows else tmp_path / "missing"
+    data_path = data_folder(tmp_path, rows, raw) if rows is not None else tmp_path / "missing"
     path = preset(tmp_path, f'[data]\npath = "{data_path}"\n')
     proc = run_trainer(str(path), "--runs-dir", str(tmp_path / "runs"))
     assert proc.returncode == 2, proc.stderr

@@ -200,6 +200,9 @@ def _rows_from_file(path: Path, cfg: DataConfig) -> tuple[list[Row], list[str]]:
         raise DataError(str(exc)) from None
     if kind == "jsonl":
         _check_jsonl(path)
+    if kind != "parquet" and _is_blank(path):
+        # `datasets` reports an empty JSON file as a bare StopIteration.
+        raise DataError(f"{path}: is empty (no rows)")
     builder = "parquet" if kind == "parquet" else "json"
     load_dataset = _datasets_loader()
 
@@ -207,7 +210,21 @@ def _rows_from_file(path: Path, cfg: DataConfig) -> tuple[list[Row], list[str]]:
         table = load_dataset(builder, data_files={"rows": str(path)}, split="rows")
     except Exception as exc:  # datasets raises many types; the user needs one line
         raise DataError(f"{path}: could not be read: {first_line(exc)}") from None
+    if len(table) == 0:
+        raise DataError(f"{path}: has no rows")
     return rows_from_records(table.to_list(), table.column_names, str(path), cfg), table.column_names
+
+
+def _is_blank(path: Path, chunk: int = 1 << 16) -> bool:
+    """Whether a text file holds nothing but whitespace, reading only until it finds more."""
+    try:
+        with path.open("rb") as fh:
+            while block := fh.read(chunk):
+                if block.strip():
+                    return False
+    except OSError as exc:
+        raise DataError(f"{path}: could not be read: {exc.strerror or exc}") from None
+    return True
 
 
 def _datasets_loader():
@@ -395,10 +412,15 @@ def _score(record: dict[str, Any], column: str, origin: str) -> float:
     value = record.get(column)
     if value is None:
         return 1.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise DataError(f"{origin}: '{column}' must be a finite number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or abs(value) > FLOAT32_MAX:
+        # Scores are float32 on the device: a larger one becomes inf there and the run would
+        # fail steps later on "loss became inf" with no word about this row.
+        raise DataError(f"{origin}: '{column}' must be a finite float32 number (|x| <= {FLOAT32_MAX:.4g}), got {value!r}")
     return float(value)
 
+
+FLOAT32_MAX = 3.4028234663852886e38
 
 # ---------------------------------------------------------------------------- tokenizing
 
