@@ -88,3 +88,43 @@ def test_twenty_concurrent_resumes_train_each_step_exactly_once(tmp_path):
     assert train_steps(run_dir) == list(range(1, target + 1))
     assert read_status(run_dir)["state"] == "completed"
     assert RunFolder(run_dir).log.read_text().count("resumed from") == 1
+
+
+def test_resume_without_a_checkpoint_starts_over_and_sets_the_earlier_attempt_aside(tmp_path):
+    from trainer.pure.events import read_events
+
+    proc = start_trainer(str(DEMO), "--runs-dir", str(tmp_path), "--set", "training.iters=500",
+                         "--set", "training.steps_per_report=1", "--set", "training.steps_per_eval=0")
+    run_dir = first_line(proc)
+    wait_for_step(run_dir, 4, proc)  # save_every is 50: no checkpoint yet
+    proc.kill()
+    proc.wait()
+    run = RunFolder(run_dir)
+    earlier = train_steps(run_dir)
+    assert run.latest_checkpoint() is None and len(earlier) >= 4
+    # A half-written checkpoint folder, as a kill during a save leaves it.
+    run.checkpoint_tmp(50, 999999).mkdir(parents=True)
+
+    done = subprocess.run([*ORPO_TRAIN, "--resume", str(run_dir), "--set", "training.iters=3"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert train_steps(run_dir) == [1, 2, 3]  # only the new attempt, each step once
+    kept = run.attempt(1)
+    assert [e["step"] for e in read_events(kept / "metrics.jsonl") if e["event"] == "train"] == earlier
+    assert run.checkpoint_leftovers() == []
+    log = run.log.read_text()
+    assert "no checkpoint to resume from: starting over at step 0" in log and "attempt-1/" in log
+    assert "removed 1 unfinished checkpoint folder(s)" in log
+
+
+def test_resume_after_the_adapters_were_deleted_starts_over_too(tmp_path):
+    import shutil
+
+    run_dir, stopped_at = _stopped_run(tmp_path, 3)
+    run = RunFolder(run_dir)
+    shutil.rmtree(run.adapters)
+    done = subprocess.run([*ORPO_TRAIN, "--resume", str(run_dir), "--set", "training.iters=2"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert train_steps(run_dir) == [1, 2]
+    assert (run.attempt(1) / "metrics.jsonl").is_file() and run.adapter_weights.is_file()

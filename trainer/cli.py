@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import time
@@ -188,6 +189,8 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True) -> int:
         log(traceback.format_exc().rstrip())
         return _failed(run_dir, log, f"cannot load the training stack: {describe(exc)}", ExitCode.ERROR)
     try:
+        if resuming:
+            _tidy_before_resume(folder, ckpt, log)
         prep = prepare(cfg, log)
         if not resuming:
             cfg = replace_value(cfg, "model.resolved_path", str(prep.resolved_path))
@@ -214,6 +217,31 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True) -> int:
         print(f"stopped by {stop.reason}; resume with: {PROG} --resume {run_dir}", file=sys.stderr, flush=True)
         return ExitCode.STOPPED
     return ExitCode.OK
+
+
+def _tidy_before_resume(folder: RunFolder, ckpt: Path | None, log: RunLog) -> None:
+    """What a killed trainer left behind, put right before training again. This process
+    holds the run's lock, so nothing here can belong to a live trainer."""
+    leftovers = folder.checkpoint_leftovers()
+    for tmp in leftovers:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if leftovers:
+        log(f"removed {len(leftovers)} unfinished checkpoint folder(s) a killed trainer left: "
+            + ", ".join(p.name for p in leftovers))
+    if ckpt is not None:
+        return
+    # Nothing to continue from: the run starts over at step 0, and the earlier attempt's
+    # metrics must not mix with the new ones (duplicate, unsorted steps; wrong best values).
+    earlier = [p for p in (folder.metrics, folder.summary, folder.adapters) if p.exists()]
+    if not earlier:
+        log("no checkpoint to resume from: starting at step 0")
+        return
+    kept = folder.next_attempt()
+    kept.mkdir()
+    for path in earlier:
+        path.rename(kept / path.name)
+    log(f"no checkpoint to resume from: starting over at step 0; the earlier attempt's "
+        f"{', '.join(p.name for p in earlier)} are kept in {kept.name}/")
 
 
 def _event(run_dir: Path, state: str, **extra) -> None:

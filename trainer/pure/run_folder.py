@@ -16,6 +16,8 @@ the trainer writes it, the app reads it. Its layout (the contract, also in READM
 ``adapters/best/``                      the adapters of the best validation loss
 ``adapters/checkpoints/step-NNNNNNN/``  resumable checkpoints (adapters, optimizer, state.json)
 ``notes.md``, ``tags.json``             the user's notes and tags (written by the app)
+``attempt-N/``                          an earlier attempt set aside by a resume that had no
+                                        checkpoint and started over (its metrics, adapters)
 ``fused/``, ``fused-best/``             standalone models written by ``orpo-train fuse``
 ======================================  ==================================================
 
@@ -121,6 +123,25 @@ class RunFolder:
         except OSError:
             return None
         return max(found, key=checkpoint_step, default=None)
+
+    def checkpoint_leftovers(self) -> list[Path]:
+        """Checkpoint folders a killed trainer left half-written (only ever stale to the
+        trainer that holds the run's lock)."""
+        try:
+            return sorted(p for p in self.checkpoints.iterdir() if is_checkpoint_tmp(p))
+        except OSError:
+            return []
+
+    def attempt(self, n: int) -> Path:
+        """Where an earlier attempt's metrics and adapters are kept when a resume had no
+        checkpoint to continue from and started over."""
+        return self.root / f"attempt-{n}"
+
+    def next_attempt(self) -> Path:
+        n = 1
+        while self.attempt(n).exists():
+            n += 1
+        return self.attempt(n)
 
     def fused(self, best: bool = False) -> Path:
         return self.root / ("fused-best" if best else "fused")
