@@ -456,3 +456,11 @@ def test_absurd_iters_is_refused_from_a_preset_and_from_set(tmp_path):
     # The form's value is kept (replace_value does not range-check) and flagged by validate.
     cfg = replace_value(Config(), "training.iters", 10**23)
     assert [(p.key, p.message) for p in validate(cfg)] == [("training.iters", "must be <= 10000000")]
+
+
+@pytest.mark.parametrize("value", ["[" * 5000 + "]" * 5000, "{b = " * 5000 + "1" + "}" * 5000])
+def test_absurdly_nested_preset_is_one_line_not_a_crash(tmp_path, value):
+    path = tmp_path / "deep.toml"
+    path.write_text(f"a = {value}\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_preset(path)

@@ -124,6 +124,8 @@ def parse_preset_text(text: str, source: str) -> Tuple[dict, Config]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, _toml_error(exc)) from None
+    except RecursionError:  # tomllib recurses per nesting level; no preset nests that deep
+        raise ConfigError(source, "invalid TOML: values nested too deeply") from None
     return data, config_from_dict(data, source)
 
 
@@ -141,7 +143,7 @@ def parse_toml_value(text: str) -> Tuple[bool, Any]:
     """``(True, value)`` when ``text`` is one TOML value, else ``(False, None)``."""
     try:
         doc = tomllib.loads(f"v = {text}")
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return False, None
     # "1\nother = 2" parses too; only a lone value counts.
     if list(doc) != ["v"]:
