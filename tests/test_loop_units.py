@@ -160,3 +160,33 @@ def test_train_reports_only_through_its_reporter(tmp_path, monkeypatch):
     assert resumed.of("start") == [("start", 4, 6, True)]
     assert resumed.steps("train") == [6] and resumed.steps("val") == [6]  # no second baseline
     assert resumed.of("checkpoint") == [("checkpoint", 6, run.checkpoint(6))]
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_line_and_leaves_no_half_folder(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    import mlx.nn as nn
+    import mlx.optimizers as optim
+    import pytest
+
+    from trainer import checkpoints
+    from trainer.pure.run_folder import RunFolder
+
+    model = nn.Linear(4, 4)
+    optimizer = optim.AdamW(learning_rate=1e-3)
+    optimizer.init(model.trainable_parameters())
+    checkpoints.save_checkpoint(tmp_path, 5, model, optimizer, {})
+
+    def full(*_args, **_kwargs):
+        raise RuntimeError("[write] Unable to write 2560 bytes to file.")
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(checkpoints.mx, "save_safetensors", full)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(1 << 20, 1 << 20, 4096))
+    with pytest.raises(checkpoints.SaveError) as info:
+        checkpoints.save_checkpoint(tmp_path, 10, model, optimizer, {})
+    assert str(info.value).startswith("step 10: could not save a checkpoint: the disk is full (4,096 bytes free")
+    assert str(info.value).endswith("the last complete checkpoint is step-0000005")
+    run = RunFolder(tmp_path)
+    assert run.checkpoint_leftovers() == [] and run.latest_checkpoint() == run.checkpoint(5)

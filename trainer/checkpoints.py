@@ -29,6 +29,23 @@ from trainer.pure.runs import atomic_write_text
 CHECKPOINTS_KEPT = 2
 
 
+class SaveError(Exception):
+    """Weights could not be written (a full disk, a folder made read-only); one line."""
+
+
+def _why(exc: BaseException, folder: Path) -> str:
+    # MLX reports a failed write as "[write] Unable to write N bytes to file": say why.
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if free is not None and free < 1 << 20:
+        return f"the disk is full ({free:,} bytes free in {folder})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename or folder}: {exc.strerror}"
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 # ---------------------------------------------------------------------------- checkpoints
 
 
@@ -40,18 +57,24 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: optim
     run.checkpoints.mkdir(parents=True, exist_ok=True)
     final = run.checkpoint(step)
     tmp = run.checkpoint_tmp(step, os.getpid())
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    mx.save_safetensors(str(tmp / ADAPTER_WEIGHTS), trainable_weights(model))
-    mx.save_safetensors(str(tmp / OPTIMIZER_STATE), dict(tree_flatten(optimizer.state)))
-    state = {"step": step, **extra}
-    (tmp / CHECKPOINT_STATE).write_text(json.dumps(state, indent=2) + "\n")
-    if before_rename is not None:
-        before_rename(tmp)
-    if final.exists():  # re-saving the same step (stop right after a periodic save)
-        shutil.rmtree(final)
-    os.rename(tmp, final)
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        mx.save_safetensors(str(tmp / ADAPTER_WEIGHTS), trainable_weights(model))
+        mx.save_safetensors(str(tmp / OPTIMIZER_STATE), dict(tree_flatten(optimizer.state)))
+        state = {"step": step, **extra}
+        (tmp / CHECKPOINT_STATE).write_text(json.dumps(state, indent=2) + "\n")
+        if before_rename is not None:
+            before_rename(tmp)
+        if final.exists():  # re-saving the same step (stop right after a periodic save)
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    except (OSError, RuntimeError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)  # frees what the failed save took
+        last = run.latest_checkpoint()
+        raise SaveError(f"step {step}: could not save a checkpoint: {_why(exc, run.checkpoints)}; "
+                        f"the last complete checkpoint is {last.name if last else 'none'}") from None
     _drop_old_checkpoints(run)
     return final
 
@@ -104,11 +127,15 @@ class BestTracker:
 def save_best(run_dir: Path, model: nn.Module, acfg: dict) -> Path:
     """The current adapters as the best ones, in mlx-lm's layout; each file replaced atomically."""
     folder = RunFolder(run_dir).best
-    folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / ".adapters.tmp.safetensors"
-    mx.save_safetensors(str(tmp), trainable_weights(model))
-    os.replace(tmp, folder / ADAPTER_WEIGHTS)
-    atomic_write_text(folder / ADAPTER_CONFIG, json.dumps(acfg, indent=2) + "\n")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        mx.save_safetensors(str(tmp), trainable_weights(model))
+        os.replace(tmp, folder / ADAPTER_WEIGHTS)
+        atomic_write_text(folder / ADAPTER_CONFIG, json.dumps(acfg, indent=2) + "\n")
+    except (OSError, RuntimeError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise SaveError(f"could not save the best adapters: {_why(exc, folder.parent)}") from None
     return folder
 
 

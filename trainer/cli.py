@@ -182,6 +182,7 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True) -> int:
     try:
         # The MLX stack is imported only now, inside the guard: config errors above are
         # reported without paying for it, and a broken install fails the run with its reason.
+        from trainer.checkpoints import SaveError
         from trainer.data import DataError
         from trainer.loop import TrainingError, prepare, train
         from trainer.model import ModelError
@@ -199,8 +200,11 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True) -> int:
         state = train(run_dir, cfg, prep, reporter, stop, ckpt, outcome)
     except (DataError, ModelError, ConfigError) as exc:
         return _failed(run_dir, log, str(exc), ExitCode.BAD_INPUT)
-    except TrainingError as exc:
+    except (TrainingError, SaveError) as exc:
         return _failed(run_dir, log, str(exc), ExitCode.ERROR)
+    except OSError as exc:  # a full disk or a folder made read-only under the run
+        log(traceback.format_exc().rstrip())
+        return _failed(run_dir, log, f"{exc.filename or run_dir}: {exc.strerror or exc}", ExitCode.ERROR)
     except KeyboardInterrupt:
         log(f"stopped at once by a second {stop.reason or 'signal'}; the last checkpoint is kept")
         write_status(run_dir, state=RunState.STOPPED, ended_at=time.time())
