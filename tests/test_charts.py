@@ -16,8 +16,9 @@ from trainer.pure.events import MetricsTail, MetricsWriter
 from trainer.pure.metrics import ORPO_METRICS
 from tui import charts
 from tui.alarms import FLAT, NONFINITE, OVERFIT, PINNED, health_alarms
-from tui.charts import WAITING, ChartSeries, ChartView, render_chart, visible_lines
+from tui.charts import WAITING, ChartSeries, render_chart, visible_lines
 from tui.series import RunSeries, downsample, ema, last_n
+from tui.widgets.chart_view import ChartView
 
 NAN = float("nan")
 

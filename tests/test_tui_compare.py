@@ -6,10 +6,10 @@ from textual.widgets import DataTable, Input, TabbedContent
 
 from test_compare import CHANGED_DERIVED, CHANGED_SETTINGS, _config, _write_run, T0
 from tui.app import make_app
-from tui.charts import ChartView
 from tui.run_notes import read_notes, read_tags
 from tui.screens.compare import CompareScreen
 from tui.screens.runs import RunsScreen
+from tui.widgets.chart_view import ChartView
 
 
 def fixture_runs(tmp_path: Path):

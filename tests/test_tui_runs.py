@@ -6,9 +6,9 @@ from textual.widgets import DataTable
 
 from trainer.pure.runs import read_status
 from tui.app import make_app
-from tui.charts import ChartView
 from tui.screens.monitor import MonitorScreen
 from tui.screens.runs import REFRESH_SECONDS, RunsScreen
+from tui.widgets.chart_view import ChartView
 
 PRESET = """description = "short demo for the app test"
 [training]

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Iterable
 
-from textual import work
+from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from tui.launcher import LaunchError, Launcher, stop_run
+from tui.launcher import LaunchError, stop_run
+from tui.messages import RunResumeRequested, RunStartRequested, RunStopRequested
+from tui.screens.base import OrpoScreen
 from tui.screens.preset_list import PresetListScreen
 from tui.screens.queue import QueueScreen
 from tui.screens.runs import RunsScreen
+from tui.workspace import Workspace
+
+MODE_SCREENS = {"presets": PresetListScreen, "runs": RunsScreen, "queue": QueueScreen}
 
 
 class OrpoApp(App):
@@ -28,15 +34,13 @@ class OrpoApp(App):
         Binding("f3", "go('runs')", "Runs", id="app.runs", tooltip="Every run, live"),
         Binding("f4", "go('queue')", "Queue", id="app.queue", tooltip="The sweep queue"),
     ]
-    MODES = {"presets": PresetListScreen, "runs": RunsScreen, "queue": QueueScreen}
 
     def __init__(self, presets_dir: Path, runs_dir: Path) -> None:
         super().__init__()
-        self.presets_dir = presets_dir
-        self.runs_dir = runs_dir
-        self.launcher = Launcher()
-        # Stop escalation in progress, per run: shown in the runs list and on the monitor.
-        self.stop_phase: dict[Path, str] = {}
+        self.workspace = Workspace(presets_dir, runs_dir)
+        # Added here rather than in MODES: the list screens are built with the workspace.
+        for mode, screen in MODE_SCREENS.items():
+            self.add_mode(mode, partial(screen, self.workspace))
 
     def on_mount(self) -> None:
         self.switch_mode("presets")
@@ -48,7 +52,7 @@ class OrpoApp(App):
         if self.current_mode != mode:
             self.switch_mode(mode)
             return
-        while len(self.screen_stack) > 1 and getattr(self.screen, "LEAVES_SILENTLY", False):
+        while len(self.screen_stack) > 1 and isinstance(self.screen, OrpoScreen) and self.screen.leaves_silently:
             self.pop_screen()
 
     # ------------------------------------------------------------------ runs
@@ -57,12 +61,24 @@ class OrpoApp(App):
         from tui.screens.monitor import MonitorScreen
 
         self.switch_mode("runs")
-        self.push_screen(MonitorScreen(run_dir))
+        self.push_screen(MonitorScreen(self.workspace, run_dir))
+
+    @on(RunStartRequested)
+    def _start_requested(self, message: RunStartRequested) -> None:
+        self.start_run(message.preset, message.overrides)
+
+    @on(RunResumeRequested)
+    def _resume_requested(self, message: RunResumeRequested) -> None:
+        self.resume_run(message.run_dir, message.overrides)
+
+    @on(RunStopRequested)
+    def _stop_requested(self, message: RunStopRequested) -> None:
+        self.stop_run(message.run_dir)
 
     @work(thread=True, exit_on_error=False, name="start run")
     def start_run(self, preset: Path, overrides: list[str] | None = None) -> None:
         try:
-            run_dir = self.launcher.start(preset, self.runs_dir, overrides or [])
+            run_dir = self.workspace.launcher.start(preset, self.workspace.runs_dir, overrides or [])
         except LaunchError as exc:
             self.call_from_thread(self.notify, f"Not started: {exc}", severity="error", timeout=10)
             return
@@ -72,7 +88,7 @@ class OrpoApp(App):
     @work(thread=True, exit_on_error=False, name="resume run")
     def resume_run(self, run_dir: Path, overrides: list[str] | None = None) -> None:
         try:
-            self.launcher.resume(run_dir, overrides or [])
+            self.workspace.launcher.resume(run_dir, overrides or [])
         except LaunchError as exc:
             self.call_from_thread(self.notify, f"Not resumed: {exc}", severity="error", timeout=10)
             return
@@ -80,21 +96,24 @@ class OrpoApp(App):
 
     @work(thread=True, exit_on_error=False, name="stop run")
     def stop_run(self, run_dir: Path) -> None:
+        stop_phase = self.workspace.stop_phase
+
         def phase(name: str, wait: float) -> None:
-            self.stop_phase[run_dir] = f"stopping: {name} sent, waiting ≤{wait:.0f}s"
+            stop_phase[run_dir] = f"stopping: {name} sent, waiting ≤{wait:.0f}s"
 
         ended = stop_run(run_dir, phase)
-        self.stop_phase.pop(run_dir, None)
+        stop_phase.pop(run_dir, None)
         message = {"": "was not running", "SIGINT": "stopped after saving (SIGINT)",
                    "SIGTERM": "stopped at once (SIGTERM); last checkpoint kept",
                    "SIGKILL": "killed (SIGKILL); resumes from its last checkpoint"}[ended]
         self.call_from_thread(self.notify, f"{run_dir.name} {message}", severity="warning" if ended in ("SIGTERM", "SIGKILL") else "information")
 
     async def action_quit(self) -> None:
-        """Quitting never drops unsaved edits: a screen with changes asks first."""
-        leave = getattr(self.screen, "leave", None)
-        if leave is not None and getattr(self.screen, "dirty", False):
-            leave(then=self.exit)
+        """Quitting never drops unsaved edits: a screen with changes asks first. A dialog
+        on top is not asked (it has nothing to lose), and neither is the screen under it."""
+        screen = self.screen
+        if isinstance(screen, OrpoScreen):
+            screen.leave(then=self.exit)
         else:
             self.exit()
 
@@ -106,7 +125,8 @@ class OrpoApp(App):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        yield from getattr(screen, "commands", lambda: [])()
+        if isinstance(screen, OrpoScreen):
+            yield from screen.commands()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Background work never fails silently: its error becomes a visible message."""

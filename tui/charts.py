@@ -1,11 +1,10 @@
-"""Line charts in the terminal: plotext draws them, a Textual widget shows them.
+"""Line charts in the terminal, drawn by plotext; the widget that shows them is
+:class:`tui.widgets.chart_view.ChartView`. Nothing here imports Textual.
 
 :func:`render_chart` turns a few named series into an ANSI string of an exact size: one
 header row (the title and a coloured legend) above a plotext chart. The legend lives in
 the header rather than inside the plot so that it never hides the curves. Validation
-series are drawn as markers over the training lines. :class:`ChartView` is the widget:
-it renders at its own content size and keeps the result until the data version or its
-size changes, so a screen refresh that changed nothing costs nothing.
+series are drawn as markers over the training lines.
 
 plotext keeps one global figure, so every build holds :data:`_PLOT_LOCK`: a chart may be
 rendered from a worker thread while another renders on the event loop.
@@ -17,15 +16,13 @@ import math
 import re
 import threading
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import plotext as plt
-from rich.text import Text
-from textual.widget import Widget
 
 from tui.series import downsample
 
-__all__ = ["ChartSeries", "render_chart", "visible_lines", "ChartView", "WAITING", "PALETTE"]
+__all__ = ["ChartSeries", "render_chart", "visible_lines", "WAITING", "PALETTE"]
 
 WAITING = "waiting for data…"
 NO_POSITIVE = "no positive values for a log scale"
@@ -232,100 +229,3 @@ def step_label(x: float) -> str:
             unit = scale if suffix == "M" else 1e3
             return f"{x / unit:.4g}{suffix}"
     return f"{x:.6g}"
-
-
-# ------------------------------------------------------------------------------------------
-# Widget
-# ------------------------------------------------------------------------------------------
-
-SeriesSource = Union[Sequence[ChartSeries], Callable[[int], Sequence[ChartSeries]]]
-
-
-class ChartView(Widget):
-    """A chart that fills the widget.
-
-    ``series`` is a list of :class:`ChartSeries`, or a callable that is given the width in
-    columns and returns one, so that the caller can downsample to exactly what is shown.
-    The chart is rebuilt only when :meth:`update_series` brings a new ``version`` (or new
-    options) or the widget's size changes; any other repaint reuses the last one.
-    ``renders`` counts the rebuilds.
-    """
-
-    DEFAULT_CSS = """
-    ChartView {
-        width: 1fr;
-        height: 1fr;
-        min-height: 3;
-    }
-    """
-
-    def __init__(
-        self,
-        series: SeriesSource = (),
-        *,
-        title: str = "",
-        log_y: bool = False,
-        xlabel: str = "step",
-        version: object = 0,
-        name: Optional[str] = None,
-        id: Optional[str] = None,
-        classes: Optional[str] = None,
-    ) -> None:
-        super().__init__(name=name, id=id, classes=classes)
-        self._source: SeriesSource = series
-        self._options = (title, log_y, xlabel)
-        self._version = version
-        self._cache_key: Optional[tuple] = None
-        self._cached = Text()
-        self.renders = 0
-
-    @property
-    def version(self) -> object:
-        return self._version
-
-    def update_series(
-        self,
-        series: SeriesSource,
-        version: object,
-        *,
-        title: Optional[str] = None,
-        log_y: Optional[bool] = None,
-        xlabel: Optional[str] = None,
-    ) -> bool:
-        """Show new data. Returns False, and does nothing, when neither ``version`` nor any
-        option changed: the caller can call this on every tick."""
-        old_title, old_log, old_xlabel = self._options
-        options = (
-            old_title if title is None else title,
-            old_log if log_y is None else log_y,
-            old_xlabel if xlabel is None else xlabel,
-        )
-        if version == self._version and options == self._options:
-            return False
-        self._source, self._version, self._options = series, version, options
-        self.refresh()
-        return True
-
-    def on_resize(self) -> None:
-        self.refresh()
-
-    def render(self) -> Text:
-        size = self.content_size
-        key = (self._version, self._options, size.width, size.height)
-        if key != self._cache_key:
-            self._cached = self._build(size.width, size.height)
-            self._cache_key = key
-        return self._cached
-
-    def _build(self, width: int, height: int) -> Text:
-        if width <= 0 or height <= 0:
-            return Text()
-        source = self._source
-        series = source(width) if callable(source) else source
-        title, log_y, xlabel = self._options
-        self.renders += 1
-        text = Text.from_ansi(render_chart(series, width, height, title=title, log_y=log_y, xlabel=xlabel))
-        text.no_wrap = True
-        text.overflow = "crop"
-        text.end = ""
-        return text

@@ -12,16 +12,18 @@ from textual import on
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 
-from trainer.pure.run_folder import RunFolder
 from trainer.pure.events import MetricsTail
 from trainer.pure.metrics import ORPO_METRICS, RATE_METRICS
+from trainer.pure.run_folder import RunFolder
 from trainer.pure.runs import atomic_write_text, run_label
-from tui.charts import ChartSeries, ChartView
+from tui.charts import ChartSeries
 from tui.compare import config_diff, load_side, summaries_to_csv, summarize
+from tui.screens.base import OrpoScreen
 from tui.series import RunSeries, ema, last_n
+from tui.widgets.chart_view import ChartView
+from tui.workspace import Workspace
 
 OVERLAY_METRICS = tuple(f"{kind} {name}" for name in ORPO_METRICS for kind in ("train", "val")) + tuple(
     f"train {name}" for name in RATE_METRICS)
@@ -56,8 +58,8 @@ def cell(value) -> str:
     return str(value)
 
 
-class CompareScreen(Screen):
-    LEAVES_SILENTLY = True  # a view: F3 from it goes back to the list (OrpoApp.action_go)
+class CompareScreen(OrpoScreen):
+    leaves_silently = True
     CSS_PATH = "compare.tcss"
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="compare.back", tooltip="Back to the runs list"),
@@ -76,9 +78,10 @@ class CompareScreen(Screen):
         Binding("x", "export", "Export CSV", id="compare.export", tooltip="Write the summary table as CSV into the runs folder"),
     ]
 
-    def __init__(self, runs: list[Path], against: Path | None = None) -> None:
+    def __init__(self, workspace: Workspace, runs: list[Path], against: Path | None = None) -> None:
         """`runs` to compare; with `against` (a preset file) the diff is runs[0] vs it."""
         super().__init__()
+        self.workspace = workspace
         self.runs = runs
         self.against = against
         self.b_index = 1
@@ -243,7 +246,7 @@ class CompareScreen(Screen):
         self.show_summary()
 
     def action_export(self) -> None:
-        target = self.app.runs_dir / f"compare-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+        target = self.workspace.runs_dir / f"compare-{time.strftime('%Y%m%d-%H%M%S')}.csv"
         atomic_write_text(target, summaries_to_csv(self.rows))
         self.notify(f"Wrote {target}")
 

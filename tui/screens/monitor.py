@@ -10,7 +10,6 @@ from rich.text import Text
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import Footer, Header, ProgressBar, Static
 
 from trainer.pure.events import MetricsTail
@@ -19,10 +18,13 @@ from trainer.pure.run_folder import RunFolder
 from trainer.pure.runs import effective_state, read_status
 from trainer.pure.states import ACTIVE, RESUMABLE, RunState
 from tui.alarms import health_alarms
-from tui.charts import ChartView
-from tui.runs_index import format_duration
-from tui.series import RunSeries
 from tui.chart_specs import CHARTS, chart_series
+from tui.messages import RunResumeRequested, RunStopRequested
+from tui.runs_index import format_duration
+from tui.screens.base import OrpoScreen
+from tui.series import RunSeries
+from tui.widgets.chart_view import ChartView
+from tui.workspace import Workspace
 
 LOG_TAIL_BYTES = 64 * 1024
 CHART_MIN_INTERVAL = 5.0  # seconds between chart redraws while data streams in
@@ -41,8 +43,8 @@ def tail_text(path: Path, lines: int) -> str:
     return "\n".join(data.splitlines()[-lines:])
 
 
-class MonitorScreen(Screen):
-    LEAVES_SILENTLY = True  # a view: F3 from it goes back to the list (OrpoApp.action_go)
+class MonitorScreen(OrpoScreen):
+    leaves_silently = True
     CSS_PATH = "monitor.tcss"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     BINDINGS = [
@@ -54,8 +56,9 @@ class MonitorScreen(Screen):
         Binding("u", "resume", "Resume", id="monitor.resume", tooltip="Resume a stopped or crashed run"),
     ]
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, workspace: Workspace, run_dir: Path) -> None:
         super().__init__()
+        self.workspace = workspace
         self.run_dir = run_dir
         self.series = RunSeries()
         self.tail = MetricsTail(RunFolder(run_dir).metrics)
@@ -144,7 +147,7 @@ class MonitorScreen(Screen):
             self.query_one(selector, Static).update(text, layout=layout)
 
     def show_status(self, status: dict) -> None:
-        state = self.app.stop_phase.get(self.run_dir) or effective_state(status or None)
+        state = self.workspace.stop_phase.get(self.run_dir) or effective_state(status or None)
         step, total = int(status.get("step") or 0), int(status.get("total_steps") or 0)
         self.total_steps = total
         bar = self.query_one("#progress", ProgressBar)
@@ -200,12 +203,12 @@ class MonitorScreen(Screen):
         self._toggled("last 200 reports" if self.last_n else "all steps")
 
     def action_stop(self) -> None:
-        self.app.stop_run(self.run_dir)
+        self.post_message(RunStopRequested(self.run_dir))
 
     def action_resume(self) -> None:
         state = effective_state(read_status(self.run_dir))
         if state in RESUMABLE:
-            self.app.resume_run(self.run_dir)
+            self.post_message(RunResumeRequested(self.run_dir))
         else:
             self.notify(f"A {state} run cannot be resumed.", severity="warning")
 

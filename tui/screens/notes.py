@@ -6,25 +6,20 @@ import importlib.util
 from pathlib import Path
 
 from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import Footer, Header, TextArea
 
+from trainer.pure.run_folder import RunFolder
 from tui.run_notes import read_notes, write_notes
-from tui.screens.dialogs import leave_unless_kept
+from tui.screens.editing import TextDocumentScreen, back_binding, save_binding
 
 
-class NotesScreen(Screen):
-    DEFAULT_CSS = "NotesScreen TextArea { height: 1fr; }"
-    BINDINGS = [
-        Binding("ctrl+s", "save", "Save", id="notes.save", tooltip="Save notes.md", priority=True),
-        Binding("escape", "back", "Back", id="notes.back", tooltip="Back (asks about unsaved changes)", priority=True),
-    ]
+class NotesScreen(TextDocumentScreen):
+    CSS_PATH = "notes.tcss"
+    BINDINGS = [save_binding("notes", "Save notes.md"), back_binding("notes")]
 
     def __init__(self, run_dir: Path) -> None:
-        super().__init__()
+        super().__init__(read_notes(run_dir))
         self.run_dir = run_dir
-        self.original = read_notes(run_dir)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -36,20 +31,13 @@ class NotesScreen(Screen):
         self.query_one(TextArea).focus()
 
     @property
-    def dirty(self) -> bool:
-        return self.query_one(TextArea).text != self.original
+    def document_name(self) -> str:
+        notes = RunFolder(self.run_dir).notes
+        return f"{notes.parent.name}/{notes.name}"
 
-    def action_save(self) -> bool:
-        self.original = self.query_one(TextArea).text
-        write_notes(self.run_dir, self.original)
-        self.notify(f"Saved {self.run_dir.name}/notes.md")
-        return True
-
-    def action_back(self) -> None:
-        self.leave(then=self.app.pop_screen)
-
-    def leave(self, then) -> None:
-        leave_unless_kept(self, self.dirty, f"{self.run_dir.name}/notes.md", self.action_save, then)
+    def save_text(self, text: str) -> None:
+        write_notes(self.run_dir, text)
+        self.notify(f"Saved {self.document_name}")
 
 
 def _has_markdown() -> bool:

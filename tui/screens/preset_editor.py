@@ -10,15 +10,19 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Container, Horizontal, VerticalScroll
-from textual.screen import Screen
+from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer, Header, Input, Label, Select, Static, Switch
 
 from trainer.pure.config import (Config, ConfigError, FieldSpec, dump_toml, get_value, iter_fields, parse_value,
                             replace_value, validate, validate_field)
 from tui import presets_store as store
 from tui.derived import count_train_rows, derived_values
-from tui.screens.dialogs import AskName, ShowCommand, leave_unless_kept
+from tui.messages import RunStartRequested
+from tui.screens.editing import EditorScreen, back_binding, save_binding
+from tui.widgets.ask_name import AskName
+from tui.widgets.field_row import FieldRow, path_of
+from tui.widgets.show_command import ShowCommand
+from tui.workspace import Workspace
 
 # The grouping of MLX-LoRA-Studio's shared form, which users of MLX fine-tuning know.
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -42,87 +46,23 @@ def grouped_fields() -> list[tuple[str, list[FieldSpec]]]:
     return out
 
 
-def widget_id(path: str) -> str:
-    return "f-" + path.replace(".", "--")
-
-
-def path_of(widget_id_: str) -> str:
-    return widget_id_[2:].replace("--", ".")
-
-
-def as_text(spec: FieldSpec, value) -> str:
-    if spec.type is list:
-        return ", ".join(value)
-    if spec.type is float:
-        return repr(float(value))
-    return str(value)
-
-
-def describe_range(spec: FieldSpec) -> str:
-    parts = []
-    if spec.choices:
-        parts.append(" | ".join(str(c) for c in spec.choices))
-    elif spec.min is not None or spec.max is not None:
-        lo = "" if spec.min is None else f"{spec.min:g}{' <' if spec.min_exclusive else ' ≤'} "
-        hi = "" if spec.max is None else f"{' <' if spec.max_exclusive else ' ≤'} {spec.max:g}"
-        parts.append(f"{lo}x{hi}")
-    for value, meaning in spec.special:
-        parts.append(f"{value} = {meaning}")
-    return " · ".join(parts)
-
-
-class FieldRow(Container):
-    """Key, input, and a note under them that shows the help, or the error when there is one.
-    Three widgets per field: the form has about fifty fields and Textual restyles widgets one
-    by one, so every widget saved here makes the form open and react faster."""
-
-    def __init__(self, spec: FieldSpec, value) -> None:
-        super().__init__(classes="field")
-        self.spec, self.value = spec, value
-        rng = describe_range(spec)
-        self.help_text = spec.help + (" [reserved: accepted, not used yet]" if spec.reserved else "") + (f"  ({rng})" if rng else "")
-
-    def compose(self) -> ComposeResult:
-        spec = self.spec
-        yield Label(spec.path, classes="key")
-        wid = widget_id(spec.path)
-        if spec.type is bool:
-            yield Switch(value=bool(self.value), id=wid)
-        elif spec.choices:
-            yield Select([(str(c), c) for c in spec.choices], value=self.value, allow_blank=False, id=wid, compact=True)
-        else:
-            yield Input(as_text(spec, self.value), id=wid, compact=True)
-        yield Static(self.help_text, classes="note", markup=False)
-
-    def show_error(self, message: str | None) -> None:
-        # Restyling a row is costly in Textual; the form calls this on every keystroke.
-        if message == getattr(self, "_shown", None):
-            return
-        self._shown = message
-        self.set_class(bool(message), "invalid")
-        self.query_one(".note", Static).update(f"⚠ {message}" if message else self.help_text)
-
-    @property
-    def error_text(self) -> str:
-        return getattr(self, "_shown", None) or ""
-
-
-class PresetEditorScreen(Screen):
+class PresetEditorScreen(EditorScreen):
     CSS_PATH = "preset_editor.tcss"
     # Below 110 columns the side panel moves under the form (see the -narrow rules).
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
     BINDINGS = [
-        Binding("ctrl+s", "save", "Save", id="editor.save", tooltip="Save changed keys to the preset file", priority=True),
+        save_binding("editor", "Save changed keys to the preset file"),
         Binding("ctrl+o", "save_as", "Save as", id="editor.save_as", tooltip="Save to a new preset file", priority=True),
         Binding("ctrl+r", "start", "Start run", id="editor.start", tooltip="Train this preset (saves first)", priority=True),
         Binding("ctrl+b", "preflight", "Check data", id="editor.preflight", tooltip="Load the dataset and report on it", priority=True),
         Binding("ctrl+t", "show_command", "Command", id="editor.command", tooltip="Show the orpo-train command", priority=True),
-        Binding("escape", "back", "Back", id="editor.back", tooltip="Back to the preset list (asks about unsaved changes)"),
+        back_binding("editor", "Back to the preset list (asks about unsaved changes)", priority=False),
     ]
 
-    def __init__(self, entry: store.PresetEntry) -> None:
+    def __init__(self, workspace: Workspace, entry: store.PresetEntry) -> None:
         super().__init__()
         assert entry.config is not None
+        self.workspace = workspace
         self.entry = entry
         self.saved: Config = entry.config
         self.working: Config = entry.config
@@ -154,6 +94,10 @@ class PresetEditorScreen(Screen):
         self.query(Input).first().focus()
 
     # ------------------------------------------------------------------ state
+
+    @property
+    def document_name(self) -> str:
+        return self.entry.path.name
 
     @property
     def dirty(self) -> bool:
@@ -259,17 +203,11 @@ class PresetEditorScreen(Screen):
         """A run must match a file on disk, so unsaved edits are saved first."""
         if self.dirty and not self.action_save():
             return
-        self.app.start_run(self.entry.path)
+        self.post_message(RunStartRequested(self.entry.path))
 
     def action_show_command(self) -> None:
         note = "  # unsaved changes are not in the file yet" if self.dirty else ""
-        self.app.push_screen(ShowCommand("Train this preset", store.train_command(self.entry.path, self.app.runs_dir) + note))
-
-    def action_back(self) -> None:
-        self.leave(then=self.app.pop_screen)
-
-    def leave(self, then) -> None:
-        leave_unless_kept(self, self.dirty, self.entry.path.name, self.action_save, then)
+        self.app.push_screen(ShowCommand("Train this preset", store.train_command(self.entry.path, self.workspace.runs_dir) + note))
 
     def action_preflight(self) -> None:
         self.query_one("#preflight", Static).update("Checking the data… (loads the dataset and tokenizer)")

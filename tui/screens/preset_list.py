@@ -10,17 +10,22 @@ from textual import on
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from trainer.pure.runs import TRASH_DIR, move_to_trash
 from tui import presets_store as store
-from tui.screens.dialogs import AskName, Confirm, ShowCommand
+from tui.messages import RunStartRequested
+from tui.screens.base import OrpoScreen
+from tui.widgets.ask_name import AskName
+from tui.widgets.confirm import Confirm
+from tui.widgets.show_command import ShowCommand
+from tui.widgets.sweep_dialog import SweepDialog
+from tui.workspace import Workspace
 
 COLUMNS = (("name", "Preset"), ("model", "Model"), ("data", "Data"), ("type", "Type"), ("beta", "β"), ("description", "Description"))
 
 
-class PresetListScreen(Screen):
+class PresetListScreen(OrpoScreen):
     CSS_PATH = "preset_list.tcss"
     BINDINGS = [
         Binding("enter", "open", "Open", id="presets.open", tooltip="Edit the highlighted preset"),
@@ -36,8 +41,9 @@ class PresetListScreen(Screen):
         Binding("f5", "reload", "Reload", id="presets.reload", tooltip="Re-read the presets folder"),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, workspace: Workspace) -> None:
         super().__init__()
+        self.workspace = workspace
         self.entries: list[store.PresetEntry] = []
         self._filled_once = False
 
@@ -67,7 +73,7 @@ class PresetListScreen(Screen):
 
     @property
     def presets_dir(self) -> Path:
-        return self.app.presets_dir
+        return self.workspace.presets_dir
 
     def reload(self, select: Path | None = None) -> None:
         current = select or (self.highlighted.path if self.highlighted else None)
@@ -170,7 +176,7 @@ class PresetListScreen(Screen):
             return
         from tui.screens.preset_editor import PresetEditorScreen
 
-        self.app.push_screen(PresetEditorScreen(entry))
+        self.app.push_screen(PresetEditorScreen(self.workspace, entry))
 
     def action_open_text(self) -> None:
         entry = self.highlighted
@@ -186,21 +192,24 @@ class PresetListScreen(Screen):
         if entry.error:
             self.notify(f"{entry.path.name} does not load: {entry.error}", severity="error")
             return
-        self.app.start_run(entry.path)
+        self.post_message(RunStartRequested(entry.path))
 
     def action_sweep(self) -> None:
         entry = self.highlighted
         if entry is None or entry.error:
             self.notify("Choose a preset that loads to sweep over.", severity="warning")
             return
-        from tui.screens.queue import SweepDialog
+        self.app.push_screen(SweepDialog(entry.path, self.workspace.runs_dir), self.swept)
 
-        self.app.push_screen(SweepDialog(entry.path))
+    def swept(self, queued: int | None) -> None:
+        if queued:
+            self.notify(f"Queued {queued} runs; the queue runner trains them one after another")
+            self.app.switch_mode("queue")
 
     def action_show_command(self) -> None:
         entry = self.highlighted
         if entry is not None:
-            self.app.push_screen(ShowCommand(f"Train {entry.name}", store.train_command(entry.path, self.app.runs_dir)))
+            self.app.push_screen(ShowCommand(f"Train {entry.name}", store.train_command(entry.path, self.workspace.runs_dir)))
 
     def _ask_then(self, title: str, value: str, do) -> None:
         def done(name: str | None) -> None:

@@ -9,15 +9,18 @@ from pathlib import Path
 from textual import on
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from trainer.pure.run_folder import RunFolder
 from trainer.pure.runs import move_to_trash
 from trainer.pure.states import RESUMABLE, STATE_STYLE, RunState
+from tui.messages import RunResumeRequested, RunStartRequested, RunStopRequested
 from tui.run_notes import parse_tags, write_tags
 from tui.runs_index import RunsIndex, RunSummary, format_duration
-from tui.screens.dialogs import AskName, Confirm
+from tui.screens.base import OrpoScreen
+from tui.widgets.ask_name import AskName
+from tui.widgets.confirm import Confirm
+from tui.workspace import Workspace
 
 SORTS = (("started", lambda s: s.started_at or 0, True), ("state", lambda s: s.state, False),
          ("loss", lambda s: s.loss if s.loss is not None else float("inf"), False),
@@ -31,7 +34,7 @@ def fmt(value: float | None, spec: str = ".4f") -> str:
     return "" if value is None else format(value, spec)
 
 
-class RunsScreen(Screen):
+class RunsScreen(OrpoScreen):
     CSS_PATH = "runs.tcss"
     BINDINGS = [
         Binding("enter", "monitor", "Monitor", id="runs.monitor", tooltip="Open the run's live charts"),
@@ -49,8 +52,9 @@ class RunsScreen(Screen):
         Binding("slash", "filter", "Filter", id="runs.filter", tooltip="Filter runs by name, state, tag or note"),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, workspace: Workspace) -> None:
         super().__init__()
+        self.workspace = workspace
         self.summaries: list[RunSummary] = []
         self.sort_index = 0
         self.marked: list[Path] = []  # in marking order: the first is "A" in a diff
@@ -63,8 +67,8 @@ class RunsScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.title, self.sub_title = "Runs", str(self.app.runs_dir)
-        self.index = RunsIndex(self.app.runs_dir)
+        self.title, self.sub_title = "Runs", str(self.workspace.runs_dir)
+        self.index = RunsIndex(self.workspace.runs_dir)
         table = self.query_one(DataTable)
         for key, label in (("run", "Run"), ("state", "State"), ("step", "Step"), ("loss", "Loss"), ("val_loss", "Val loss"),
                            ("val_acc", "Val acc"), ("started", "Started"), ("duration", "Duration"), ("tags", "Tags"), ("note", "Note")):
@@ -86,11 +90,11 @@ class RunsScreen(Screen):
     # ------------------------------------------------------------------ table
 
     def refresh_runs(self) -> None:
-        self.app.launcher.reap()
+        self.workspace.launcher.reap()
         name, key, reverse = SORTS[self.sort_index]
         query = self.query_one("#run-filter", Input).value
         self.summaries = sorted((s for s in self.index.refresh() if s.matches(query)), key=key, reverse=reverse)
-        self.sub_title = f"{self.app.runs_dir} · sorted by {name}"
+        self.sub_title = f"{self.workspace.runs_dir} · sorted by {name}"
         table = self.query_one(DataTable)
         selected = self.selected.path if self.selected else None
         rows = [self.row(s) for s in self.summaries]
@@ -111,7 +115,7 @@ class RunsScreen(Screen):
     def row(self, s: RunSummary) -> tuple:
         from rich.text import Text
 
-        state = self.app.stop_phase.get(s.path) or s.state
+        state = self.workspace.stop_phase.get(s.path) or s.state
         note = s.alarm or s.error or s.note
         mark = f"{self.marked.index(s.path) + 1}● " if s.path in self.marked else ""
         return (
@@ -133,7 +137,7 @@ class RunsScreen(Screen):
         s = self.selected
         detail = self.query_one("#detail", Static)
         if s is None:
-            detail.update(f"No runs in {self.app.runs_dir} yet. Start one from a preset (F2, then s).")
+            detail.update(f"No runs in {self.workspace.runs_dir} yet. Start one from a preset (F2, then s).")
             return
         lines = [str(s.path)]
         if s.error:
@@ -157,7 +161,7 @@ class RunsScreen(Screen):
         if s is not None:
             from tui.screens.monitor import MonitorScreen
 
-            self.app.push_screen(MonitorScreen(s.path))
+            self.app.push_screen(MonitorScreen(self.workspace, s.path))
 
     def action_filter(self) -> None:
         self.query_one("#run-filter", Input).focus()
@@ -187,7 +191,7 @@ class RunsScreen(Screen):
             return
         from tui.screens.compare import CompareScreen
 
-        self.app.push_screen(CompareScreen(runs))
+        self.app.push_screen(CompareScreen(self.workspace, runs))
 
     def action_diff_preset(self) -> None:
         s = self.selected
@@ -197,13 +201,13 @@ class RunsScreen(Screen):
         def done(name: str | None) -> None:
             if not name:
                 return
-            preset = self.app.presets_dir / (name if name.endswith(".toml") else f"{name}.toml")
+            preset = self.workspace.presets_dir / (name if name.endswith(".toml") else f"{name}.toml")
             if not preset.is_file():
-                self.notify(f"No preset {preset.name} in {self.app.presets_dir}", severity="error")
+                self.notify(f"No preset {preset.name} in {self.workspace.presets_dir}", severity="error")
                 return
             from tui.screens.compare import CompareScreen
 
-            self.app.push_screen(CompareScreen([s.path], against=preset))
+            self.app.push_screen(CompareScreen(self.workspace, [s.path], against=preset))
 
         self.app.push_screen(AskName(f"Diff {s.name} against which preset?", s.preset), done)
 
@@ -235,14 +239,14 @@ class RunsScreen(Screen):
         if s is None or not s.active:
             self.notify("Only a running run can be stopped.", severity="warning")
             return
-        self.app.stop_run(s.path)
+        self.post_message(RunStopRequested(s.path))
 
     def action_resume(self) -> None:
         s = self.selected
         if s is None or s.state not in RESUMABLE:
             self.notify("Resume takes a stopped, crashed or failed run; extend a completed one (e).", severity="warning")
             return
-        self.app.resume_run(s.path)
+        self.post_message(RunResumeRequested(s.path))
 
     def action_extend(self) -> None:
         s = self.selected
@@ -256,7 +260,7 @@ class RunsScreen(Screen):
                 except ValueError:
                     self.notify(f"'{text}' is not a number of steps", severity="error")
                     return
-                self.app.resume_run(s.path, [f"training.iters={s.total + more}"])
+                self.post_message(RunResumeRequested(s.path, [f"training.iters={s.total + more}"]))
 
         self.app.push_screen(AskName(f"Train {s.name} for how many more steps? (now {s.step}/{s.total})", "100"), done)
 
@@ -264,7 +268,7 @@ class RunsScreen(Screen):
         """A new run with exactly the config this one used, named after the same preset."""
         s = self.selected
         if s is not None:
-            self.app.start_run(RunFolder(s.path).config, [f"output.name={s.preset}"])
+            self.post_message(RunStartRequested(RunFolder(s.path).config, [f"output.name={s.preset}"]))
 
     def action_delete(self) -> None:
         s = self.selected

@@ -5,26 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import Footer, Header, Static, TextArea
 
 from trainer.pure.config import ConfigError, parse_preset_text
 from trainer.pure.runs import atomic_write_text
-from tui.screens.dialogs import leave_unless_kept
+from tui.screens.editing import TextDocumentScreen, back_binding, save_binding
 
 
-class TextEditorScreen(Screen):
+class TextEditorScreen(TextDocumentScreen):
     CSS_PATH = "text_editor.tcss"
-    BINDINGS = [
-        Binding("ctrl+s", "save", "Save", id="text.save", tooltip="Save the text and check it", priority=True),
-        Binding("escape", "back", "Back", id="text.back", tooltip="Back (asks about unsaved changes)", priority=True),
-    ]
+    BINDINGS = [save_binding("text", "Save the text and check it"), back_binding("text")]
 
     def __init__(self, path: Path) -> None:
-        super().__init__()
+        super().__init__(path.read_text(encoding="utf-8") if path.exists() else "")
         self.path = path
-        self.original = path.read_text(encoding="utf-8") if path.exists() else ""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -36,6 +30,10 @@ class TextEditorScreen(Screen):
         self.title, self.sub_title = "Preset as text", self.path.name
         self.check(self.original)
         self.query_one(TextArea).focus()
+
+    @property
+    def document_name(self) -> str:
+        return self.path.name
 
     def check(self, text: str) -> str | None:
         """Parse the text as the trainer would; show the first problem or that it is fine."""
@@ -49,20 +47,8 @@ class TextEditorScreen(Screen):
         status.set_class(bool(problem), "error-text")
         return problem
 
-    def action_save(self) -> bool:
-        text = self.query_one(TextArea).text
+    def save_text(self, text: str) -> None:
+        # A file that still does not parse is saved all the same: repairing may take steps.
         atomic_write_text(self.path, text)
-        self.original = text
         problem = self.check(text)
         self.notify(f"Saved {self.path.name}" + (" (still has a problem)" if problem else ""), severity="warning" if problem else "information")
-        return True
-
-    @property
-    def dirty(self) -> bool:
-        return self.query_one(TextArea).text != self.original
-
-    def action_back(self) -> None:
-        self.leave(then=self.app.pop_screen)
-
-    def leave(self, then) -> None:
-        leave_unless_kept(self, self.dirty, self.path.name, self.action_save, then)

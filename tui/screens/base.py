@@ -1,0 +1,31 @@
+"""What the app may ask of any of its screens. Every screen inherits this, so the app asks
+instead of probing for attributes a screen may or may not have."""
+
+from __future__ import annotations
+
+from typing import Callable, ClassVar, Iterable
+
+from textual.app import SystemCommand
+from textual.screen import Screen
+
+
+class OrpoScreen(Screen):
+    """The defaults fit a screen with nothing to lose: leaving it needs no question."""
+
+    leaves_silently: ClassVar[bool] = False
+    """A view opened from its mode's list (a monitor, a comparison): pressing that mode's
+    key again goes back to the list. Never set on a screen with edits to lose."""
+
+    @property
+    def dirty(self) -> bool:
+        """Whether leaving now would lose something the user has not saved."""
+        return False
+
+    def leave(self, then: Callable[[], object]) -> None:
+        """Run `then` (go back, quit) once the screen agrees to be left; a screen with
+        unsaved work may ask first, and may never call it."""
+        then()
+
+    def commands(self) -> Iterable[SystemCommand]:
+        """This screen's entries in the command palette, after the app's own."""
+        return ()

@@ -1,0 +1,106 @@
+"""The chart widget: a plotext chart (drawn by :func:`tui.charts.render_chart`) that fills
+the widget. It renders at its own content size and keeps the result until the data version
+or its size changes, so a screen refresh that changed nothing costs nothing."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Union
+
+from rich.text import Text
+from textual.widget import Widget
+
+from tui.charts import ChartSeries, render_chart
+
+__all__ = ["ChartView", "SeriesSource"]
+
+SeriesSource = Union[Sequence[ChartSeries], Callable[[int], Sequence[ChartSeries]]]
+
+
+class ChartView(Widget):
+    """A chart that fills the widget.
+
+    ``series`` is a list of :class:`ChartSeries`, or a callable that is given the width in
+    columns and returns one, so that the caller can downsample to exactly what is shown.
+    The chart is rebuilt only when :meth:`update_series` brings a new ``version`` (or new
+    options) or the widget's size changes; any other repaint reuses the last one.
+    ``renders`` counts the rebuilds.
+    """
+
+    DEFAULT_CSS = """
+    ChartView {
+        width: 1fr;
+        height: 1fr;
+        min-height: 3;
+    }
+    """
+
+    def __init__(
+        self,
+        series: SeriesSource = (),
+        *,
+        title: str = "",
+        log_y: bool = False,
+        xlabel: str = "step",
+        version: object = 0,
+        name: Optional[str] = None,
+        id: Optional[str] = None,
+        classes: Optional[str] = None,
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self._source: SeriesSource = series
+        self._options = (title, log_y, xlabel)
+        self._version = version
+        self._cache_key: Optional[tuple] = None
+        self._cached = Text()
+        self.renders = 0
+
+    @property
+    def version(self) -> object:
+        return self._version
+
+    def update_series(
+        self,
+        series: SeriesSource,
+        version: object,
+        *,
+        title: Optional[str] = None,
+        log_y: Optional[bool] = None,
+        xlabel: Optional[str] = None,
+    ) -> bool:
+        """Show new data. Returns False, and does nothing, when neither ``version`` nor any
+        option changed: the caller can call this on every tick."""
+        old_title, old_log, old_xlabel = self._options
+        options = (
+            old_title if title is None else title,
+            old_log if log_y is None else log_y,
+            old_xlabel if xlabel is None else xlabel,
+        )
+        if version == self._version and options == self._options:
+            return False
+        self._source, self._version, self._options = series, version, options
+        self.refresh()
+        return True
+
+    def on_resize(self) -> None:
+        self.refresh()
+
+    def render(self) -> Text:
+        size = self.content_size
+        key = (self._version, self._options, size.width, size.height)
+        if key != self._cache_key:
+            self._cached = self._build(size.width, size.height)
+            self._cache_key = key
+        return self._cached
+
+    def _build(self, width: int, height: int) -> Text:
+        if width <= 0 or height <= 0:
+            return Text()
+        source = self._source
+        series = source(width) if callable(source) else source
+        title, log_y, xlabel = self._options
+        self.renders += 1
+        text = Text.from_ansi(render_chart(series, width, height, title=title, log_y=log_y, xlabel=xlabel))
+        text.no_wrap = True
+        text.overflow = "crop"
+        text.end = ""
+        return text

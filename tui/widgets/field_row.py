@@ -1,0 +1,114 @@
+"""One config field in the preset form: its key, an input that fits its type, and a note
+under them with the help text, or the error when there is one."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Container
+from textual.widgets import Input, Label, Select, Static, Switch
+
+from trainer.pure.config import FieldSpec
+
+__all__ = ["FieldRow", "widget_id", "path_of", "as_text", "describe_range"]
+
+
+def widget_id(path: str) -> str:
+    """The input's id for a config path; `path_of` reads it back (ids cannot hold dots)."""
+    return "f-" + path.replace(".", "--")
+
+
+def path_of(widget_id_: str) -> str:
+    return widget_id_[2:].replace("--", ".")
+
+
+def as_text(spec: FieldSpec, value) -> str:
+    if spec.type is list:
+        return ", ".join(value)
+    if spec.type is float:
+        return repr(float(value))
+    return str(value)
+
+
+def describe_range(spec: FieldSpec) -> str:
+    parts = []
+    if spec.choices:
+        parts.append(" | ".join(str(c) for c in spec.choices))
+    elif spec.min is not None or spec.max is not None:
+        lo = "" if spec.min is None else f"{spec.min:g}{' <' if spec.min_exclusive else ' ≤'} "
+        hi = "" if spec.max is None else f"{' <' if spec.max_exclusive else ' ≤'} {spec.max:g}"
+        parts.append(f"{lo}x{hi}")
+    for value, meaning in spec.special:
+        parts.append(f"{value} = {meaning}")
+    return " · ".join(parts)
+
+
+class FieldRow(Container):
+    """Three widgets per field: the form has about fifty fields and Textual restyles widgets
+    one by one, so every widget saved here makes the form open and react faster. The input's
+    id is `widget_id(spec.path)`; the screen listens to its Changed messages."""
+
+    # Switch:focus is named too: Switch's own focus rule would otherwise win over a plain
+    # descendant selector and draw a three-row border in a one-row grid cell.
+    DEFAULT_CSS = """
+    FieldRow {
+        layout: grid;
+        grid-size: 2;
+        grid-columns: 32 1fr;
+        height: auto;
+    }
+
+    FieldRow .key {
+        padding: 0 1;
+    }
+
+    FieldRow Switch, FieldRow Switch:focus {
+        border: none;
+        height: 1;
+        padding: 0;
+    }
+
+    FieldRow .note {
+        column-span: 2;
+        color: $text-muted;
+        padding-left: 3;
+    }
+
+    FieldRow.invalid .note {
+        color: $error;
+    }
+
+    FieldRow.invalid Input {
+        background: $error 25%;
+    }
+    """
+
+    def __init__(self, spec: FieldSpec, value) -> None:
+        super().__init__()
+        self.spec, self.value = spec, value
+        rng = describe_range(spec)
+        self.help_text = spec.help + (" [reserved: accepted, not used yet]" if spec.reserved else "") + (f"  ({rng})" if rng else "")
+        self._shown: str | None = None
+
+    def compose(self) -> ComposeResult:
+        spec = self.spec
+        yield Label(spec.path, classes="key")
+        wid = widget_id(spec.path)
+        if spec.type is bool:
+            yield Switch(value=bool(self.value), id=wid)
+        elif spec.choices:
+            yield Select([(str(c), c) for c in spec.choices], value=self.value, allow_blank=False, id=wid, compact=True)
+        else:
+            yield Input(as_text(spec, self.value), id=wid, compact=True)
+        yield Static(self.help_text, classes="note", markup=False)
+
+    def show_error(self, message: str | None) -> None:
+        # Restyling a row is costly in Textual; the form calls this on every keystroke.
+        if message == self._shown:
+            return
+        self._shown = message
+        self.set_class(bool(message), "invalid")
+        self.query_one(".note", Static).update(f"⚠ {message}" if message else self.help_text)
+
+    @property
+    def error_text(self) -> str:
+        return self._shown or ""

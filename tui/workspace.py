@@ -1,0 +1,19 @@
+"""What the screens work on, owned by the app and handed to each screen that needs it:
+the two folders, the trainers this app started, and the stops in progress."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tui.launcher import Launcher
+
+
+@dataclass
+class Workspace:
+    presets_dir: Path
+    runs_dir: Path
+    launcher: Launcher = field(default_factory=Launcher)
+    # Written by the app's stop workers, read by the runs list and the monitor: a run being
+    # stopped shows the signal it is waiting on instead of its state.
+    stop_phase: dict[Path, str] = field(default_factory=dict)
