@@ -3,11 +3,12 @@
 import json
 import math
 import signal
-import tomllib
 
 import mlx.core as mx
 import numpy as np
 import pytest
+import tomllib
+from trainer_helpers import DEMO, run_trainer
 
 from trainer import loop
 from trainer.checkpoints import BestTracker
@@ -16,8 +17,6 @@ from trainer.pure.config import apply_overrides, load_preset
 from trainer.pure.events import read_events
 from trainer.pure.run_folder import RunFolder
 from trainer.pure.runs import create_run_dir, read_status
-
-from trainer_helpers import DEMO, run_trainer
 
 
 def events(run_dir, kind):

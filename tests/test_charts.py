@@ -334,7 +334,7 @@ def test_accuracy_pinned_early_at_one_and_at_zero():
 
 def test_val_loss_rising_while_train_falls():
     events = []
-    for i, step in enumerate(range(10, 510, 10)):
+    for step in range(10, 510, 10):
         events.append(_train(step, loss=2.0 - step / 500, **{"rewards/accuracies": 0.6}))
         if step % 100 == 0:
             events.append(_val(step, loss=[1.5, 1.2, 1.25, 1.3, 1.4][step // 100 - 1]))

@@ -6,14 +6,13 @@ import json
 import shutil
 
 import pytest
+from trainer_helpers import DEMO, run_trainer
 
 from trainer.builtin import DEMO_DATA_DIR
-from trainer.pure.config import config_from_dict
 from trainer.data import DataError, collate, load_splits, render_row, rows_from_records, tokenize_rows
 from trainer.model import ModelError, resolve_model_path
 from trainer.preflight import preflight
-
-from trainer_helpers import DEMO, run_trainer
+from trainer.pure.config import config_from_dict
 
 
 def data_cfg(path, **extra):

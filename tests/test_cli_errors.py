@@ -4,10 +4,9 @@ run left looking like it is still running."""
 import json
 
 import pytest
+from trainer_helpers import DEMO, run_trainer
 
 from trainer.pure.runs import list_runs, read_status
-
-from trainer_helpers import DEMO, run_trainer
 
 
 def preset(tmp_path, text, name="exp.toml"):

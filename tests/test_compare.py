@@ -118,7 +118,7 @@ def test_format_diff_marks_changed_rows_and_counts_them(runs):
     lines = plain.splitlines()
     assert [cell.strip() for cell in lines[0].split("|")] == ["key", "A", "B"]
     assert all(len(line) <= 80 for line in lines)
-    assert sorted(l.split()[1] for l in lines if l.startswith("*")) == sorted(CHANGED_SETTINGS + CHANGED_DERIVED)
+    assert sorted(line.split()[1] for line in lines if line.startswith("*")) == sorted(CHANGED_SETTINGS + CHANGED_DERIVED)
     assert lines[-1] == "3 keys differ (1 derived)"
     assert "\x1b[" not in plain
     colored = format_diff(rows, "A", "B", color=True)
@@ -132,8 +132,8 @@ def test_cli_diff_plain_output(runs):
     lines = out.stdout.splitlines()
     assert runs[0].name in lines[0] and runs[1].name in lines[0]
     body = lines[2:-1]
-    assert [l.split()[1] for l in body] == CHANGED_SETTINGS + CHANGED_DERIVED
-    assert all(l.startswith("*") for l in body)
+    assert [line.split()[1] for line in body] == CHANGED_SETTINGS + CHANGED_DERIVED
+    assert all(line.startswith("*") for line in body)
     assert lines[-1] == "3 keys differ (1 derived)"
     every = _orpo_tui("diff", "--all", *runs).stdout.splitlines()
     assert len(every) > 40 and every[-1] == lines[-1]
@@ -206,7 +206,7 @@ def test_summaries_csv_round_trip(runs):
 def test_cli_summary_table_and_csv(runs):
     table = _orpo_tui("summary", *runs)
     assert table.returncode == 0, table.stderr
-    best = next(l for l in table.stdout.splitlines() if l.startswith("best_val_loss"))
+    best = next(line for line in table.stdout.splitlines() if line.startswith("best_val_loss"))
     assert best.split()[1:] == ["1.2", "1.1"]
     as_csv = _orpo_tui("summary", "--csv", *runs)
     assert len(list(csv.DictReader(io.StringIO(as_csv.stdout)))) == 2

@@ -3,10 +3,10 @@
 import json
 
 import pytest
-
 from data_files import write_jsonl
-from trainer.pure.config import config_from_dict
+
 from trainer.data import DataError, Pair, batch_at, collate, load_splits, make_batches, tokenize_rows
+from trainer.pure.config import config_from_dict
 
 
 def data_cfg(path, **extra):
@@ -64,7 +64,8 @@ def test_column_overrides_and_flat_rows(tmp_path):
     [
         ([{"prompt": "p", "chosen": "c"}], "no 'rejected' column"),
         ([{"prompt": "p", "chosen": "c", "rejected": "r"}, {"prompt": "p", "chosen": "", "rejected": "r"}], "row 2: 'chosen' is empty"),
-        ([{"prompt": "p", "chosen": "c", "rejected": "r", "preference_score": "high"}], "row 1: 'preference_score' must be a finite number"),
+        ([{"prompt": "p", "chosen": "c", "rejected": "r", "preference_score": "high"}],
+         "row 1: 'preference_score' must be a finite float32 number"),
     ],
 )
 def test_bad_rows_name_the_file_and_row(tmp_path, rows, message):

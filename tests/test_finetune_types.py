@@ -4,17 +4,16 @@ models that mlx_lm loads and generates with, without adapters."""
 
 import json
 import shutil
-import tomllib
 from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
+import tomllib
+from trainer_helpers import DEMO, run_trainer
 
 from trainer.pure.events import read_events
-
-from trainer_helpers import DEMO, run_trainer
 
 # (fine-tune type, base bits); full fine-tuning of a quantized base is refused (below).
 COMBOS = [("lora", 0), ("lora", 4), ("dora", 0), ("dora", 4), ("full", 0)]
@@ -52,7 +51,8 @@ def _resolved(run_dir: Path) -> str:
 
 
 def _prompt_tokens(tokenizer):
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What colour is snow?"}], add_generation_prompt=True, tokenize=False)
+    messages = [{"role": "user", "content": "What colour is snow?"}]
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     return prompt, mx.array([tokenizer.encode(prompt)])
 
 

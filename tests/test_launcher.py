@@ -5,11 +5,10 @@ import sys
 import time
 
 import pytest
+from trainer_helpers import DEMO, train_steps
 
 from trainer.pure.runs import read_status, write_status
-from tui.launcher import LaunchError, Launcher, stop_run
-
-from trainer_helpers import DEMO, train_steps
+from tui.launcher import Launcher, LaunchError, stop_run
 
 IGNORE = "import signal, time\n{}\nprint('ready', flush=True)\ntime.sleep(120)\n"
 

@@ -8,11 +8,11 @@ import subprocess
 import sys
 import threading
 
+from trainer_helpers import DEMO, ORPO_TRAIN, REPO, first_line, start_trainer, train_steps, wait_for_step
+
 from trainer.pure.run_folder import RunFolder
 from trainer.pure.run_lock import RunBusy, RunLock, holder
 from trainer.pure.runs import read_status
-
-from trainer_helpers import DEMO, ORPO_TRAIN, REPO, first_line, start_trainer, train_steps, wait_for_step
 
 
 def test_lock_is_exclusive_names_its_holder_and_dies_with_it(tmp_path):

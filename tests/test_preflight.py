@@ -6,14 +6,13 @@ import subprocess
 import sys
 
 import pytest
+from trainer_helpers import REPO, run_trainer
 
 from trainer.builtin import DEMO_DATA_DIR
-from trainer.pure.config import config_from_dict
 from trainer.preflight import preflight
+from trainer.pure.config import config_from_dict
 from tui import preflight_client
 from tui.preflight_client import PreflightError, format_report, run_preflight
-
-from trainer_helpers import REPO, run_trainer
 
 
 def cfg_for(**data):
@@ -175,7 +174,8 @@ def test_client_returns_the_error_report_for_bad_data(tmp_path):
 @pytest.mark.parametrize(
     "code, timeout, needle",
     [
-        ("import sys; print('Traceback...', file=sys.stderr); print('ValueError: boom', file=sys.stderr); sys.exit(1)", 30, "exit 1): ValueError: boom"),
+        ("import sys; print('Traceback...', file=sys.stderr); print('ValueError: boom', file=sys.stderr); sys.exit(1)", 30,
+         "exit 1): ValueError: boom"),
         ("print('not json')", 30, "no JSON report"),
         ("import time; time.sleep(30)", 0.5, "timed out after 0.5 s"),
     ],

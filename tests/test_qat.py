@@ -4,7 +4,6 @@ whose adapters load in plain mlx_lm and whose fake-quantized forward is the depl
 
 import json
 import math
-import tomllib
 from pathlib import Path
 
 import mlx.core as mx
@@ -12,17 +11,17 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 import pytest
+import tomllib
 from mlx.utils import tree_flatten
 from mlx_lm.tuner.dora import DoRALinear
 from mlx_lm.tuner.lora import LoRALinear
+from trainer_helpers import DEMO, run_trainer
 
 from trainer import qat
 from trainer.model import apply_finetune, load_base, resolve_model_path
 from trainer.pure.config import apply_overrides, load_preset
 from trainer.pure.events import read_events
 from trainer.step import make_loss_fn, make_train_step
-
-from trainer_helpers import DEMO, run_trainer
 
 
 def test_ste_value_is_the_rounding_and_gradient_is_the_identity():
@@ -33,7 +32,7 @@ def test_ste_value_is_the_rounding_and_gradient_is_the_identity():
         g = mx.array(gate)
         used = qat.qat_weight(w, g, 3, 64)
         assert mx.allclose(used, fq if gate else w, atol=1e-6).item()
-        grad = mx.grad(lambda v: qat.qat_weight(v, g, 3, 64).sum())(w)
+        grad = mx.grad(lambda v, g=g: qat.qat_weight(v, g, 3, 64).sum())(w)
         assert mx.array_equal(grad, mx.ones_like(w)).item()
     # Without the estimator the gradient through quantize/dequantize is not the identity.
     raw = mx.grad(lambda v: qat.fake_quantize(v, 3, 64).sum())(w)

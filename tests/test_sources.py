@@ -6,6 +6,8 @@ import subprocess
 import sys
 
 import pytest
+from data_files import write_parquet
+from trainer_helpers import REPO
 
 from trainer.pure.builtin_names import DEMO_DATA, DEMO_DATA_DIR
 from trainer.pure.config import config_from_dict
@@ -20,8 +22,6 @@ from trainer.pure.sources import (
     split_files,
     valid_split_names,
 )
-from data_files import write_parquet
-from trainer_helpers import REPO
 
 
 def data_cfg(path, **extra):

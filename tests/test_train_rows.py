@@ -4,8 +4,8 @@ number of rows trainer/data.py really trains on."""
 import json
 
 import pytest
-
 from data_files import write_jsonl, write_parquet
+
 from trainer.data import load_splits
 from trainer.pure.config import config_from_dict
 from tui.derived import count_train_rows, derived_values

@@ -6,11 +6,10 @@ import signal
 import mlx.core as mx
 import numpy as np
 import pytest
+from trainer_helpers import DEMO, first_line, run_trainer, start_trainer, train_steps, wait_for_step
 
 from trainer.pure.events import read_events
 from trainer.pure.runs import effective_state, read_status
-
-from trainer_helpers import DEMO, first_line, run_trainer, start_trainer, train_steps, wait_for_step
 
 
 def events(run_dir, kind):
@@ -57,7 +56,6 @@ def test_short_run_learns_and_writes_the_run_directory(short_run):
 
 def test_adapters_load_in_mlx_lm_and_change_the_model(short_run):
     import tomllib
-
     from mlx_lm import generate, load
 
     runs, _ = short_run
@@ -65,7 +63,8 @@ def test_adapters_load_in_mlx_lm_and_change_the_model(short_run):
     base_path = tomllib.loads((run_dir / "config.toml").read_text())["model"]["resolved_path"]
     adapted, tokenizer = load(base_path, adapter_path=str(run_dir / "adapters"))
     base, _ = load(base_path)
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What colour is snow?"}], add_generation_prompt=True, tokenize=False)
+    messages = [{"role": "user", "content": "What colour is snow?"}]
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     text = generate(adapted, tokenizer, prompt=prompt, max_tokens=12)
     assert isinstance(text, str) and text
     tokens = mx.array([tokenizer.encode(prompt)])

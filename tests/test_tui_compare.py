@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
+from test_compare import CHANGED_DERIVED, CHANGED_SETTINGS, T0, _config, _write_run
 from textual.widgets import DataTable, Input, TabbedContent
 
-from test_compare import CHANGED_DERIVED, CHANGED_SETTINGS, _config, _write_run, T0
 from tui.app import make_app
 from tui.run_notes import read_notes, read_tags
 from tui.screens.compare import CompareScreen

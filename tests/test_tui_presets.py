@@ -4,10 +4,10 @@ import json
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from textual.widgets import DataTable, Input, Static
 
 from trainer.pure.runs import TRASH_DIR

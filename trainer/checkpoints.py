@@ -11,9 +11,10 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -22,8 +23,15 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from trainer.model import publish_adapters, trainable_weights
 from trainer.pure.events import read_events
-from trainer.pure.run_folder import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, BEST_WEIGHTS_IN_CHECKPOINT, CHECKPOINT_STATE,
-                                     OPTIMIZER_STATE, RunFolder, checkpoint_step)
+from trainer.pure.run_folder import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    BEST_WEIGHTS_IN_CHECKPOINT,
+    CHECKPOINT_STATE,
+    OPTIMIZER_STATE,
+    RunFolder,
+    checkpoint_step,
+)
 from trainer.pure.runs import atomic_write_text
 
 CHECKPOINTS_KEPT = 2
@@ -116,10 +124,11 @@ class BestTracker:
         return patience > 0 and self.evals_without_improvement >= patience
 
     def to_state(self) -> dict:
-        return {"best_val_loss": self.best_val_loss, "best_step": self.best_step, "evals_without_improvement": self.evals_without_improvement}
+        return {"best_val_loss": self.best_val_loss, "best_step": self.best_step,
+                "evals_without_improvement": self.evals_without_improvement}
 
     @classmethod
-    def from_state(cls, state: dict) -> "BestTracker":
+    def from_state(cls, state: dict) -> BestTracker:
         loss = state.get("best_val_loss")
         return cls(None if loss is None else float(loss), state.get("best_step"), int(state.get("evals_without_improvement", 0)))
 

@@ -57,8 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("preset", nargs="?", help="preset TOML file to train")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or crashed run")
     p.add_argument("--runs-dir", metavar="DIR", help="where run folders go (default: output.runs_dir)")
-    p.add_argument("--log-only", action="store_true", help="after the run directory line, send all output to its train.log (for launchers such as orpo-tui)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a preset value, e.g. --set training.iters=50 (repeatable)")
+    p.add_argument("--log-only", action="store_true",
+                   help="after the run directory line, send all output to its train.log (for launchers such as orpo-tui)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a preset value, e.g. --set training.iters=50 (repeatable)")
     return p
 
 

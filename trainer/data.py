@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, Iterable, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -62,16 +63,16 @@ class DataError(Exception):
         self.columns = list(columns) if columns is not None else None
 
 
-Message = Dict[str, Any]  # {"role": str, "content": str, ...}; keys with None values dropped
+Message = dict[str, Any]  # {"role": str, "content": str, ...}; keys with None values dropped
 
 
 @dataclass(frozen=True)
 class Chat:
     """The messages of a chat row: the prompt (user side) and each completion."""
 
-    prompt: Tuple[Message, ...]
-    chosen: Tuple[Message, ...]
-    rejected: Tuple[Message, ...]
+    prompt: tuple[Message, ...]
+    chosen: tuple[Message, ...]
+    rejected: tuple[Message, ...]
     wrapped: bool = False  # plain strings wrapped by data.apply_chat_template
 
 

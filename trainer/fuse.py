@@ -25,9 +25,9 @@ import traceback
 from pathlib import Path
 
 from trainer.pure.config import ConfigError, load_preset
+from trainer.pure.messages import describe
 from trainer.pure.run_folder import ADAPTER_CONFIG, ADAPTER_WEIGHTS, RunFolder
 from trainer.pure.trainer_process import ExitCode
-from trainer.pure.messages import describe
 
 QUANTIZE_BITS = (2, 3, 4, 5, 6, 8)
 GROUP_SIZES = (32, 64, 128)

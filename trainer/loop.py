@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -23,8 +24,15 @@ from mlx.utils import tree_flatten
 
 from trainer import data as D
 from trainer import qat
-from trainer.checkpoints import (BestTracker, keep_best_in_checkpoint, restore_best, restore_checkpoint, save_best,
-                                 save_checkpoint, write_summary)
+from trainer.checkpoints import (
+    BestTracker,
+    keep_best_in_checkpoint,
+    restore_best,
+    restore_checkpoint,
+    save_best,
+    save_checkpoint,
+    write_summary,
+)
 from trainer.layouts import BatchLayout, choose_layouts
 from trainer.model import ModelError, apply_finetune, load_base, publish_adapters, resolve_model_path
 from trainer.pure import metrics as M
@@ -222,7 +230,8 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, reporter: Reporter, stop: 
         if not math.isfinite(loss_so_far):
             reporter.on_nonfinite_loss(step, window.means())
             good = run.latest_checkpoint()
-            raise TrainingError(f"loss became {loss_so_far} at step {step} (learning_rate {t.learning_rate}); last good checkpoint: {good.name if good else 'none'}")
+            raise TrainingError(f"loss became {loss_so_far} at step {step} (learning_rate {t.learning_rate}); "
+                                f"last good checkpoint: {good.name if good else 'none'}")
 
         if step % t.steps_per_report == 0 or step == t.iters or stop.requested:
             elapsed = window.elapsed()

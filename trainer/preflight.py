@@ -19,15 +19,16 @@ import itertools
 import json
 import sys
 import traceback
+from collections.abc import Sequence
 from contextlib import redirect_stdout
 from statistics import fmean
-from typing import Any, Sequence
+from typing import Any
 
-from trainer.pure.config import Config, ConfigError, apply_overrides, check, load_preset
 from trainer.data import DataError, Pair, Row, collate, load_splits, tokenize_rows
-from trainer.pure.trainer_process import ExitCode
-from trainer.pure.messages import describe
 from trainer.model import ModelError, resolve_model_path
+from trainer.pure.config import Config, ConfigError, apply_overrides, check, load_preset
+from trainer.pure.messages import describe
+from trainer.pure.trainer_process import ExitCode
 
 # Long enough that no real pair is cut: token statistics describe the data as written.
 _NO_LIMIT = 1 << 62

@@ -22,8 +22,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 from trainer.pure import queue as Q
 from trainer.pure.runs import pid_alive, read_status, sanitize_label
@@ -111,7 +112,7 @@ class _Runner:
                 pass
             stop = self.terminating
 
-            def request(it: dict) -> None:
+            def request(it: dict, stop: bool = stop) -> None:
                 if stop and not it.get("stop_requested"):
                     it["stop_requested"] = True
                     if not it.get("signalled"):
@@ -148,7 +149,7 @@ class _Runner:
                 return
             state = (read_status(item["run_dir"]) or {}).get("state") if item.get("run_dir") else None
             final = ItemState.CANCELLED if item.get("cancel_requested") else item_state_after(state)
-            self._update(item["id"], lambda it: it.update(state=final.value, ended_at=time.time()))
+            self._update(item["id"], lambda it, final=final: it.update(state=final.value, ended_at=time.time()))
             _log(f"{item['id']} {item.get('label')}: {final} (adopted after a runner restart)")
 
 
@@ -213,7 +214,7 @@ def _print_status(runs_dir: Path) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog=f"python -m {Q.RUNNER_MODULE}", description="The sweep queue's runner.")
     p.add_argument("command", choices=("run", "status"))
     p.add_argument("--runs-dir", required=True, metavar="DIR")

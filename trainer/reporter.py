@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from trainer.pure import metrics as M
 from trainer.pure.events import MetricsWriter
@@ -84,7 +84,8 @@ class RunFolderReporter(Reporter):
 
     def on_resume(self, checkpoint: Path, step: int) -> None:
         dropped = truncate_metrics_after(self.run.metrics, step)
-        self.log(f"resumed from {checkpoint.name} (step {step})" + (f"; {dropped} metric lines past it dropped and redone" if dropped else ""))
+        redone = f"; {dropped} metric lines past it dropped and redone" if dropped else ""
+        self.log(f"resumed from {checkpoint.name} (step {step}){redone}")
 
     def on_start(self, step: int, total_steps: int, resumed: bool) -> None:
         self.total_steps = total_steps

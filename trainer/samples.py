@@ -30,7 +30,7 @@ def generate_greedy(model: nn.Module, prompt: tuple[int, ...] | list[int], max_t
     return out
 
 
-def sample_prompts(prep: "Prepared", n: int) -> list[tuple[int, ...]]:
+def sample_prompts(prep: Prepared, n: int) -> list[tuple[int, ...]]:
     """The prompt tokens of the first `n` validation rows that have a prompt (flat rows have
     nothing to complete), exactly as training tokenized them; fixed for the whole run."""
     if n <= 0:
@@ -48,7 +48,8 @@ def generate_samples(model: nn.Module, tokenizer: Any, prompts: list[tuple[int, 
         out = []
         for prompt in prompts:
             tokens = generate_greedy(model, prompt, max_tokens, eos)
-            out.append((tokenizer.decode(list(prompt), skip_special_tokens=True).strip(), tokenizer.decode(tokens, skip_special_tokens=True)))
+            prompt_text = tokenizer.decode(list(prompt), skip_special_tokens=True).strip()
+            out.append((prompt_text, tokenizer.decode(tokens, skip_special_tokens=True)))
         return out
     finally:
         model.train()

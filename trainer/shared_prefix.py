@@ -21,14 +21,13 @@ those are projected once and counted for both rows.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import mlx.core as mx
 import numpy as np
 
 from trainer.data import Pair, pad_rows, scored_positions
 from trainer.loss import scored_logp_sums
-
 
 # Widths and scored-position counts are exact, not rounded up like data.PAD_MULTIPLE and
 # data.GATHER_MULTIPLE: tracing a new shape costs under 5% of a step on the tiny model and

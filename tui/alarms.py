@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 from trainer.pure.metrics import LOSS, REWARDS_ACCURACIES
 from tui.series import RunSeries
@@ -34,17 +34,17 @@ class Alarm:
 
     kind: str
     message: str
-    since_step: Optional[int]
+    since_step: int | None
 
 
 def health_alarms(
     series: RunSeries,
     *,
     loss: str = LOSS,
-    total_steps: Optional[int] = None,
+    total_steps: int | None = None,
     flat_reports: int = 20,
     flat_rel: float = 1e-3,
-    early_steps: Optional[int] = None,
+    early_steps: int | None = None,
     early_fraction: float = 0.1,
     pinned_reports: int = 5,
     pinned_tol: float = 1e-6,
@@ -149,7 +149,7 @@ def _flat_start(values: Sequence[float], start: int, lo: float, hi: float, rel: 
 # -- reward accuracy pinned early ---------------------------------------------------------
 
 
-def _early_limit(early_steps: Optional[int], fraction: float, total_steps: Optional[int]) -> Optional[float]:
+def _early_limit(early_steps: int | None, fraction: float, total_steps: int | None) -> float | None:
     if early_steps is not None:
         return early_steps
     if total_steps:
@@ -157,7 +157,7 @@ def _early_limit(early_steps: Optional[int], fraction: float, total_steps: Optio
     return None
 
 
-def _pinned(series: RunSeries, early_limit: Optional[float], reports: int, tol: float) -> list[Alarm]:
+def _pinned(series: RunSeries, early_limit: float | None, reports: int, tol: float) -> list[Alarm]:
     steps, values = series.train(ACCURACY)
     if reports < 1 or len(values) < reports:
         return []
@@ -216,7 +216,7 @@ def _rising_start(values: Sequence[float]) -> int:
     return i
 
 
-def _level(steps: Sequence[int], values: Sequence[float], step: int, reports: int) -> Optional[float]:
+def _level(steps: Sequence[int], values: Sequence[float], step: int, reports: int) -> float | None:
     end = bisect_right(steps, step)
     window = [v for v in values[max(end - reports, 0) : end] if math.isfinite(v)]
     return sum(window) / len(window) if window else None

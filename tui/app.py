@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
-from typing import Iterable
 
 from textual import on, work
 from textual.app import App, SystemCommand
@@ -106,7 +106,8 @@ class OrpoApp(App):
         message = {"": "was not running", "SIGINT": "stopped after saving (SIGINT)",
                    "SIGTERM": "stopped at once (SIGTERM); last checkpoint kept",
                    "SIGKILL": "killed (SIGKILL); resumes from its last checkpoint"}[ended]
-        self.call_from_thread(self.notify, f"{run_dir.name} {message}", severity="warning" if ended in ("SIGTERM", "SIGKILL") else "information")
+        severity = "warning" if ended in ("SIGTERM", "SIGKILL") else "information"
+        self.call_from_thread(self.notify, f"{run_dir.name} {message}", severity=severity)
 
     async def action_quit(self) -> None:
         """Quitting never drops unsaved edits: a screen with changes asks first. A dialog

@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import plotext as plt
 
@@ -57,7 +57,7 @@ class ChartSeries:
     steps: Sequence[float]
     values: Sequence[float]
     style: str = "line"
-    color: Optional[int] = None
+    color: int | None = None
 
     def __post_init__(self) -> None:
         if self.style not in ("line", "points"):

@@ -12,13 +12,14 @@ import io
 import json
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any
 
+from trainer.pure import metrics as M
 from trainer.pure.config import Config, ConfigError, get_value, iter_fields, load_preset
 from trainer.pure.events import read_events
-from trainer.pure import metrics as M
 from trainer.pure.run_folder import RunFolder
 from trainer.pure.runs import effective_state, read_status, run_label
 from trainer.pure.states import ACTIVE
@@ -200,7 +201,7 @@ def _count_line(rows: Iterable[DiffRow]) -> str:
 # --------------------------------------------------------------------------
 
 
-def summarize(run_dir: Path, now: Optional[float] = None) -> dict:
+def summarize(run_dir: Path, now: float | None = None) -> dict:
     """The headline numbers of one run; a value the files do not hold is None."""
     run_dir = Path(run_dir)
     status = read_status(run_dir) or {}
@@ -247,7 +248,7 @@ def _before(event: dict, step: int) -> bool:
     return isinstance(event.get("step"), int) and event["step"] < step
 
 
-def _steps(status: dict, train: list[dict]) -> Optional[int]:
+def _steps(status: dict, train: list[dict]) -> int | None:
     # status.json is the trainer's own count; without it, the last reported step.
     step = status.get("step")
     if isinstance(step, int) and not isinstance(step, bool):
@@ -255,7 +256,7 @@ def _steps(status: dict, train: list[dict]) -> Optional[int]:
     return train[-1].get("step") if train else None
 
 
-def _best_val(val: list[dict]) -> tuple[Optional[float], Optional[int]]:
+def _best_val(val: list[dict]) -> tuple[float | None, int | None]:
     # A NaN loss is never "best"; the earliest step wins a tie.
     scored = [(e[M.LOSS], e.get("step")) for e in val if _is_finite(e.get(M.LOSS))]
     if not scored:
@@ -268,7 +269,7 @@ def _is_finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _number(value: Any) -> Optional[float]:
+def _number(value: Any) -> float | None:
     # The final value is reported as is, NaN included: a diverged run must look diverged.
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
@@ -277,11 +278,11 @@ def _finite(values: Iterable[Any]) -> list[float]:
     return [float(v) for v in values if _is_finite(v)]
 
 
-def _mean(values: list[float]) -> Optional[float]:
+def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _duration(status: dict, state: str, events: list[dict], now: float) -> Optional[float]:
+def _duration(status: dict, state: str, events: list[dict], now: float) -> float | None:
     started = status.get("started_at")
     if not _is_finite(started):
         return None

@@ -14,7 +14,6 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Optional
 
 __all__ = ["write_crash_file", "crash_folders", "crash_line"]
 
@@ -24,7 +23,7 @@ def crash_folders() -> list[Path]:
     return [Path(base) / "orpo-tui", Path(tempfile.gettempdir()) / "orpo-tui"]
 
 
-def write_crash_file(error: BaseException, context: str = "") -> Optional[Path]:
+def write_crash_file(error: BaseException, context: str = "") -> Path | None:
     """Write the traceback of ``error`` (with ``context``, e.g. the folders in use) and return
     the file, or None when no folder could take it."""
     text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
@@ -41,7 +40,7 @@ def write_crash_file(error: BaseException, context: str = "") -> Optional[Path]:
     return None
 
 
-def crash_line(error: BaseException, path: Optional[Path]) -> str:
+def crash_line(error: BaseException, path: Path | None) -> str:
     """The one line the user sees on the terminal after the crash."""
     first = (str(error).strip().splitlines() or [""])[0]
     what = f"{type(error).__name__}: {first}" if first else type(error).__name__

@@ -44,7 +44,8 @@ def derived_values(cfg: Config, train_rows: int | None) -> list[tuple[str, str]]
     else:
         worst = estimate(cfg, shape)
         out.append(("Memory (est.)", f"≈ {_size(worst.total_bytes)} at max_seq_length  (weights {_size(worst.weights)}, "
-                                      f"adapters+optimizer {_size(worst.optimizer)}, activations {_size(worst.activations + worst.logits)})"))
+                                      f"adapters+optimizer {_size(worst.optimizer)}, "
+                                      f"activations {_size(worst.activations + worst.logits)})"))
         out.append(("Work per step", f"≈ {worst.flops_per_step / 1e9:,.1f} GFLOP at max_seq_length; "
                                       f"{worst.trainable:,} trainable of {shape.params:,} weights"))
     if t.steps_per_eval:

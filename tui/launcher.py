@@ -11,9 +11,9 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 from trainer.pure.runs import pid_alive, read_status, write_status
 from trainer.pure.states import ACTIVE, RunState

@@ -4,8 +4,8 @@ screen never needs to know which app it runs in."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from textual.message import Message
 

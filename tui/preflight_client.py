@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any
 
 from trainer.pure.trainer_process import preflight_argv
 
@@ -39,17 +40,17 @@ class PreflightReport:
     """The trainer's report. Fields the trainer could not learn (because of `error`) are
     None; `raw` keeps the whole JSON object for anything not lifted into a field."""
 
-    error: Optional[str]
+    error: str | None
     warnings: tuple[str, ...]
-    source: Optional[str]
-    format: Optional[str]
-    splits: Optional[Mapping[str, Any]]
-    columns: Optional[Mapping[str, Any]]
-    preference_score: Optional[Mapping[str, Any]]
-    max_seq_length: Optional[int]
-    over_max_seq_length: Optional[Mapping[str, Any]]
-    tokens: Optional[Mapping[str, Any]]
-    first_row_origin: Optional[str]
+    source: str | None
+    format: str | None
+    splits: Mapping[str, Any] | None
+    columns: Mapping[str, Any] | None
+    preference_score: Mapping[str, Any] | None
+    max_seq_length: int | None
+    over_max_seq_length: Mapping[str, Any] | None
+    tokens: Mapping[str, Any] | None
+    first_row_origin: str | None
     segments: tuple[Segment, ...]
     raw: Mapping[str, Any] = field(repr=False, compare=False)
 
@@ -58,7 +59,7 @@ class PreflightReport:
         return self.error is None
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "PreflightReport":
+    def from_dict(cls, data: Mapping[str, Any]) -> PreflightReport:
         first = data.get("first_row") or {}
         return cls(
             error=data.get("error"),
@@ -109,7 +110,7 @@ def run_preflight(preset_path: Path, overrides: Iterable[str] = (), timeout: flo
     return PreflightReport.from_dict(data)
 
 
-def _last_json_object(stdout: str) -> Optional[dict]:
+def _last_json_object(stdout: str) -> dict | None:
     # The report is the last line; anything a library printed before it is ignored.
     for line in reversed(stdout.splitlines()):
         if line.strip():
@@ -166,7 +167,7 @@ def format_report(report: PreflightReport) -> list[str]:
     return lines
 
 
-def _column_lines(columns: Optional[Mapping[str, Any]]) -> list[str]:
+def _column_lines(columns: Mapping[str, Any] | None) -> list[str]:
     if not columns or columns.get("found") is None:
         return []
     found = columns["found"]

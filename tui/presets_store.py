@@ -10,15 +10,15 @@ import contextlib
 import os
 import shlex
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import tomli_w
 
 from trainer.pure.config import Config, ConfigError, config_from_dict, get_value, iter_fields, parse_preset_text, read_preset_text
 from trainer.pure.runs import atomic_write_text
-
 
 
 @dataclass(frozen=True)

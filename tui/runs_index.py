@@ -16,6 +16,7 @@ from tui.alarms import health_alarms
 from tui.run_notes import first_line, read_notes, read_tags
 from tui.series import RunSeries
 
+
 @dataclass
 class RunSummary:
     path: Path

@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 from array import array
 from bisect import bisect_left, bisect_right
-from typing import Any, Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 __all__ = ["Track", "RunSeries", "ema", "last_n", "downsample"]
 
@@ -44,9 +45,9 @@ class Track:
         self.steps = array("q")
         self.values = array("d")
         self.times = array("d")
-        self.bad_since: Optional[int] = None
-        self.bad_value: Optional[float] = None
-        self.first_bad: Optional[tuple[int, float]] = None
+        self.bad_since: int | None = None
+        self.bad_value: float | None = None
+        self.first_bad: tuple[int, float] | None = None
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -165,7 +166,7 @@ class RunSeries:
         """(steps, values) of a validation metric; empty sequences when never reported."""
         return self._pair("val", name)
 
-    def track(self, kind: str, name: str) -> Optional[Track]:
+    def track(self, kind: str, name: str) -> Track | None:
         """The full track (with times and non-finite bookkeeping), or None."""
         return self._tracks[kind].get(name)
 
@@ -190,7 +191,7 @@ def _is_number(value: Any) -> bool:
     return type(value) is float or type(value) is int
 
 
-def _as_step(value: Any) -> Optional[int]:
+def _as_step(value: Any) -> int | None:
     if type(value) is int:
         return value
     if type(value) is float and value.is_integer():

@@ -16,8 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from trainer.pure.config import apply_overrides, load_preset
 from trainer.data import PAD_MULTIPLE
+from trainer.pure.config import apply_overrides, load_preset
 from trainer.pure.estimate import estimate, model_shape
 
 ROOT = Path(__file__).resolve().parents[2]

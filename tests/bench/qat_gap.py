@@ -55,8 +55,8 @@ def measure(run_dir: Path, bits: int, cache: dict) -> tuple[dict, dict]:
     """(float metrics, fused-then-quantized metrics) over the valid split."""
     from mlx_lm.utils import load
 
-    from trainer.pure.config import load_preset
     from trainer.fuse import base_folder, fuse_run
+    from trainer.pure.config import load_preset
     from trainer.step import evaluate
 
     cfg = load_preset(run_dir / "config.toml")
@@ -99,7 +99,8 @@ def main() -> None:
 
     print(f"\ntiny built-in model, demo preset, {args.iters} iters, QAT from step {args.start_step}, group size {GROUP_SIZE}; "
           "ORPO validation loss over the demo valid split (nll = its NLL part)")
-    print(f"{'seed':>4} {'bits':>4} {'QAT':>4} {'val float':>10} {'val quant':>10} {'gap':>8} {'nll float':>10} {'nll quant':>10} {'nll gap':>8}")
+    print(f"{'seed':>4} {'bits':>4} {'QAT':>4} {'val float':>10} {'val quant':>10} {'gap':>8} "
+          f"{'nll float':>10} {'nll quant':>10} {'nll gap':>8}")
     for seed, bits, name, f, q in rows:
         print(f"{seed:>4} {bits:>4} {name:>4} {f['loss']:>10.4f} {q['loss']:>10.4f} {q['loss'] - f['loss']:>8.4f} "
               f"{f['nll_loss']:>10.4f} {q['nll_loss']:>10.4f} {q['nll_loss'] - f['nll_loss']:>8.4f}")

@@ -51,15 +51,15 @@ def main() -> int:
     import mlx.core as mx
     import mlx.nn as nn
     import mlx.optimizers as optim
-
     import trainer_vs_peer as tvp
+
     from trainer import data as D
-    from trainer.pure.config import config_from_dict
     from trainer.layouts import gather_to_device, positions, shared_to_device, to_device
     from trainer.loop import prepare
+    from trainer.pure.config import config_from_dict
     from trainer.run_control import RunLog
-    from trainer.step import make_loss_fn, make_train_step
     from trainer.shared_prefix import collate_shared
+    from trainer.step import make_loss_fn, make_train_step
 
     work = Path(args.work or tempfile.mkdtemp(prefix="orpo-profile-"))
     data = work / "data"
@@ -139,7 +139,7 @@ def main() -> int:
     wt = mx.contiguous(w.T)
     mx.eval(x, w, wt)
     for label, f in (("x @ W.T (forward of a linear layer)", lambda: x @ w.T), ("x @ W   (its input gradient)", lambda: x @ wt)):
-        dt = best_of(lambda: mx.eval(f()), 5)
+        dt = best_of(lambda f=f: mx.eval(f()), 5)
         print(f"  matmul [{m_rows}x{k}] by [{k}x{n}], {label}: {2 * m_rows * k * n / dt / 1e9:.1f} GFLOP/s")
     return 0
 

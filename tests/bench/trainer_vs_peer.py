@@ -21,7 +21,8 @@ What it does, all offline:
   4x, so each timed window is one whole epoch: the same pairs for both trainers, each in its
   own order. The first epoch is warm-up (every batch shape compiled, allocator warmed); the
   run ends one step after the timed epochs and that last window is dropped (the peer always
-  runs a validation right before its last step, which resets its timer mid-window). Ours: `pairs_per_second` of metrics.jsonl train events; the peer:
+  runs a validation right before its last step, which resets its timer mid-window). Ours: `pairs_per_second` of
+  metrics.jsonl train events; the peer:
   `it/s x batch size` parsed from its `Iter N: loss ..., it/s X, tok/s Y, peak_mem Z GB` lines.
   Peak memory: `peak_memory_gb` (ours, last train event) and `peak_mem` (peer, last report);
   both are mx.get_peak_memory() of the whole process.
@@ -319,7 +320,7 @@ def report(name: str, model_desc: str, s: dict, res: dict) -> None:
     print(f"    {'pairs/s (mean)':22s}{o_pps:12.3g}{p_pps:12.3g}{o_pps / p_pps:11.2f}x")
     print(f"    {'pairs/s per round':22s}{' / '.join(f'{x:.3g}' for x in o_round):>12s}{' / '.join(f'{x:.3g}' for x in p_round):>12s}")
     print(f"    {'peak memory (GB)':22s}{o_mem:12.3f}{p_mem:12.3f}{o_mem / p_mem:11.2f}x")
-    print(f"    loss / reward accuracy (train window means, round 1):")
+    print("    loss / reward accuracy (train window means, round 1):")
     print(f"    {'step':>6s}{'ours loss':>12s}{'peer loss':>12s}{'ours acc':>10s}{'peer acc':>10s}")
     o, p = res["ours"][0], res["peer"][0]
     for step in sorted(set(o["loss"]) & set(p["loss"])):
@@ -338,7 +339,8 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     shim = work / "peer_shim.py"
     shim.write_text(SHIM)
-    ver = subprocess.run([args.peer_python, "-c", "import importlib.metadata as m; print(m.version('mlx-lm-lora'), m.version('mlx'), m.version('mlx-lm'))"],
+    versions = "import importlib.metadata as m; print(m.version('mlx-lm-lora'), m.version('mlx'), m.version('mlx-lm'))"
+    ver = subprocess.run([args.peer_python, "-c", versions],
                          capture_output=True, text=True)
     if ver.returncode != 0:
         print("mlx-lm-lora is not installed for", args.peer_python, "- pip install -e '.[bench]'", file=sys.stderr)

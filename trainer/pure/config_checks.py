@@ -1,7 +1,7 @@
 """Validation: every problem of a config for the form (:func:`validate`), the first as a
 one-line error for the CLI (:func:`check`), and one value on its own (:func:`validate_field`)."""
 
-from typing import Any, Optional
+from typing import Any
 
 from trainer.pure.config_keys import get_value, iter_fields, leaf_spec
 from trainer.pure.config_problems import ConfigError, Problem
@@ -38,7 +38,7 @@ def check(cfg: Config, source: str) -> None:
         raise ConfigError(source, f"{first.key} = {fmt(first.value)}: {first.message}", key=first.key)
 
 
-def validate_field(path: str, value: Any) -> Optional[str]:
+def validate_field(path: str, value: Any) -> str | None:
     """The problem with one value for one field (type, range, choices), or None."""
     try:
         spec = leaf_spec(path, "")

@@ -8,9 +8,10 @@ schema itself: :func:`field_specs` and :func:`section_specs` walk any tree decla
 
 import dataclasses
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Any, Iterable, Optional, Tuple
+from functools import cache
+from typing import Any
 
 # Metadata keys; namespaced so they cannot clash with another library's field metadata.
 _RULE = "orpo_tui.rule"
@@ -26,10 +27,10 @@ class Rule:
     max: Any = None
     min_exclusive: bool = False
     max_exclusive: bool = False
-    choices: Optional[tuple] = None
-    special: Tuple[Tuple[Any, str], ...] = ()
+    choices: tuple | None = None
+    special: tuple[tuple[Any, str], ...] = ()
     reserved: bool = False
-    unit: Optional[str] = None
+    unit: str | None = None
     nonempty: bool = False
 
 
@@ -41,10 +42,10 @@ def opt(
     max: Any = None,
     min_exclusive: bool = False,
     max_exclusive: bool = False,
-    choices: Optional[Iterable[Any]] = None,
-    special: Optional[dict] = None,
+    choices: Iterable[Any] | None = None,
+    special: dict | None = None,
     reserved: bool = False,
-    unit: Optional[str] = None,
+    unit: str | None = None,
     nonempty: bool = False,
 ) -> Any:
     """Declare a leaf field.
@@ -118,8 +119,8 @@ def field_kind(annotation: Any) -> Any:
     raise TypeError(f"unsupported config field type {annotation!r}")
 
 
-@lru_cache(maxsize=None)
-def field_specs(cls: type, root_title: str) -> Tuple[FieldSpec, ...]:
+@cache
+def field_specs(cls: type, root_title: str) -> tuple[FieldSpec, ...]:
     """Every leaf of the tree rooted at ``cls``, in declaration order; ``root_title`` names
     the group of the root's own leaves."""
     out = []

@@ -3,8 +3,9 @@ did-you-mean hint when it does not exist), reading and replacing the value at on
 
 import dataclasses
 import difflib
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any
 
 from trainer.pure.config_fields import FieldSpec, field_kind, field_specs, is_section, section_specs
 from trainer.pure.config_problems import ConfigError

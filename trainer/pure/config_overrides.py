@@ -1,7 +1,8 @@
 """``--set key=value`` overrides and the form's text inputs: text to a typed value, then
 applied to a config and checked."""
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from trainer.pure.config_checks import check
 from trainer.pure.config_keys import leaf_spec, replace_value

@@ -3,7 +3,7 @@ the form, which shows every problem beside its field, and a :class:`ConfigError`
 which stops at the first one and prints a single line naming where it came from."""
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 
 class ConfigError(Exception):
@@ -14,7 +14,7 @@ class ConfigError(Exception):
     source prefix.
     """
 
-    def __init__(self, source: str, problem: str, key: Optional[str] = None):
+    def __init__(self, source: str, problem: str, key: str | None = None):
         self.source = source
         self.key = key
         self.problem = one_line(problem)

@@ -6,7 +6,6 @@ dataclasses does *not* validate, so the form can hold a half-edited config;
 """
 
 from dataclasses import dataclass
-from typing import Tuple
 
 from trainer.pure.builtin_names import DEMO_DATA, TINY_MODEL
 from trainer.pure.config_fields import opt, section
@@ -122,7 +121,7 @@ class FinetuneConfig:
         unit="layers",
     )
     # A tuple keeps the tree hashable and frozen; TOML and --set give lists.
-    keys: Tuple[str, ...] = opt(
+    keys: tuple[str, ...] = opt(
         (),
         "Module keys to adapt, like self_attn.q_proj (empty = every linear layer)",
     )

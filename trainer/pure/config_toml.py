@@ -9,7 +9,7 @@ import dataclasses
 import re
 import sys
 from pathlib import Path
-from typing import Any, Tuple
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -117,7 +117,7 @@ def read_preset_text(path: Any) -> str:
     return text
 
 
-def parse_preset_text(text: str, source: str) -> Tuple[dict, Config]:
+def parse_preset_text(text: str, source: str) -> tuple[dict, Config]:
     """The raw TOML table and the checked config of a preset's text. Callers that rewrite
     a preset need both; `source` names it in error messages."""
     try:
@@ -139,7 +139,7 @@ def _toml_error(exc: Exception) -> str:
     return f"invalid TOML: {message}"
 
 
-def parse_toml_value(text: str) -> Tuple[bool, Any]:
+def parse_toml_value(text: str) -> tuple[bool, Any]:
     """``(True, value)`` when ``text`` is one TOML value, else ``(False, None)``."""
     try:
         doc = tomllib.loads(f"v = {text}")

@@ -2,7 +2,7 @@
 written in messages. Knows the rules (``FieldSpec``), not the schema."""
 
 import math
-from typing import Any, Optional
+from typing import Any
 
 from trainer.pure.config_fields import FieldSpec
 
@@ -80,7 +80,7 @@ def coerce(kind: type, value: Any) -> Any:
     raise BadValue(f"expected {EXPECTED[kind]}, got {describe(value)}")
 
 
-def range_problem(spec: FieldSpec, value: Any) -> Optional[str]:
+def range_problem(spec: FieldSpec, value: Any) -> str | None:
     """What is wrong with a value of the right type for ``spec``, or None."""
     if isinstance(value, float) and not math.isfinite(value):
         return "must be a finite number"

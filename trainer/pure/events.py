@@ -43,7 +43,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from trainer.pure.metrics import BY_NAME
 
@@ -103,7 +103,7 @@ class MetricsWriter:
         # never loses more than the line being written.
         self._file = open(self.path, "a", buffering=1, encoding="utf-8", newline="\n")
 
-    def write(self, event: str, step: int, *, time: Optional[float] = None, **values: Any) -> dict:
+    def write(self, event: str, step: int, *, time: float | None = None, **values: Any) -> dict:
         """Append one event and return the record as written."""
         if event not in EVENT_TYPES:
             raise ValueError(f"unknown event type {event!r}; expected one of {', '.join(EVENT_TYPES)}")
@@ -166,7 +166,7 @@ def _decode_record(record: dict) -> dict:
     return out
 
 
-def _parse_line(line: bytes) -> Optional[dict]:
+def _parse_line(line: bytes) -> dict | None:
     try:
         record = json.loads(line.decode("utf-8"))
     except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, absurd nesting
@@ -187,9 +187,9 @@ class MetricsTail:
         self.path = Path(path)
         self.offset = 0  # bytes consumed, including the pending partial line
         self.skipped = 0
-        self.problem: Optional[str] = None  # why the file cannot be read, while it cannot
+        self.problem: str | None = None  # why the file cannot be read, while it cannot
         self._pending = b""
-        self._identity: Optional[tuple] = None
+        self._identity: tuple | None = None
 
     def _restart(self) -> None:
         self.offset = 0

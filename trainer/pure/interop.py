@@ -136,7 +136,8 @@ def export_yaml(cfg: Config) -> tuple[str, list[str]]:
     out["optimizer"] = "adamw"
     out["optimizer_config"] = {"adamw": {"weight_decay": t.weight_decay}}
     if t.lr_schedule == "cosine" or t.warmup_steps:
-        schedule: dict[str, Any] = {"name": "cosine_decay", "arguments": [t.learning_rate, max(t.iters - t.warmup_steps, 1), t.min_learning_rate]} \
+        decay = [t.learning_rate, max(t.iters - t.warmup_steps, 1), t.min_learning_rate]
+        schedule: dict[str, Any] = {"name": "cosine_decay", "arguments": decay} \
             if t.lr_schedule == "cosine" else {"name": "linear_schedule", "arguments": [t.learning_rate, t.learning_rate, 1]}
         if t.warmup_steps:
             schedule["warmup"] = t.warmup_steps

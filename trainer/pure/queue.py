@@ -36,8 +36,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any
 
 from trainer.pure.config import ConfigError, apply_overrides, load_preset, parse_value, validate_field
 from trainer.pure.runs import atomic_write_json, pid_alive, read_status
@@ -104,7 +105,7 @@ def read(runs_dir: Any) -> dict:
     return {**_empty(), **data}
 
 
-def set_aside_damaged(runs_dir: Any) -> Optional[Path]:
+def set_aside_damaged(runs_dir: Any) -> Path | None:
     """Move a damaged queue.json out of the way (kept beside it, stamped) so a new queue can
     start; returns where it went, or None when the file was readable after all."""
     runs_dir = Path(runs_dir)
@@ -152,7 +153,7 @@ def editing(runs_dir: Any) -> Iterator[dict]:
             atomic_write_json(runs_dir / QUEUE_FILE, data)
 
 
-def find(data: dict, item_id: str) -> Optional[dict]:
+def find(data: dict, item_id: str) -> dict | None:
     return next((it for it in data["items"] if it.get("id") == item_id), None)
 
 
@@ -280,7 +281,7 @@ def _cancel_item(item: dict) -> bool:
     return False
 
 
-def trainer_pid(item: dict) -> Optional[int]:
+def trainer_pid(item: dict) -> int | None:
     status = read_status(item["run_dir"]) if item.get("run_dir") else None
     return (status or {}).get("pid") or item.get("pid")
 
@@ -319,7 +320,7 @@ def runner_alive(runs_dir: Any) -> bool:
     return is_runner(read(runs_dir).get("runner_pid"))
 
 
-def ensure_runner(runs_dir: Any) -> Optional[int]:
+def ensure_runner(runs_dir: Any) -> int | None:
     """Start the runner unless one is alive; returns its pid (None if nothing is queued and
     none runs). The check and the start happen under the queue lock, and the new pid is
     written before it is released, so two callers never start two runners."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 __all__ = ["RunFolder", "CHECKPOINT_PREFIX"]
 
@@ -115,7 +115,7 @@ class RunFolder:
     def checkpoint_tmp(self, step: int, pid: int) -> Path:
         return self.checkpoints / f"{_CHECKPOINT_TMP_PREFIX}{step:07d}-{pid}"
 
-    def latest_checkpoint(self) -> Optional[Path]:
+    def latest_checkpoint(self) -> Path | None:
         """The newest complete checkpoint (incomplete ones are still under a temporary name)."""
         try:
             found = [p for p in self.checkpoints.iterdir()
@@ -172,7 +172,7 @@ CHECKPOINT_STATE = "state.json"
 BEST_WEIGHTS_IN_CHECKPOINT = "best-adapters.safetensors"
 
 
-def checkpoint_step(path: Any) -> Optional[int]:
+def checkpoint_step(path: Any) -> int | None:
     """The step a checkpoint folder holds (``step-0000050`` -> 50), or None for any other name."""
     m = _CHECKPOINT_NAME.match(Path(path).name)
     return int(m.group(1)) if m else None

@@ -19,8 +19,9 @@ import contextlib
 import fcntl
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 from trainer.pure.run_folder import RunFolder
 
@@ -33,7 +34,7 @@ ACQUIRE_PATIENCE_S = 0.5
 class RunBusy(Exception):
     """Another live process holds the run's lock."""
 
-    def __init__(self, run_dir: Any, pid: Optional[int]):
+    def __init__(self, run_dir: Any, pid: int | None):
         self.run_dir, self.pid = Path(run_dir), pid
         who = f"pid {pid}" if pid else "another process"
         super().__init__(f"{self.run_dir} is being trained by {who}")
@@ -45,9 +46,9 @@ class RunLock:
     def __init__(self, run_dir: Any):
         self.run_dir = Path(run_dir)
         self.path = RunFolder(run_dir).lock
-        self._fd: Optional[int] = None
+        self._fd: int | None = None
 
-    def acquire(self, patience: float = ACQUIRE_PATIENCE_S) -> "RunLock":
+    def acquire(self, patience: float = ACQUIRE_PATIENCE_S) -> RunLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + patience
         while True:
@@ -78,14 +79,14 @@ class RunLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
 
 
-def _read_pid(fd: int) -> Optional[int]:
+def _read_pid(fd: int) -> int | None:
     try:
         text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
         return int(text) if text.isdigit() else None
@@ -93,7 +94,7 @@ def _read_pid(fd: int) -> Optional[int]:
         return None
 
 
-def holder(run_dir: Any) -> Optional[int]:
+def holder(run_dir: Any) -> int | None:
     """The pid of the live process training this run, 0 when a live holder left no readable
     pid, or None when nobody holds the run."""
     path = RunFolder(run_dir).lock

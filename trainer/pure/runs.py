@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from trainer.pure.run_folder import RunFolder
 from trainer.pure.states import ACTIVE, WRITTEN, RunState
@@ -119,7 +119,7 @@ def sanitize_label(label: str) -> str:
     return clean or "run"
 
 
-def create_run_dir(runs_dir: Any, label: str, now: Optional[float] = None) -> Path:
+def create_run_dir(runs_dir: Any, label: str, now: float | None = None) -> Path:
     """Create and return ``runs_dir/<YYYYmmdd-HHMMSS>-<label>/``.
 
     Two runs started in the same second get ``-2``, ``-3``...  ``os.mkdir``
@@ -144,7 +144,7 @@ def create_run_dir(runs_dir: Any, label: str, now: Optional[float] = None) -> Pa
 # --------------------------------------------------------------------------
 
 
-def _one_line(text: Any) -> Optional[str]:
+def _one_line(text: Any) -> str | None:
     if text is None:
         return None
     return " ".join(str(text).split())
@@ -179,7 +179,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:39] + "…"
 
 
-def read_status(run_dir: Any) -> Optional[dict]:
+def read_status(run_dir: Any) -> dict | None:
     """The run's status with every schema key present and of its type, or None when there is
     no status file (a folder someone made by hand, or a run from before statuses).
 
@@ -316,7 +316,7 @@ def pid_alive(pid: Any) -> bool:
     return not _is_zombie(pid)
 
 
-def effective_state(status: Optional[dict]) -> RunState:
+def effective_state(status: dict | None) -> RunState:
     """The state to show: ``crashed`` for an active state whose process is gone (a trainer
     records its pid with its first status, so an active state without one has no process
     either), ``unknown`` when there is no readable status, else the written state."""

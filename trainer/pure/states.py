@@ -73,7 +73,7 @@ class ItemState(str, Enum):
     __hash__ = str.__hash__
 
     @classmethod
-    def read(cls, text: object) -> "ItemState":
+    def read(cls, text: object) -> ItemState:
         """An item state from queue.json; ``done`` is how queue files before 0.2 said completed."""
         if text == "done":
             return cls.COMPLETED

@@ -22,9 +22,10 @@ from __future__ import annotations
 import select
 import subprocess
 import sys
+from collections.abc import Sequence
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 __all__ = ["ExitCode", "TRAINER", "PROG", "train_argv", "resume_argv", "preflight_argv", "read_run_dir",
            "error_line", "set_args"]
@@ -62,7 +63,7 @@ def preflight_argv(preset: Any, overrides: Sequence[str] = ()) -> list[str]:
     return [*TRAINER, "preflight", str(preset), *set_args(overrides)]
 
 
-def read_run_dir(proc: subprocess.Popen, timeout: Optional[float] = None) -> Optional[Path]:
+def read_run_dir(proc: subprocess.Popen, timeout: float | None = None) -> Path | None:
     """The run folder a starting trainer announces on its first stdout line (a text-mode
     pipe), or None when it exits, or ``timeout`` passes, without printing one."""
     if timeout is not None:
@@ -73,7 +74,7 @@ def read_run_dir(proc: subprocess.Popen, timeout: Optional[float] = None) -> Opt
     return Path(line) if line else None
 
 
-def error_line(stderr_text: str, code: Optional[int] = None) -> str:
+def error_line(stderr_text: str, code: int | None = None) -> str:
     """The trainer's one-line reason from what it wrote on stderr."""
     lines = [ln for ln in stderr_text.strip().splitlines() if ln.strip()]
     if lines:

@@ -3,7 +3,8 @@ instead of probing for attributes a screen may or may not have."""
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar, Iterable
+from collections.abc import Callable, Iterable
+from typing import ClassVar
 
 from textual.app import SystemCommand
 from textual.screen import Screen

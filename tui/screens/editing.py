@@ -3,7 +3,7 @@ notes. They share one guard: going back and quitting both ask before unsaved cha
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from textual.binding import Binding
 from textual.widgets import TextArea

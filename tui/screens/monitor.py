@@ -182,7 +182,8 @@ class MonitorScreen(OrpoScreen):
             return
         step = samples[-1].get("step")
         latest = [s for s in samples if s.get("step") == step]
-        self.set_text("#samples", "\n".join([f"samples at step {step}:"] + [f"» {s.get('prompt', '')}\n  {s.get('completion', '')}" for s in latest]))
+        lines = [f"» {s.get('prompt', '')}\n  {s.get('completion', '')}" for s in latest]
+        self.set_text("#samples", "\n".join([f"samples at step {step}:", *lines]))
 
     # ------------------------------------------------------------------ toggles and actions
 

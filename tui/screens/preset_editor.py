@@ -13,8 +13,18 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer, Header, Input, Label, Select, Static, Switch
 
-from trainer.pure.config import (Config, ConfigError, FieldSpec, dump_toml, get_value, iter_fields, parse_value,
-                            replace_value, validate, validate_field)
+from trainer.pure.config import (
+    Config,
+    ConfigError,
+    FieldSpec,
+    dump_toml,
+    get_value,
+    iter_fields,
+    parse_value,
+    replace_value,
+    validate,
+    validate_field,
+)
 from tui import presets_store as store
 from tui.derived import count_train_rows, derived_values
 from tui.messages import RunStartRequested

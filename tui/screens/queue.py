@@ -58,7 +58,8 @@ class QueueScreen(OrpoScreen):
         selected = self.selected_id
         table.clear()
         for n, item in enumerate(items, start=1):
-            table.add_row(str(n), item.get("label", ""), Text(item.get("state", ""), style=STATE_STYLE[ITEM_SHOWN_AS[ItemState.read(item.get("state"))]]),
+            state = ItemState.read(item.get("state"))
+            table.add_row(str(n), item.get("label", ""), Text(str(state), style=STATE_STYLE[ITEM_SHOWN_AS[state]]),
                           item.get("preset", "").rsplit("/", 1)[-1], (item.get("run_dir") or "").rsplit("/", 1)[-1], key=item["id"])
         if selected is not None and selected in table.rows:
             table.move_cursor(row=table.get_row_index(selected))

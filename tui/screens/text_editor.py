@@ -51,4 +51,5 @@ class TextEditorScreen(TextDocumentScreen):
         # A file that still does not parse is saved all the same: repairing may take steps.
         atomic_write_text(self.path, text)
         problem = self.check(text)
-        self.notify(f"Saved {self.path.name}" + (" (still has a problem)" if problem else ""), severity="warning" if problem else "information")
+        self.notify(f"Saved {self.path.name}" + (" (still has a problem)" if problem else ""),
+                    severity="warning" if problem else "information")

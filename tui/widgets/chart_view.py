@@ -4,7 +4,7 @@ or its size changes, so a screen refresh that changed nothing costs nothing."""
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
 
 from rich.text import Text
 from textual.widget import Widget
@@ -13,7 +13,7 @@ from tui.charts import ChartSeries, render_chart
 
 __all__ = ["ChartView", "SeriesSource"]
 
-SeriesSource = Union[Sequence[ChartSeries], Callable[[int], Sequence[ChartSeries]]]
+SeriesSource = Sequence[ChartSeries] | Callable[[int], Sequence[ChartSeries]]
 
 
 class ChartView(Widget):
@@ -42,15 +42,15 @@ class ChartView(Widget):
         log_y: bool = False,
         xlabel: str = "step",
         version: object = 0,
-        name: Optional[str] = None,
-        id: Optional[str] = None,
-        classes: Optional[str] = None,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
     ) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self._source: SeriesSource = series
         self._options = (title, log_y, xlabel)
         self._version = version
-        self._cache_key: Optional[tuple] = None
+        self._cache_key: tuple | None = None
         self._cached = Text()
         self.renders = 0
 
@@ -63,9 +63,9 @@ class ChartView(Widget):
         series: SeriesSource,
         version: object,
         *,
-        title: Optional[str] = None,
-        log_y: Optional[bool] = None,
-        xlabel: Optional[str] = None,
+        title: str | None = None,
+        log_y: bool | None = None,
+        xlabel: str | None = None,
     ) -> bool:
         """Show new data. Returns False, and does nothing, when neither ``version`` nor any
         option changed: the caller can call this on every tick."""
