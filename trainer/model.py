@@ -17,6 +17,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from trainer.builtin import resolve_builtin_model
+from trainer.pure.builtin_names import is_builtin
 from trainer.pure.config import Config
 from trainer.pure.messages import first_line, hub_offline
 from trainer.pure.run_folder import ADAPTER_CONFIG, ADAPTER_WEIGHTS
@@ -30,7 +31,7 @@ class ModelError(Exception):
 def resolve_model_path(spec: str) -> Path:
     """The local folder holding the weights: built for `builtin:*`, fetched (or found in the
     hub cache) for a hub id."""
-    if spec.startswith("builtin:"):
+    if is_builtin(spec):
         try:
             return resolve_builtin_model(spec)
         except ValueError as exc:

@@ -1,5 +1,8 @@
-"""Where the app finds presets and runs: command-line flags, then a user config file
-(`~/.config/orpo-tui/config.toml` with `presets_dir` / `runs_dir`), then the repo's folders."""
+"""Where the app finds presets and runs: command-line flags, then the app's settings file
+(`~/.config/orpo-tui/settings.toml` with `presets_dir` / `runs_dir`), then the repo's folders.
+
+The file is named settings.toml so that "config.toml" means one thing in this project: the
+resolved config in a run folder."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def user_config_path() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "orpo-tui" / "config.toml"
+    return Path(base) / "orpo-tui" / "settings.toml"
 
 
 @dataclass(frozen=True)

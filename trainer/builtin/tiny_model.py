@@ -21,12 +21,15 @@ from pathlib import Path
 
 from trainer.builtin.demo_data import DEMO_DIR
 
+# The architecture lives in the pure half, where the app's memory estimate reads it.
+from trainer.pure.builtin_names import TINY_MODEL_CONFIG as MODEL_CONFIG
+from trainer.pure.builtin_names import TINY_VOCAB_SIZE as VOCAB_SIZE
+
 # Bump when the build changes in a way the config and texts below do not capture
 # (e.g. how weights are initialised or which files are written).
 RECIPE_VERSION = 1
 
 WEIGHT_SEED = 1234
-VOCAB_SIZE = 1024
 CORPUS_PATH = Path(__file__).resolve().parent / "corpus.txt"
 TOKENIZER_TEXT_FILES = (CORPUS_PATH, DEMO_DIR / "train.jsonl", DEMO_DIR / "valid.jsonl")
 
@@ -36,24 +39,6 @@ IM_END = "<|im_end|>"
 # Listed first so they get the ids 0, 1, 2 whatever the training text is.
 SPECIAL_TOKENS = (PAD_TOKEN, IM_START, IM_END)
 
-# The architecture; vocab_size and the special-token ids are filled in from the tokenizer.
-MODEL_CONFIG = {
-    "architectures": ["Qwen3ForCausalLM"],
-    "model_type": "qwen3",
-    "hidden_size": 64,
-    "num_hidden_layers": 4,
-    "intermediate_size": 192,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "head_dim": 16,
-    "hidden_act": "silu",
-    "attention_bias": False,
-    "rms_norm_eps": 1e-6,
-    "rope_theta": 10000.0,
-    "max_position_embeddings": 2048,
-    "tie_word_embeddings": True,
-    "torch_dtype": "float32",
-}
 
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"

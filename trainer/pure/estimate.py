@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainer.pure.builtin_names import TINY_MODEL, TINY_MODEL_CONFIG, TINY_VOCAB_SIZE
 from trainer.pure.config import Config
 
 ACTIVATION_FACTOR = 24  # hidden-size vectors kept per token and layer, fitted on the tiny model (see tests/bench/estimate_memory.py)
@@ -79,10 +80,8 @@ def shape_from_config(cfg: dict) -> ModelShape:
 
 def model_shape(model_path: str) -> ModelShape | None:
     """The model's shape without loading it, or None when its config.json is not on disk."""
-    if model_path == "builtin:tiny":
-        from trainer.builtin.tiny_model import MODEL_CONFIG, VOCAB_SIZE
-
-        return shape_from_config({**MODEL_CONFIG, "vocab_size": VOCAB_SIZE})
+    if model_path == TINY_MODEL:
+        return shape_from_config({**TINY_MODEL_CONFIG, "vocab_size": TINY_VOCAB_SIZE})
     folder = Path(model_path).expanduser()
     if not folder.is_dir():
         folder = _hub_cache_folder(model_path)
