@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+from data_files import assert_rows_refused, data_cfg, write_jsonl
 from trainer_helpers import DEMO, run_trainer
 
 from trainer.builtin import DEMO_DATA_DIR
@@ -13,15 +14,6 @@ from trainer.data import DataError, collate, load_splits, render_row, rows_from_
 from trainer.model import ModelError, resolve_model_path
 from trainer.preflight import preflight
 from trainer.pure.config import config_from_dict
-
-
-def data_cfg(path, **extra):
-    return config_from_dict({"data": {"path": str(path), **extra}}, "test").data
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def user(text):
@@ -224,11 +216,7 @@ GOOD = conversational(demo_rows(1))[0]
     ],
 )
 def test_malformed_chat_rows_name_the_file_and_row(tmp_path, rows, message):
-    f = write_jsonl(tmp_path / "bad.jsonl", rows)
-    with pytest.raises(DataError) as err:
-        load_splits(data_cfg(f), seed=0)
-    text = str(err.value)
-    assert message in text and str(f) in text and "\n" not in text
+    assert_rows_refused(tmp_path / "bad.jsonl", rows, message)
 
 
 def test_apply_chat_template_needs_a_prompt_column(tmp_path):

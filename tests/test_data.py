@@ -3,15 +3,9 @@
 import json
 
 import pytest
-from data_files import write_jsonl
+from data_files import assert_rows_refused, data_cfg, write_jsonl
 
 from trainer.data import DataError, Pair, batch_at, collate, load_splits, make_batches, tokenize_rows
-from trainer.pure.config import config_from_dict
-
-
-def data_cfg(path, **extra):
-    return config_from_dict({"data": {"path": str(path), **extra}}, "test").data
-
 
 ROWS = [{"prompt": f"Question {i}?", "chosen": f"Good answer {i}.", "rejected": f"BAD {i}", "extra": i} for i in range(20)]
 
@@ -69,11 +63,7 @@ def test_column_overrides_and_flat_rows(tmp_path):
     ],
 )
 def test_bad_rows_name_the_file_and_row(tmp_path, rows, message):
-    f = write_jsonl(tmp_path / "bad.jsonl", rows)
-    with pytest.raises(DataError) as err:
-        load_splits(data_cfg(f), seed=0)
-    text = str(err.value)
-    assert message in text and str(f) in text and "\n" not in text
+    assert_rows_refused(tmp_path / "bad.jsonl", rows, message)
 
 
 def test_malformed_jsonl_line_is_named(tmp_path):
