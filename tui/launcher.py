@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trainer.pure.run_lock import holder
 from trainer.pure.runs import pid_alive, read_status, write_status
 from trainer.pure.states import ACTIVE, RunState
 from trainer.pure.trainer_process import error_line, read_run_dir, resume_argv, train_argv
@@ -30,6 +32,9 @@ class Launcher:
     exit instead of lingering as zombies (runs started elsewhere are watched by pid)."""
 
     children: dict[int, subprocess.Popen] = field(default_factory=dict)
+    # Runs a resume is being started for; workers run in threads, so it has its own lock.
+    _resuming: set[Path] = field(default_factory=set)
+    _guard: threading.Lock = field(default_factory=threading.Lock)
 
     def reap(self) -> None:
         for pid, proc in list(self.children.items()):
@@ -40,7 +45,23 @@ class Launcher:
         return self._spawn(train_argv(preset, runs_dir, overrides), runs_dir)
 
     def resume(self, run_dir: Path, overrides: Sequence[str] = ()) -> Path:
-        return self._spawn(resume_argv(run_dir, overrides), run_dir.parent)
+        """Resume a run unless a trainer already holds it or this app is already starting one
+        for it (a double key press): only then is a process spawned."""
+        key = Path(run_dir).resolve()
+        with self._guard:
+            busy = key in self._resuming
+            if not busy:
+                self._resuming.add(key)
+        if busy:
+            raise LaunchError(f"{run_dir} is already being resumed")
+        try:
+            pid = holder(run_dir)
+            if pid is not None:
+                raise LaunchError(f"{run_dir} is being trained by pid {pid}" if pid else f"{run_dir} is being trained")
+            return self._spawn(resume_argv(run_dir, overrides), run_dir.parent)
+        finally:
+            with self._guard:
+                self._resuming.discard(key)
 
     def _spawn(self, argv: list[str], runs_dir: Path, timeout: float = 60) -> Path:
         runs_dir.mkdir(parents=True, exist_ok=True)

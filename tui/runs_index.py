@@ -10,6 +10,7 @@ from pathlib import Path
 from trainer.pure.events import MetricsTail
 from trainer.pure.metrics import LOSS, REWARDS_ACCURACIES
 from trainer.pure.run_folder import RunFolder
+from trainer.pure.run_lock import holder
 from trainer.pure.runs import DAMAGED, effective_state, list_runs, read_status, run_label
 from trainer.pure.states import ACTIVE
 from tui.alarms import health_alarms
@@ -33,6 +34,15 @@ class RunSummary:
     alarm: str | None = None
     tags: tuple[str, ...] = ()
     note: str = ""
+    # The pid holding the run's lock (0: held, pid unknown; None: nobody trains it).
+    held_by: int | None = None
+
+    @property
+    def busy_reason(self) -> str | None:
+        """Why the run cannot be resumed or deleted now, or None."""
+        if self.held_by is None:
+            return None
+        return f"{self.name} is being trained by pid {self.held_by}" if self.held_by else f"{self.name} is being trained"
 
     def matches(self, query: str) -> bool:
         """Every word of the query appears in the name, state, tags or note."""
@@ -95,7 +105,7 @@ class RunsIndex:
                 # A damaged file is shown as the run's problem, in one line, like an error.
                 error=status.get("error") or status.get(DAMAGED) or latest.tail.problem,
                 pid=status.get("pid"), alarm=latest.alarm,
-                tags=tuple(read_tags(run)), note=first_line(read_notes(run)),
+                tags=tuple(read_tags(run)), note=first_line(read_notes(run)), held_by=holder(run),
             ))
         for gone in set(self._latest) - {s.path for s in out}:
             del self._latest[gone]

@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from trainer.pure.run_folder import RunFolder
+from trainer.pure.run_lock import exclusive
 from trainer.pure.states import ACTIVE, WRITTEN, RunState
 
 __all__ = [
     "TRASH_DIR",
     "move_to_trash",
+    "trash_run",
     "run_label",
     "atomic_write_text",
     "atomic_write_json",
@@ -359,6 +361,14 @@ def move_to_trash(path: Path) -> Path:
         n += 1
     path.rename(target)
     return target
+
+
+def trash_run(run_dir: Path) -> Path:
+    """Move a run folder to the trash, holding the run's lock while it moves: a run that a
+    trainer holds (training, or still loading) is refused with RunBusy naming its pid, and no
+    trainer can take the folder in the middle of the move."""
+    with exclusive(run_dir):
+        return move_to_trash(Path(run_dir))
 
 
 def _natural(name: str) -> list:

@@ -12,7 +12,8 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from trainer.pure.run_folder import RunFolder
-from trainer.pure.runs import move_to_trash
+from trainer.pure.run_lock import RunBusy
+from trainer.pure.runs import trash_run
 from trainer.pure.states import RESUMABLE, STATE_STYLE, RunState
 from tui.messages import RunResumeRequested, RunStartRequested, RunStopRequested
 from tui.run_notes import parse_tags, write_tags
@@ -246,6 +247,9 @@ class RunsScreen(OrpoScreen):
         if s is None or s.state not in RESUMABLE:
             self.notify("Resume takes a stopped, crashed or failed run; extend a completed one (e).", severity="warning")
             return
+        if s.busy_reason:
+            self.notify(f"Not resumed: {s.busy_reason}", severity="warning")
+            return
         self.post_message(RunResumeRequested(s.path))
 
     def action_extend(self) -> None:
@@ -274,15 +278,22 @@ class RunsScreen(OrpoScreen):
         s = self.selected
         if s is None:
             return
-        if s.active:
-            self.notify("Stop the run before deleting it.", severity="warning")
+        if s.active or s.busy_reason:
+            self.notify(f"Stop the run before deleting it{': ' + s.busy_reason if s.busy_reason else ''}.", severity="warning")
             return
 
         def done(choice: str) -> None:
-            if choice == "delete":
-                target = move_to_trash(s.path)
+            if choice != "delete":
+                return
+            try:
+                target = trash_run(s.path)  # refuses, under the run's lock, if a trainer took it since
+            except RunBusy as exc:
+                self.notify(f"Not deleted: {exc}", severity="warning")
+            except OSError as exc:
+                self.notify(f"Not deleted: {exc.filename or s.path}: {exc.strerror or exc}", severity="error")
+            else:
                 self.notify(f"Moved {s.name} to {target.parent}")
-                self.refresh_runs()
+            self.refresh_runs()
 
         self.app.push_screen(Confirm(f"Delete run {s.name}?", "The folder moves to .trash/ in the runs folder.",
                                      [("cancel", "Cancel", "default"), ("delete", "Delete", "error")]), done)
