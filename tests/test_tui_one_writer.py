@@ -6,10 +6,10 @@ import sys
 import time
 
 from textual.widgets import DataTable
+from trainer_helpers import DEMO, REPO, first_line, start_trainer, wait_for_step
 
 from trainer.pure.run_folder import RunFolder
 from trainer.pure.runs import read_status, write_status
-from trainer_helpers import DEMO, REPO, first_line, start_trainer, wait_for_step
 from tui.app import make_app
 from tui.screens.runs import RunsScreen
 

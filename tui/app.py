@@ -12,6 +12,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from tui.crash_report import crash_line, write_crash_file
 from tui.launcher import LaunchError, stop_run
 from tui.messages import RunResumeRequested, RunStartRequested, RunStopRequested
 from tui.screens.base import OrpoScreen
@@ -38,6 +39,7 @@ class OrpoApp(App):
     def __init__(self, presets_dir: Path, runs_dir: Path) -> None:
         super().__init__()
         self.workspace = Workspace(presets_dir, runs_dir)
+        self.crash: str | None = None  # the one line to print after an unexpected error
         # Added here rather than in MODES: the list screens are built with the workspace.
         for mode, screen in MODE_SCREENS.items():
             self.add_mode(mode, partial(screen, self.workspace))
@@ -128,6 +130,14 @@ class OrpoApp(App):
         yield from super().get_system_commands(screen)
         if isinstance(screen, OrpoScreen):
             yield from screen.commands()
+
+    def _handle_exception(self, error: Exception) -> None:
+        """An error nothing else handled: keep its traceback in a crash file and say where,
+        then let Textual restore the terminal and exit non-zero (the CLI prints the line)."""
+        if self.crash is None:
+            path = write_crash_file(error, f"presets: {self.workspace.presets_dir}\nruns: {self.workspace.runs_dir}")
+            self.crash = crash_line(error, path)
+        super()._handle_exception(error)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Background work never fails silently: its error becomes a visible message."""

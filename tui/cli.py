@@ -31,8 +31,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from tui.app import make_app  # textual is loaded only when the app really starts
 
-    make_app(folders.presets, folders.runs).run()
-    return 0
+    app = make_app(folders.presets, folders.runs)
+    app.run()
+    if app.crash:
+        print(app.crash, file=sys.stderr)
+    # Textual sets a non-zero code after an unexpected error; a crash must never exit 0.
+    return app.return_code or (1 if app.crash else 0)
 
 
 def _compare_parser() -> argparse.ArgumentParser:

@@ -29,6 +29,7 @@ class PresetEntry:
     config: Config | None
     raw: dict | None
     error: str | None
+    text: str | None = None  # the file as it was read, to notice a change made elsewhere
 
     @property
     def name(self) -> str:
@@ -60,10 +61,19 @@ class PresetEntry:
 def load_entry(path: Path) -> PresetEntry:
     """Read the file once: the raw table (for minimal saves) and the config come together."""
     try:
-        raw, config = parse_preset_text(read_preset_text(path), str(path))
+        text = read_preset_text(path)
+        raw, config = parse_preset_text(text, str(path))
     except ConfigError as exc:
         return PresetEntry(path, None, None, str(exc))
-    return PresetEntry(path, config, raw, None)
+    return PresetEntry(path, config, raw, None, text)
+
+
+def changed_on_disk(entry: PresetEntry) -> bool:
+    """Whether the file is no longer what the entry read (another editor or app saved it)."""
+    try:
+        return read_preset_text(entry.path) != entry.text
+    except ConfigError:
+        return True
 
 
 def scan_presets(folder: Path) -> list[PresetEntry]:
@@ -130,10 +140,16 @@ def write_raw(path: Path, raw: dict, keep_header_from: Path | None = None) -> No
 
 def save_changes(entry: PresetEntry, after: Config, target: Path | None = None) -> Path:
     """Save `after` over the entry's file (or to `target`, for save-as), changing only the
-    keys whose values differ from what the file held."""
+    keys the user changed since the entry was read. They are merged into the file as it is
+    *now*: a key someone else changed and saved in the meantime keeps their value unless
+    this user changed it too, so one editor's save never silently reverts another's."""
     assert entry.config is not None and entry.raw is not None
     target = target or entry.path
-    write_raw(target, merge_changes(entry.raw, entry.config, after), keep_header_from=entry.path)
+    current = load_entry(entry.path) if entry.path.exists() else entry
+    if current.raw is None:
+        raise PresetFileError(f"{entry.path.name} was changed elsewhere and no longer loads ({current.problem}); "
+                              "save as another name")
+    write_raw(target, merge_changes(current.raw, entry.config, after), keep_header_from=entry.path)
     return target
 
 

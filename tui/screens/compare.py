@@ -19,7 +19,7 @@ from trainer.pure.metrics import ORPO_METRICS, RATE_METRICS
 from trainer.pure.run_folder import RunFolder
 from trainer.pure.runs import atomic_write_text, run_label
 from tui.charts import ChartSeries
-from tui.compare import config_diff, load_side, summaries_to_csv, summarize
+from tui.compare import CompareError, config_diff, load_side, summaries_to_csv, summarize
 from tui.screens.base import OrpoScreen
 from tui.series import RunSeries, ema, last_n
 from tui.widgets.chart_view import ChartView
@@ -126,14 +126,21 @@ class CompareScreen(OrpoScreen):
     # ------------------------------------------------------------------ diff
 
     def show_diff(self) -> None:
-        a = load_side(self.runs[0])
-        b = load_side(self.against if self.against else self.runs[self.b_index])
+        table = self.query_one("#diff-table", DataTable)
+        try:
+            a = load_side(self.runs[0])
+            b = load_side(self.against if self.against else self.runs[self.b_index])
+        except CompareError as exc:
+            # A run without a readable config has no diff; its curves and summary still do.
+            table.clear(columns=True)
+            self.query_one("#diff-title", Static).update(Text(f"✖ {exc}", style="bold red"))
+            self.notify(f"No config diff: {exc}", severity="warning")
+            return
         rows = config_diff(a, b, only_changed=self.only_changed)
         changed = sum(1 for r in rows if r.changed)
         self.query_one("#diff-title", Static).update(Text.assemble(
             ("A ", "bold"), a.label, ("   B ", "bold"), b.label,
             f"   · {changed} differ" + (" (only differences shown: f for all)" if self.only_changed else " (f: only differences)")))
-        table = self.query_one("#diff-table", DataTable)
         table.clear(columns=True)
         table.add_columns("key", "A", "B")
         for r in rows:

@@ -78,7 +78,14 @@ class TextDocumentScreen(EditorScreen):
         raise NotImplementedError
 
     def action_save(self) -> bool:
+        """Save; a write that fails (a read-only folder, a full disk) is one line, and the
+        text stays on screen, still unsaved."""
         text = self.text
-        self.save_text(text)
+        try:
+            self.save_text(text)
+        except OSError as exc:
+            self.notify(f"Not saved: {exc.filename or self.document_name}: {exc.strerror or exc}; your text is kept",
+                        severity="error", timeout=10)
+            return False
         self.original = text
         return True

@@ -15,7 +15,7 @@ from textual.widgets import Footer, Header, ProgressBar, Static
 from trainer.pure.events import MetricsTail
 from trainer.pure.metrics import LOSS
 from trainer.pure.run_folder import RunFolder
-from trainer.pure.runs import effective_state, read_status
+from trainer.pure.runs import DAMAGED, effective_state, read_status
 from trainer.pure.states import ACTIVE, RESUMABLE, RunState
 from tui.alarms import health_alarms
 from tui.chart_specs import CHARTS, chart_series
@@ -160,7 +160,11 @@ class MonitorScreen(OrpoScreen):
         parts = [f"{state}", f"step {step}/{total}", format_duration(elapsed)]
         if state == RunState.RUNNING and (eta := self.eta(step, total)) is not None:
             parts.append(f"ETA {format_duration(eta)}")
-        self.error = status.get("error")
+        # A damaged status or metrics file is the run's problem to show, like an error.
+        error = status.get("error") or status.get(DAMAGED) or self.tail.problem
+        if error != self.error:
+            self.error = error
+            self.show_alarms()
         style = "bold red" if state in (RunState.FAILED, RunState.CRASHED) else ""
         # A fixed-size box: no layout pass, which would repaint every chart.
         self.set_text("#state", Text("  ·  ".join(p for p in parts if p), style=style))

@@ -30,6 +30,7 @@ from tui.derived import count_train_rows, derived_values
 from tui.messages import RunStartRequested
 from tui.screens.editing import EditorScreen, back_binding, save_binding
 from tui.widgets.ask_name import AskName
+from tui.widgets.confirm import Confirm
 from tui.widgets.field_row import FieldRow, path_of
 from tui.widgets.show_command import ShowCommand
 from tui.workspace import Workspace
@@ -180,12 +181,54 @@ class PresetEditorScreen(EditorScreen):
     def action_save(self) -> bool:
         if self._blocked():
             return False
-        path = store.save_changes(self.entry, self.working)
-        self.entry = store.load_entry(path)
-        self.saved = self.working = self.entry.config or self.working
-        self.notify(f"Saved {path.name}")
-        self.refresh_state()
+        if store.changed_on_disk(self.entry):
+            self.ask_about_disk_change()
+            return False
+        return self.save_merged()
+
+    def save_merged(self) -> bool:
+        """Write the keys changed here into the file as it is now. On failure (read-only,
+        full, damaged elsewhere) one line, and the edits stay in the form."""
+        try:
+            path = store.save_changes(self.entry, self.working)
+        except store.PresetFileError as exc:
+            self.notify(f"Not saved: {exc}; your edits are kept", severity="error", timeout=10)
+            return False
+        merged_elsewhere = store.load_entry(path)
+        # What another editor saved meanwhile is now in the file and in the form too.
+        outside = merged_elsewhere.config is not None and merged_elsewhere.config != self.working
+        self.show_entry(merged_elsewhere)
+        self.notify(f"Saved {path.name}" + (" (merged with changes saved elsewhere)" if outside else ""))
         return True
+
+    def show_entry(self, entry: store.PresetEntry) -> None:
+        """Make ``entry`` (the file as read now) what the form shows and compares against."""
+        self.entry = entry
+        self.saved = self.working = entry.config or self.working
+        self.field_errors = {}
+        self.refresh(recompose=True)
+        self.call_after_refresh(self.refresh_state)
+
+    def ask_about_disk_change(self) -> None:
+        def done(choice: str | None) -> None:
+            if choice == "merge":
+                self.save_merged()
+            elif choice == "reload":
+                fresh = store.load_entry(self.entry.path)
+                if fresh.config is None:
+                    self.notify(f"Not reloaded: {fresh.problem}", severity="error", timeout=10)
+                    return
+                self.show_entry(fresh)
+                self.notify(f"Reloaded {fresh.path.name}; your edits were dropped")
+            elif choice == "save_as":
+                self.action_save_as()
+
+        self.app.push_screen(Confirm(
+            f"{self.entry.path.name} changed on disk since you opened it",
+            "Merge writes the keys you changed into the file as it is now; keys you did not touch keep "
+            "the other save's values. Reload drops your edits. Save as keeps both.",
+            [("cancel", "Keep editing", "default"), ("reload", "Reload", "warning"),
+             ("save_as", "Save as…", "primary"), ("merge", "Merge and save", "success")]), done)
 
     def action_save_as(self) -> None:
         if self._blocked():
@@ -200,12 +243,10 @@ class PresetEditorScreen(EditorScreen):
                     raise store.PresetFileError(f"{target.name} already exists")
                 store.save_changes(self.entry, self.working, target=target)
             except store.PresetFileError as exc:
-                self.notify(str(exc), severity="error")
+                self.notify(f"Not saved: {exc}; your edits are kept", severity="error", timeout=10)
                 return
-            self.entry = store.load_entry(target)
-            self.saved = self.working = self.entry.config or self.working
+            self.show_entry(store.load_entry(target))
             self.notify(f"Saved as {target.name}")
-            self.refresh_state()
 
         self.app.push_screen(AskName("Save as", f"{self.entry.name}-copy"), done)
 

@@ -183,7 +183,12 @@ class PresetListScreen(OrpoScreen):
         if entry is not None:
             from tui.screens.text_editor import TextEditorScreen
 
-            self.app.push_screen(TextEditorScreen(entry.path))
+            try:
+                screen = TextEditorScreen(entry.path)
+            except OSError as exc:
+                self.notify(f"Cannot open {entry.path.name} as text: {exc.strerror or exc}", severity="error")
+                return
+            self.app.push_screen(screen)
 
     def action_start(self) -> None:
         entry = self.highlighted
@@ -218,7 +223,8 @@ class PresetListScreen(OrpoScreen):
             try:
                 path = do(name)
             except store.PresetFileError as exc:
-                self.notify(str(exc), severity="error")
+                self.notify(str(exc), severity="error", timeout=10)
+                self.app.push_screen(AskName(title, name), done)  # the typed name stays
                 return
             self.reload(select=path)
 
@@ -243,10 +249,15 @@ class PresetListScreen(OrpoScreen):
             return
 
         def done(choice: str) -> None:
-            if choice == "delete":
+            if choice != "delete":
+                return
+            try:
                 target = move_to_trash(entry.path)
-                self.notify(f"Moved to {target.parent.name}/{target.name}")
-                self.reload()
+            except OSError as exc:
+                self.notify(f"Not deleted: {exc.filename or entry.path}: {exc.strerror or exc}", severity="error", timeout=10)
+                return
+            self.notify(f"Moved to {target.parent.name}/{target.name}")
+            self.reload()
 
         self.app.push_screen(
             Confirm(f"Delete {entry.path.name}?", f"It is moved to {self.presets_dir / TRASH_DIR}/, not erased.",

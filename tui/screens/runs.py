@@ -217,12 +217,21 @@ class RunsScreen(OrpoScreen):
         if s is None:
             return
 
-        def done(text: str | None) -> None:
-            if text is not None:
-                write_tags(s.path, parse_tags(text))
-                self.refresh_runs()
+        def ask(initial: str) -> None:
+            self.app.push_screen(AskName(f"Tags for {s.name} (space or comma separated)", initial, allow_empty=True), done)
 
-        self.app.push_screen(AskName(f"Tags for {s.name} (space or comma separated)", " ".join(s.tags), allow_empty=True), done)
+        def done(text: str | None) -> None:
+            if text is None:
+                return
+            try:
+                write_tags(s.path, parse_tags(text))
+            except OSError as exc:
+                self.notify(f"Tags not saved: {exc.filename or s.path}: {exc.strerror or exc}", severity="error", timeout=10)
+                ask(text)  # what was typed stays, to retry or copy
+                return
+            self.refresh_runs()
+
+        ask(" ".join(s.tags))
 
     def action_notes(self) -> None:
         s = self.selected

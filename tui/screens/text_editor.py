@@ -17,8 +17,13 @@ class TextEditorScreen(TextDocumentScreen):
     BINDINGS = [save_binding("text", "Save the text and check it"), back_binding("text")]
 
     def __init__(self, path: Path) -> None:
-        super().__init__(path.read_text(encoding="utf-8") if path.exists() else "")
+        """Raises OSError when the file cannot be read at all (a folder named like a preset)."""
+        raw = path.read_bytes() if path.exists() else b""
+        text = raw.decode("utf-8", errors="replace")
+        super().__init__(text)
         self.path = path
+        # Bytes that are not UTF-8 show as U+FFFD; saving writes the file as UTF-8.
+        self.not_utf8 = text.encode("utf-8") != raw
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -30,6 +35,9 @@ class TextEditorScreen(TextDocumentScreen):
         self.title, self.sub_title = "Preset as text", self.path.name
         self.check(self.original)
         self.query_one(TextArea).focus()
+        if self.not_utf8:
+            self.notify(f"{self.path.name} is not UTF-8: its invalid bytes show as �; saving writes UTF-8",
+                        severity="warning", timeout=10)
 
     @property
     def document_name(self) -> str:
