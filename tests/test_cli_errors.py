@@ -129,3 +129,14 @@ def test_a_trainer_that_cannot_load_mlx_leaves_a_failed_run_with_its_reason(tmp_
     assert "simulated broken MLX install" in run.log.read_text()
     (listed,) = RunsIndex(runs).refresh()
     assert listed.state == "failed" and "simulated broken MLX install" in listed.error
+
+
+def test_a_runs_folder_that_cannot_be_written_is_one_line(tmp_path):
+    # A read-only or full runs folder (a path through a file stands in: root writes anywhere).
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    proc = run_trainer(str(DEMO), "--runs-dir", str(blocker / "runs"))
+    assert proc.returncode == 2
+    line = proc.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert line == f"orpo-train: {blocker / 'runs'}: Not a directory"

@@ -128,3 +128,19 @@ def test_resume_after_the_adapters_were_deleted_starts_over_too(tmp_path):
     assert done.returncode == 0, done.stderr
     assert train_steps(run_dir) == [1, 2]
     assert (run.attempt(1) / "metrics.jsonl").is_file() and run.adapter_weights.is_file()
+
+
+def test_a_trainer_killed_while_loading_is_crashed_not_pending_and_resumes(tmp_path):
+    from trainer.pure.runs import effective_state
+
+    proc = start_trainer(str(DEMO), "--runs-dir", str(tmp_path), "--set", "training.iters=3",
+                         "--set", "training.steps_per_eval=0", "--set", "training.steps_per_report=1")
+    run_dir = first_line(proc)  # the config and a pending status with its pid exist now
+    proc.kill()
+    proc.wait()
+    status = read_status(run_dir)
+    assert status["state"] == "pending" and status["pid"] == proc.pid
+    assert effective_state(status) == "crashed"
+    done = subprocess.run([*ORPO_TRAIN, "--resume", str(run_dir)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert train_steps(run_dir) == [1, 2, 3] and read_status(run_dir)["state"] == "completed"

@@ -257,3 +257,25 @@ async def test_saving_without_own_changes_keeps_what_another_editor_saved(tmp_pa
     presets_store.save_changes(fresh, replace_value(fresh.config, "orpo.beta", 0.2))
     presets_store.save_changes(stale, stale.config)  # B saves with nothing of its own
     assert load_preset(path).orpo.beta == 0.2
+
+
+async def test_a_damaged_queue_is_shown_never_overwritten_and_can_be_set_aside(tmp_path):
+    from tui.screens.queue import QueueScreen
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "queue.json").write_bytes(b'{"v": 1, "items": [{"id": "a", "sta')
+    app = make_app(tmp_path, runs)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("f4")
+        await wait_until(pilot, lambda: isinstance(app.screen, QueueScreen), 10, "the queue")
+        assert "queue.json is not valid JSON" in screen_text(app)
+        await pilot.press("p", "g", "X")
+        await pilot.pause(0.3)
+        assert (runs / "queue.json").read_bytes() == b'{"v": 1, "items": [{"id": "a", "sta'
+        assert any("nothing was changed" in n for n in notices(app)), notices(app)
+        await pilot.press("a")
+        await pilot.pause(0.3)
+        assert not (runs / "queue.json").exists()
+        assert [p.name for p in runs.glob("queue.json.damaged-*")]
+        assert "not valid JSON" not in screen_text(app)

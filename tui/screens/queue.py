@@ -24,6 +24,8 @@ class QueueScreen(OrpoScreen):
         Binding("x", "cancel", "Cancel", id="queue.cancel", tooltip="Cancel the item (a running one is stopped with SIGINT)"),
         Binding("X", "cancel_all", "Cancel all", id="queue.cancel_all", tooltip="Cancel every queued and running item"),
         Binding("g", "start_runner", "Run queue", id="queue.run", tooltip="Start the queue runner if it is not running"),
+        Binding("a", "set_aside", "Set aside", id="queue.set_aside", show=False,
+                tooltip="Move a damaged queue.json aside (kept beside it) and start an empty queue"),
     ]
 
     def __init__(self, workspace: Workspace) -> None:
@@ -53,6 +55,12 @@ class QueueScreen(OrpoScreen):
 
     def refresh_queue(self) -> None:
         data = Q.read(self.workspace.runs_dir)
+        if Q.DAMAGED in data:
+            self.query_one(DataTable).clear()
+            self.query_one("#queue-status", Static).update(Text(
+                f"⚠ {data[Q.DAMAGED]}: the queue cannot be shown or changed, and nothing overwrites it · "
+                "a sets it aside (kept as a backup) and starts an empty queue", style="bold red"))
+            return
         items = data.get("items", [])
         table = self.query_one(DataTable)
         selected = self.selected_id
@@ -78,32 +86,52 @@ class QueueScreen(OrpoScreen):
             return None
         return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
 
+    def change(self, edit) -> object:
+        """Run one edit of the queue file; a damaged or unwritable file is a notice, not a crash."""
+        try:
+            return edit()
+        except Q.QueueDamaged as exc:
+            self.notify(str(exc), severity="error", timeout=10)
+        except OSError as exc:
+            self.notify(f"Queue not changed: {exc.filename or Q.QUEUE_FILE}: {exc.strerror or exc}", severity="error", timeout=10)
+        finally:
+            self.refresh_queue()
+        return None
+
     def action_pause(self) -> None:
-        paused = not Q.read(self.workspace.runs_dir).get("paused", False)
-        Q.set_paused(self.workspace.runs_dir, paused)
-        if not paused:
-            Q.ensure_runner(self.workspace.runs_dir)
-        self.notify("queue paused after the current run" if paused else "queue goes on")
-        self.refresh_queue()
+        runs_dir = self.workspace.runs_dir
+
+        def toggle() -> None:
+            paused = not Q.read(runs_dir).get("paused", False)
+            Q.set_paused(runs_dir, paused)
+            if not paused:
+                Q.ensure_runner(runs_dir)
+            self.notify("queue paused after the current run" if paused else "queue goes on")
+
+        self.change(toggle)
 
     def action_move(self, delta: int) -> None:
         if self.selected_id:
-            Q.move(self.workspace.runs_dir, self.selected_id, delta)
-            self.refresh_queue()
+            self.change(lambda: Q.move(self.workspace.runs_dir, self.selected_id, delta))
 
     def action_cancel(self) -> None:
         if self.selected_id:
-            Q.cancel(self.workspace.runs_dir, self.selected_id)
-            self.refresh_queue()
+            self.change(lambda: Q.cancel(self.workspace.runs_dir, self.selected_id))
 
     def action_cancel_all(self) -> None:
-        Q.cancel_all(self.workspace.runs_dir)
-        self.refresh_queue()
+        self.change(lambda: Q.cancel_all(self.workspace.runs_dir))
 
     def action_start_runner(self) -> None:
-        pid = Q.ensure_runner(self.workspace.runs_dir)
-        self.notify(f"queue runner pid {pid}" if pid else "nothing to run")
-        self.refresh_queue()
+        def start() -> None:
+            pid = Q.ensure_runner(self.workspace.runs_dir)
+            self.notify(f"queue runner pid {pid}" if pid else "nothing to run")
+
+        self.change(start)
+
+    def action_set_aside(self) -> None:
+        kept = self.change(lambda: Q.set_aside_damaged(self.workspace.runs_dir))
+        if kept is not None:
+            self.notify(f"The damaged queue is kept as {kept.name}; the queue is empty now")
 
     def commands(self):
         yield SystemCommand("Pause or resume the queue", "The current run finishes; the next waits", self.action_pause)

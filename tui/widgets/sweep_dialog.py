@@ -63,6 +63,13 @@ class SweepDialog(Dialog[int | None]):
         except ConfigError as exc:
             error.update(str(exc))
             return
-        Q.add(self.runs_dir, items)
-        Q.ensure_runner(self.runs_dir)
+        try:
+            Q.add(self.runs_dir, items)
+            Q.ensure_runner(self.runs_dir)
+        except Q.QueueDamaged as exc:
+            error.update(str(exc))  # the dialog stays open with the grid as typed
+            return
+        except OSError as exc:
+            error.update(f"Not queued: {exc.filename or self.runs_dir}: {exc.strerror or exc}")
+            return
         self.dismiss(len(items))
