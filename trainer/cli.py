@@ -163,7 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     print(run_dir, flush=True)
     if args.log_only:
         _redirect_output(folder.log)
-    return run(cfg, run_dir, ckpt, resuming=bool(args.resume), echo=not args.log_only)
+    code = run(cfg, run_dir, ckpt, resuming=bool(args.resume), echo=not args.log_only)
+    # Every write to the folder is done: let a resume in at once rather than after the
+    # interpreter and the MLX stack have torn down, which can take seconds.
+    lock.release()
+    return code
 
 
 def _redirect_output(log_path: Path) -> None:

@@ -55,7 +55,7 @@ class Launcher:
         if busy:
             raise LaunchError(f"{run_dir} is already being resumed")
         try:
-            pid = holder(run_dir)
+            pid = _holder_unless_exiting(run_dir)
             if pid is not None:
                 raise LaunchError(f"{run_dir} is being trained by pid {pid}" if pid else f"{run_dir} is being trained")
             return self._spawn(resume_argv(run_dir, overrides), run_dir.parent)
@@ -81,6 +81,23 @@ class Launcher:
         proc.stdout.close()  # the trainer writes nothing more there (--log-only)
         self.children[proc.pid] = proc
         return run_dir
+
+
+# A trainer that wrote its final status lets go of its run within moments; a resume asked
+# for right after a stop waits this long for it instead of being refused.
+EXIT_GRACE_S = 15.0
+
+
+def _holder_unless_exiting(run_dir: Path) -> int | None:
+    """The pid holding the run, after giving a trainer that has finished writing (its status
+    is no longer active) time to exit."""
+    deadline = time.monotonic() + EXIT_GRACE_S
+    while True:
+        pid = holder(run_dir)
+        status = read_status(run_dir) or {}
+        if pid is None or status.get("state") in ACTIVE or time.monotonic() >= deadline:
+            return pid
+        time.sleep(0.1)
 
 
 # ---------------------------------------------------------------------------- stopping
