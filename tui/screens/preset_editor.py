@@ -228,7 +228,7 @@ class PresetEditorScreen(EditorScreen):
             "Merge writes the keys you changed into the file as it is now; keys you did not touch keep "
             "the other save's values. Reload drops your edits. Save as keeps both.",
             [("cancel", "Keep editing", "default"), ("reload", "Reload", "warning"),
-             ("save_as", "Save as…", "primary"), ("merge", "Merge and save", "success")]), done)
+             ("save_as", "Save as…", "primary"), ("merge", "Merge", "success")]), done)
 
     def action_save_as(self) -> None:
         if self._blocked():
