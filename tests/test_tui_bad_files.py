@@ -62,15 +62,16 @@ async def open_runs(pilot, app, rows=1):
                      and app.screen.query_one(DataTable).row_count == rows, 10, "the runs list")
 
 
-@pytest.mark.parametrize("status, reason", [
-    (b'{"state": "stopped", "step": 3, "total_steps": "x"}', 'total_steps = "x" is not valid'),
-    (b'{"state": "stopped", "step": 3, "total_steps": Infinity}', "total_steps = inf is not valid"),
-    (b"", "status.json is empty"),
-    (b'{"state": "runn', "status.json is not valid JSON"),
+@pytest.mark.parametrize("status, files, reason", [
+    (b'{"state": "stopped", "step": 3, "total_steps": "x"}', {}, 'total_steps = "x" is not valid'),
+    (b'{"state": "stopped", "step": 3, "total_steps": Infinity}', {}, "total_steps = inf is not valid"),
+    (b"", {}, "status.json is empty"),
+    (b'{"state": "runn', {}, "status.json is not valid JSON"),
+    (None, {"metrics": None}, "metrics.jsonl: cannot be read"),  # a directory where the file should be
 ])
-async def test_a_damaged_status_is_listed_with_its_reason_and_its_monitor_opens(tmp_path, status, reason):
+async def test_a_damaged_run_is_listed_and_its_monitor_opens_with_the_reason(tmp_path, status, files, reason):
     runs = tmp_path / "runs"
-    run = a_run(runs, status=status)
+    run = a_run(runs, status=status, **files)
     app = make_app(tmp_path, runs)
     async with app.run_test(size=(160, 48)) as pilot:
         await open_runs(pilot, app)
@@ -80,18 +81,6 @@ async def test_a_damaged_status_is_listed_with_its_reason_and_its_monitor_opens(
         assert reason in screen_text(app)
         await pilot.press("escape")
         assert isinstance(app.screen, RunsScreen) and run.root.is_dir()
-
-
-async def test_metrics_that_are_a_directory_do_not_stop_the_monitor(tmp_path):
-    runs = tmp_path / "runs"
-    a_run(runs, metrics=None)
-    app = make_app(tmp_path, runs)
-    async with app.run_test(size=(160, 48)) as pilot:
-        await open_runs(pilot, app)
-        await pilot.press("enter")
-        await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 10, "the monitor")
-        await pilot.pause(0.5)
-        assert "metrics.jsonl: cannot be read" in screen_text(app)
 
 
 async def test_notes_that_are_not_utf8_open(tmp_path):
