@@ -18,9 +18,7 @@ __all__ = [
     "ItemState",
     "WRITTEN",
     "ACTIVE",
-    "FINISHED",
     "RESUMABLE",
-    "ITEM_FINAL",
     "ITEM_AFTER_RUN",
     "ITEM_SHOWN_AS",
     "STATE_STYLE",
@@ -51,8 +49,6 @@ WRITTEN = (RunState.PENDING, RunState.RUNNING, RunState.STOPPING, RunState.STOPP
            RunState.FAILED)
 # A live trainer process is expected in these.
 ACTIVE = (RunState.PENDING, RunState.RUNNING, RunState.STOPPING)
-# The run will not change any more unless resumed or extended.
-FINISHED = (RunState.STOPPED, RunState.COMPLETED, RunState.FAILED, RunState.CRASHED)
 # Effective states that `orpo-train --resume` continues (an unreadable status too: the
 # checkpoints, not the status, are what a resume starts from).
 RESUMABLE = (RunState.STOPPED, RunState.CRASHED, RunState.FAILED, RunState.UNKNOWN)
@@ -82,8 +78,6 @@ class ItemState(str, Enum):
         except ValueError:
             return cls.FAILED
 
-
-ITEM_FINAL = (ItemState.COMPLETED, ItemState.FAILED, ItemState.STOPPED, ItemState.CANCELLED)
 
 # The item state a trainer's final run state becomes (a cancel request overrides it).
 ITEM_AFTER_RUN = {
