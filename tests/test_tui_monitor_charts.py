@@ -1,0 +1,72 @@
+"""The monitor's charts at real sizes: log scale on series with values ≤ 0, labels, samples
+while a run trains, the step cursor, and how fast the monitor opens."""
+
+import math
+import time
+
+import pytest
+
+from trainer.pure.events import MetricsWriter
+from trainer.pure.metrics import LEARNING_RATE, LOG_ODDS_RATIO, LOSS, ORPO_METRICS, REWARDS_MARGINS
+from trainer.pure.run_folder import RunFolder
+from trainer.pure.runs import write_status
+from tui.app import make_app
+from tui.charts import visible_lines
+from tui.screens.monitor import MonitorScreen
+from tui.widgets.chart_view import ChartView
+
+SIZES = [(160, 48), (120, 40), (100, 30), (80, 24)]
+
+
+async def wait_until(pilot, condition, timeout=20.0, what=""):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await pilot.pause(0.05)
+
+
+def signed_run(runs, name="20260101-000000-demo", steps=60, state="stopped"):
+    """A run whose margins and log-odds cross zero, with zeros and a NaN, and a flat lr."""
+    run = RunFolder(runs / name)
+    run.root.mkdir(parents=True)
+    write_status(run.root, state=state, step=steps, total_steps=100, started_at=1.0, ended_at=2.0)
+    with MetricsWriter(run.metrics) as w:
+        for step in range(1, steps + 1):
+            values = {m: math.sin(step / 7) for m in ORPO_METRICS}
+            values[LOSS] = 2.0 - step / steps
+            values[REWARDS_MARGINS] = 0.0 if step % 10 == 0 else (step - 30) / 10
+            values[LOG_ODDS_RATIO] = math.nan if step == 17 else -abs(math.cos(step))
+            w.write("train", step, time=1000.0 + step, **values, **{LEARNING_RATE: 1e-3, "tokens_per_second": 50.0,
+                                                                   "pairs_per_second": 2.0, "peak_memory_gb": 0.1})
+            if step % 20 == 0:
+                w.write("val", step, time=1000.5 + step, **{m: math.cos(step) for m in ORPO_METRICS}, val_time=0.1)
+                w.write("sample", step, time=1000.6 + step, prompt=f"p{step}", completion=f"c{step}", index=0)
+    return run
+
+
+def chart_lines(screen, key):
+    return [line for line in screen.query_one(f"#chart-{key}", ChartView).render().plain.split("\n")]
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_log_y_on_signed_series_keeps_the_app_alive(tmp_path, size):
+    runs = tmp_path / "runs"
+    run = signed_run(runs)
+    app = make_app(tmp_path, runs)
+    async with app.run_test(size=size) as pilot:
+        app.open_monitor(run.root)
+        await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 10, "the monitor")
+        await pilot.pause(0.3)
+        await pilot.press("l")
+        await pilot.pause(0.3)
+        screen = app.screen
+        assert isinstance(screen, MonitorScreen) and screen.log_y
+        for view in screen.query(ChartView):
+            if view.display:
+                text = view.render().plain
+                assert "Traceback" not in text and len(text.split("\n")) == view.content_size.height
+        margins = visible_lines(screen.query_one("#chart-rewards", ChartView).render().plain)[0]
+        assert "hidden" in margins
+        await pilot.press("l")
+        await pilot.pause(0.1)
+        assert app.is_running and isinstance(app.screen, MonitorScreen)
