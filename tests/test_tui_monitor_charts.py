@@ -70,3 +70,44 @@ async def test_log_y_on_signed_series_keeps_the_app_alive(tmp_path, size):
         await pilot.press("l")
         await pilot.pause(0.1)
         assert app.is_running and isinstance(app.screen, MonitorScreen)
+
+
+def shown_text(widget) -> str:
+    """What a widget really shows inside its own box (lines past its height are cut)."""
+    from textual.geometry import Region
+
+    strips = widget.render_lines(Region(0, 0, widget.size.width, widget.size.height))
+    return "\n".join("".join(seg.text for seg in strip) for strip in strips)
+
+
+@pytest.mark.parametrize("size", [(160, 48), (80, 24)])
+async def test_samples_appear_while_the_run_trains_and_brackets_step_through_them(tmp_path, size):
+    runs = tmp_path / "runs"
+    run = signed_run(runs, steps=10, state="running")
+    app = make_app(tmp_path, runs)
+    async with app.run_test(size=size) as pilot:
+        app.open_monitor(run.root)
+        await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 10, "the monitor")
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.query("#samples"), 5, "the samples pane")
+        samples = screen.query_one("#samples")
+        await wait_until(pilot, lambda: "No sample" in shown_text(samples), 5, "the empty samples pane")
+        with MetricsWriter(run.metrics) as w:
+            for step in (20, 40):
+                w.write("val", step, **{LOSS: 1.0})
+                w.write("sample", step, prompt=f"prompt at {step}", completion=f"answer at {step}", index=0)
+                w.write("sample", step, prompt=f"second prompt {step}", completion=f"second answer {step}", index=1)
+        # Within a poll or two, not at the next chart redraw, and every line shown, not only the title.
+        await wait_until(pilot, lambda: "answer at 40" in shown_text(samples), 4, "the live samples")
+        assert "prompt at 40" in shown_text(samples)
+        await pilot.press("left_square_bracket")
+        await pilot.pause(0.1)
+        assert "answer at 20" in shown_text(samples) and "step 20" in shown_text(samples)
+        await pilot.press("left_square_bracket")  # there is nothing earlier: it stays
+        await pilot.pause(0.1)
+        assert "answer at 20" in shown_text(samples)
+        await pilot.press("right_square_bracket")
+        await pilot.pause(0.1)
+        assert "answer at 40" in shown_text(samples)
+        ids = {b.id for b in screen.active_bindings and [a.binding for a in screen.active_bindings.values()]}
+        assert {"monitor.samples_prev", "monitor.samples_next"} <= ids

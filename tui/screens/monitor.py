@@ -54,6 +54,10 @@ class MonitorScreen(OrpoScreen):
         Binding("a", "toggle_window", "All/last", id="monitor.window", tooltip="All steps or the last 200 reports"),
         Binding("x", "stop", "Stop", id="monitor.stop", tooltip="Stop: SIGINT, then SIGTERM, then SIGKILL"),
         Binding("u", "resume", "Resume", id="monitor.resume", tooltip="Resume a stopped or crashed run"),
+        Binding("left_square_bracket", "samples(-1)", "◀ Samples", id="monitor.samples_prev",
+                tooltip="Samples of the evaluation before the one shown"),
+        Binding("right_square_bracket", "samples(1)", "Samples ▶", id="monitor.samples_next",
+                tooltip="Samples of the next evaluation (the newest follows the run again)"),
     ]
 
     def __init__(self, workspace: Workspace, run_dir: Path) -> None:
@@ -71,6 +75,7 @@ class MonitorScreen(OrpoScreen):
         self._log_key: tuple | None = None
         self.error: str | None = None
         self._shown: dict[str, Text | str] = {}
+        self.samples_step: int | None = None  # None: the newest evaluation, following the run
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -107,6 +112,8 @@ class MonitorScreen(OrpoScreen):
         due = time.monotonic() - self._drawn_at >= CHART_MIN_INTERVAL
         if self.series.version != self._drawn_version and due:
             self.redraw()
+        # Samples are text, cheap to show: they need not wait for the next chart redraw.
+        self.show_samples()
         self.show_log()
 
     def show_log(self) -> None:
@@ -179,15 +186,28 @@ class MonitorScreen(OrpoScreen):
         seconds = track.times[-1] - track.times[first]
         return (total - step) * seconds / steps if steps > 0 and seconds > 0 else None
 
+    def sample_steps(self) -> list[int]:
+        return sorted({s.get("step") for s in self.series.samples if isinstance(s.get("step"), int)})
+
     def show_samples(self) -> None:
-        samples = self.series.samples
-        if not samples:
+        steps = self.sample_steps()
+        if not steps:
             self.set_text("#samples", "No sample generations yet.")
             return
-        step = samples[-1].get("step")
-        latest = [s for s in samples if s.get("step") == step]
+        step = self.samples_step if self.samples_step in steps else steps[-1]
+        latest = [s for s in self.series.samples if s.get("step") == step]
+        where = f" ({steps.index(step) + 1}/{len(steps)})" if len(steps) > 1 else ""
         lines = [f"» {s.get('prompt', '')}\n  {s.get('completion', '')}" for s in latest]
-        self.set_text("#samples", "\n".join([f"samples at step {step}:", *lines]))
+        self.set_text("#samples", "\n".join([f"samples at step {step}{where}:", *lines]))
+
+    def action_samples(self, delta: int) -> None:
+        steps = self.sample_steps()
+        if not steps:
+            return
+        at = steps.index(self.samples_step) if self.samples_step in steps else len(steps) - 1
+        at = min(max(at + delta, 0), len(steps) - 1)
+        self.samples_step = None if at == len(steps) - 1 else steps[at]
+        self.show_samples()
 
     # ------------------------------------------------------------------ toggles and actions
 
