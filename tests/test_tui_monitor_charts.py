@@ -111,3 +111,40 @@ async def test_samples_appear_while_the_run_trains_and_brackets_step_through_the
         assert "answer at 40" in shown_text(samples)
         ids = {b.id for b in screen.active_bindings and [a.binding for a in screen.active_bindings.values()]}
         assert {"monitor.samples_prev", "monitor.samples_next"} <= ids
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+async def test_overlay_legend_names_every_run(tmp_path, size):
+    from test_tui_compare import fixture_runs, open_compare
+    from textual.widgets import TabbedContent
+
+    runs, a, b = fixture_runs(tmp_path)
+    app = make_app(tmp_path / "presets", runs)
+    async with app.run_test(size=size) as pilot:
+        screen = await open_compare(pilot)
+        screen.query_one(TabbedContent).active = "overlay"
+        await pilot.pause(0.2)
+        labels = [s.label for s in screen.overlay_series()]
+        assert len(set(labels)) == 2  # two runs of one preset are still two names
+        header = visible_lines(screen.query_one("#overlay-chart", ChartView).render().plain)[0]
+        for label in labels:
+            head, _, tail = label.partition("…")
+            shown = [w for w in header.split() if w.startswith(label[:3])]
+            assert shown, (label, header)
+        assert len([w for w in header.split() if w.startswith("2024")]) == 2, header
+
+
+def test_legend_shortens_each_name_rather_than_dropping_runs():
+    from tui.charts import ChartSeries, render_chart
+
+    names = ["20240101-120000-base", "20240101-130000-base-2", "20240102-090000-lr-sweep-3"]
+    series = [ChartSeries(n, [1, 2], [1.0, 2.0]) for n in names]
+    title = "train loss  ([ ] metric · m smooth · l log · a range · w step/time)"
+    for width in (40, 60, 78, 120):
+        header = visible_lines(render_chart(series, width, 10, title=title))[0]
+        assert len(header) <= width
+        entries = header.split("━ ")[1:]
+        assert len(entries) == 3, header
+        # Cut in the middle: what tells the runs apart is often at the end.
+        assert len({e.strip() for e in entries}) == 3, header
+        assert entries[1].strip().endswith("-2") and entries[2].strip().endswith("-3"), header

@@ -115,12 +115,12 @@ def layout_chart(
     colors = _assign_colors(series)
     drawable = [_drawable(s, log_y, width) for s in series]
     hidden = _hidden_by_log(series) if log_y else 0
+    note = ""
     if hidden:
         note = f"(log y: {hidden} point{'s' if hidden != 1 else ''} ≤ 0 hidden)"
-        if len(title) + 2 + len(note) > width:
+        if len(title) + 2 + len(note) > width // 2:
             note = f"({hidden} ≤0 hidden)"
-        title = f"{title}  {note}".lstrip()
-    header = _header(title, series, colors, width)
+    header = _header(title, series, colors, width, note)
     if height == 1:
         return header, None
     body_rows = height - 1
@@ -165,7 +165,67 @@ def _colored(glyph: str, color: int) -> str:
     return f"\x1b[38;5;{color}m{glyph}\x1b[0m"
 
 
-def _header(title: str, series: Sequence[ChartSeries], colors: list, width: int) -> str:
+def _header(title: str, series: Sequence[ChartSeries], colors: list, width: int, note: str = "") -> str:
+    """The title, a note, then every series' glyph and label. When they do not all fit, the
+    title gives way first (down to a quarter of the width; the note is kept whole), then the
+    longest labels are cut in the middle, each keeping its start and its end, so no series
+    goes unnamed while a few columns per label are left."""
+    full = f"{title}  {note}".strip()
+    labels = [s.label for s in series]
+    entry = 4  # two spaces before, the glyph and a space
+    legend = sum(entry + len(label) for label in labels) - (0 if full else 2)
+    floor = max(width // 4, (len(note) + 2 if note else 0) + min(len(title), 10))
+    title_room = max(min(len(full), width - legend), min(len(full), floor))
+    room = width - title_room - entry * len(labels) + (0 if title_room else 2)
+    fitted = _fit_labels(labels, room)
+    if fitted is None:  # not even a few columns each: the first ones, and a mark for the rest
+        return _header_cut(f"{note}  {title}".strip(), series, colors, width)
+    if note and title_room < len(full):
+        shown = (_middle_cut(title, title_room - len(note) - 2, at_end=True) + "  " + note).strip()
+    else:
+        shown = _middle_cut(full, title_room, at_end=True)
+    out = f"\x1b[1m{shown}\x1b[0m" if shown else ""
+    for i, (s, color) in enumerate(zip(series, colors)):
+        gap = "  " if shown or i else ""
+        glyph = LINE_GLYPH if s.style == "line" else POINT_GLYPH
+        out += gap + _colored(glyph, color) + " " + fitted[i]
+    return out
+
+
+_MIN_LABEL = 4
+
+
+def _fit_labels(labels: list[str], room: int) -> list[str] | None:
+    """Labels cut to share ``room`` columns: short ones whole, long ones to one length."""
+    if sum(map(len, labels)) <= room:
+        return labels
+    if not labels or room < _MIN_LABEL * len(labels):
+        return None
+    cap = room // len(labels)
+    # Water-filling: what a short label does not use goes to the longer ones.
+    while True:
+        short = [len(x) for x in labels if len(x) <= cap]
+        longer = len(labels) - len(short)
+        new_cap = (room - sum(short)) // longer if longer else cap
+        if new_cap == cap:
+            break
+        cap = new_cap
+    return [_middle_cut(x, cap) for x in labels]
+
+
+def _middle_cut(text: str, room: int, at_end: bool = False) -> str:
+    if len(text) <= room:
+        return text
+    if room <= 1:
+        return "…"[:room]
+    if at_end:
+        return text[: room - 1] + "…"
+    head = room // 2
+    tail = room - 1 - head
+    return text[:head] + "…" + (text[-tail:] if tail else "")
+
+
+def _header_cut(title: str, series: Sequence[ChartSeries], colors: list, width: int) -> str:
     used = min(len(title), width)
     out = f"\x1b[1m{title[:used]}\x1b[0m" if used else ""
     for s, color in zip(series, colors):

@@ -159,8 +159,16 @@ class CompareScreen(OrpoScreen):
 
     # ------------------------------------------------------------------ overlay
 
+    def run_names(self) -> dict[Path, str]:
+        """Each run's label, or its folder name where two runs share a label (two runs of
+        one preset), so the legend tells every run apart."""
+        labels = {run: run_label(run.name) for run in self.runs}
+        shared = {label for label in labels.values() if list(labels.values()).count(label) > 1}
+        return {run: run.name if label in shared else label for run, label in labels.items()}
+
     def overlay_series(self, _width: int = 0) -> list[ChartSeries]:
         kind, name = OVERLAY_METRICS[self.metric_index].split(" ", 1)
+        names = self.run_names()
         out = []
         for run, series in self.series.items():
             track = series.track(kind, name)
@@ -174,7 +182,7 @@ class CompareScreen(OrpoScreen):
                 xs, ys = last_n(xs, ys, self.last_n)
             if self.smooth and kind == "train":
                 ys = ema(ys, 0.2)
-            out.append(ChartSeries(run_label(run.name), xs, ys, style="points" if kind == "val" else "line"))
+            out.append(ChartSeries(names[run], xs, ys, style="points" if kind == "val" else "line"))
         return out
 
     def show_overlay(self) -> None:
