@@ -148,3 +148,30 @@ def test_legend_shortens_each_name_rather_than_dropping_runs():
         # Cut in the middle: what tells the runs apart is often at the end.
         assert len({e.strip() for e in entries}) == 3, header
         assert entries[1].strip().endswith("-2") and entries[2].strip().endswith("-3"), header
+
+
+async def test_the_monitor_paints_before_it_reads_a_long_run(tmp_path, monkeypatch):
+    # Opening took seconds on a long run: every metric was parsed, and six charts drawn, on
+    # the event loop before the first frame. Now the catch-up read runs in a thread after it.
+    import threading
+
+    from trainer.pure.events import MetricsTail
+
+    runs = tmp_path / "runs"
+    run = signed_run(runs, steps=200)
+    reads = []
+
+    class Tail(MetricsTail):
+        def read_new(self, *args, **kwargs):
+            reads.append(threading.current_thread() is threading.main_thread())
+            return super().read_new(*args, **kwargs)
+
+    monkeypatch.setattr("tui.screens.monitor.MetricsTail", Tail)
+    app = make_app(tmp_path, runs)
+    async with app.run_test(size=(160, 48)) as pilot:
+        app.open_monitor(run.root)
+        await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 10, "the monitor")
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.series.last_step == 200, 10, "the metrics")
+        assert reads[0] is False  # the first, whole-file read was off the event loop
+        await wait_until(pilot, lambda: "loss" in screen.query_one("#chart-loss", ChartView).render().plain, 10, "a chart")

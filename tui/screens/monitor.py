@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
@@ -96,6 +97,20 @@ class MonitorScreen(OrpoScreen):
 
     def on_mount(self) -> None:
         self.title, self.sub_title = "Monitor", self.run_dir.name
+        # The screen paints first; a long run's metrics (20k reports take a second to parse)
+        # are read in a thread, and the charts drawn once they are in.
+        self.show_status(read_status(self.run_dir) or {})
+        self.call_after_refresh(self.catch_up)
+
+    @work(thread=True, exit_on_error=False, group="monitor-catch-up")
+    def catch_up(self) -> None:
+        events = self.tail.read_new()
+        self.app.call_from_thread(self._caught_up, events)
+
+    def _caught_up(self, events: list[dict]) -> None:
+        if not self.is_mounted:
+            return
+        self.series.add(events)
         self.poll()
         self.set_interval(1.0, self.poll)
 
