@@ -5,6 +5,7 @@ import math
 import time
 
 import pytest
+from textual.widgets import TabbedContent
 
 from trainer.pure.events import MetricsWriter
 from trainer.pure.metrics import LEARNING_RATE, LOG_ODDS_RATIO, LOSS, ORPO_METRICS, REWARDS_MARGINS
@@ -116,7 +117,6 @@ async def test_samples_appear_while_the_run_trains_and_brackets_step_through_the
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)])
 async def test_overlay_legend_names_every_run(tmp_path, size):
     from test_tui_compare import fixture_runs, open_compare
-    from textual.widgets import TabbedContent
 
     runs, a, b = fixture_runs(tmp_path)
     app = make_app(tmp_path / "presets", runs)
@@ -175,3 +175,102 @@ async def test_the_monitor_paints_before_it_reads_a_long_run(tmp_path, monkeypat
         await wait_until(pilot, lambda: screen.series.last_step == 200, 10, "the metrics")
         assert reads[0] is False  # the first, whole-file read was off the event loop
         await wait_until(pilot, lambda: "loss" in screen.query_one("#chart-loss", ChartView).render().plain, 10, "a chart")
+
+
+def _events(run, kind):
+    import json
+
+    return {e["step"]: e for e in map(json.loads, run.metrics.read_text().splitlines()) if e["event"] == kind}
+
+
+def _readout_values(text: str) -> dict[str, str]:
+    out = {}
+    for part in text.split("  ·  ")[2:]:
+        name, value = part.rsplit(" ", 1) if "@" not in part else part.rsplit(" ", 2)[:2]
+        out[name] = value
+    return out
+
+
+@pytest.mark.parametrize("size", [(160, 48), (80, 24)])
+async def test_step_cursor_reads_exact_values_at_a_step(tmp_path, size):
+    from trainer.pure.metrics import CHARTS, metric_label
+
+    runs = tmp_path / "runs"
+    run = signed_run(runs, steps=60)
+    train, val = _events(run, "train"), _events(run, "val")
+    app = make_app(tmp_path, runs)
+    async with app.run_test(size=size) as pilot:
+        app.open_monitor(run.root)
+        await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 10, "the monitor")
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.series.last_step == 60, 10, "the metrics")
+        readout = screen.query_one("#readout")
+        await pilot.press("right")  # the first press: the newest report
+        await pilot.pause(0.1)
+        assert screen.cursor_step == 60
+        await pilot.press("left", "left", "left")
+        await pilot.pause(0.1)
+        assert screen.cursor_step == 57
+        await pilot.press("home")
+        assert screen.cursor_step == 1
+        await pilot.press("end", "left", "left", "left", "left", "left", "left", "left", "left", "left", "left")
+        await pilot.pause(0.1)
+        assert screen.cursor_step == 50
+        for step in (50, 40, 20):
+            screen.move_cursor(step)
+            await pilot.pause(0.05)
+            text = str(readout.render())
+            assert text.startswith(f"step {step}  ·  ")
+            assert time.strftime("%H:%M:%S", time.localtime(train[step]["time"])) in text
+            values = _readout_values(text)
+            shown = [spec for spec in CHARTS if screen.query_one(f"#chart-{spec.key}", ChartView).display]
+            for spec in shown:
+                for name in spec.train:
+                    want = train[step][name]
+                    got = values[metric_label(name)]
+                    assert (math.isnan(want) and got == "nan") or float(got) == pytest.approx(want, rel=1e-5), name
+                for name in spec.val:
+                    at = max(s for s in val if s <= step)
+                    got = values[f"val {metric_label(name)}"]
+                    assert float(got) == pytest.approx(val[at][name], rel=1e-5), name
+                    assert (f"@{at}" in text) == (at != step)
+            # The marker is drawn on every shown chart.
+            for spec in shown:
+                plain = screen.query_one(f"#chart-{spec.key}", ChartView).render().plain
+                assert "┬" in plain.split("\n")[1] or "│" in "".join(line[8:-1] for line in plain.split("\n")[2:-3])
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+async def test_overlay_step_cursor_reads_every_runs_value(tmp_path, size):
+    from test_tui_compare import fixture_runs, open_compare
+
+    runs, a, b = fixture_runs(tmp_path)
+    app = make_app(tmp_path / "presets", runs)
+    async with app.run_test(size=size) as pilot:
+        screen = await open_compare(pilot)
+        await pilot.press("2")
+        await pilot.pause(0.2)
+        await pilot.press("right")  # the first press: the newest report
+        await pilot.pause(0.1)
+        assert screen.cursor == 30 and screen.query_one(TabbedContent).active == "overlay"
+        await pilot.press("left")
+        await pilot.pause(0.1)
+        assert screen.cursor == 20
+        readout = str(screen.query_one("#overlay-readout").render())
+        assert readout.startswith("step 20  ·  ")
+        for run in (a, b):
+            want = _events(RunFolder(run), "train")[20]["loss"]
+            assert f"{run.name} {want:.6g}" in readout
+        chart = screen.query_one("#overlay-chart", ChartView).render().plain
+        assert "┬" in chart.split("\n")[1]  # the marker reaches the frame
+        await pilot.press("right_square_bracket")  # val loss
+        await pilot.pause(0.1)
+        readout = str(screen.query_one("#overlay-readout").render())
+        for run in (a, b):
+            assert f"{run.name} {_events(RunFolder(run), 'val')[20]['loss']:.6g}" in readout
+        await pilot.press("home")
+        assert screen.cursor == 10
+        await pilot.press("1")  # on the diff tab left/right are not the cursor's
+        await pilot.pause(0.1)
+        await pilot.press("right")
+        assert screen.cursor == 10

@@ -33,6 +33,8 @@ TOO_SMALL = "(too small for a chart)"
 # and far enough apart in hue to tell up to six curves apart.
 PALETTE = (39, 208, 77, 170, 220, 203)
 
+CURSOR_COLOR = 250  # light grey: visible on both backgrounds, unlike any series colour
+
 LINE_GLYPH = "━"
 POINT_GLYPH = "◆"
 
@@ -84,6 +86,7 @@ def render_chart(
     title: str = "",
     log_y: bool = False,
     xlabel: str = "step",
+    cursor: float | None = None,
 ) -> str:
     """An ANSI string of exactly ``height`` rows, none wider than ``width`` columns.
 
@@ -96,8 +99,9 @@ def render_chart(
     chart area says so (:data:`WAITING` when there is no data at all).
 
     Every y label names the value of the row it is printed on (see :class:`YScale`).
+    ``cursor``, an x value, draws a vertical marker there when it is inside the data.
     """
-    return layout_chart(series, width, height, title=title, log_y=log_y, xlabel=xlabel)[0]
+    return layout_chart(series, width, height, title=title, log_y=log_y, xlabel=xlabel, cursor=cursor)[0]
 
 
 def layout_chart(
@@ -108,6 +112,7 @@ def layout_chart(
     title: str = "",
     log_y: bool = False,
     xlabel: str = "step",
+    cursor: float | None = None,
 ) -> tuple[str, YScale | None]:
     """:func:`render_chart`, and the y scale it drew with (None when no plot was drawn)."""
     if width <= 0 or height <= 0:
@@ -130,7 +135,7 @@ def layout_chart(
     elif width < _MIN_WIDTH or body_rows < _MIN_PLOT_ROWS:
         body = _message(TOO_SMALL, width, body_rows)
     else:
-        body, scale = _plot(series, drawable, colors, width, body_rows, log_y=log_y, xlabel=xlabel)
+        body, scale = _plot(series, drawable, colors, width, body_rows, log_y=log_y, xlabel=xlabel, cursor=cursor)
     return header + "\n" + body, scale
 
 
@@ -249,27 +254,30 @@ def _message(text: str, width: int, rows: int) -> str:
     return "\n".join(lines)
 
 
-def _plot(series, drawable, colors, width: int, rows: int, *, log_y: bool, xlabel: str):
+def _plot(series, drawable, colors, width: int, rows: int, *, log_y: bool, xlabel: str, cursor: float | None = None):
     # Markers go on last so that a validation point is never painted over by a line.
     order = sorted(range(len(series)), key=lambda i: series[i].style == "points")
     show_xlabel = bool(xlabel) and rows >= _XLABEL_MIN_ROWS
     # The log is taken here rather than by plotext, whose log scale fails on any limit ≤ 0.
     plotted = [(xs, [math.log10(y) for y in ys] if log_y else ys) for xs, ys in drawable]
     values = [y for _, ys in plotted for y in ys]
+    xs_all = [x for xs, _ in plotted for x in xs]
+    # Only inside the data: a line outside would stretch the x axis to reach it.
+    cursor = cursor if cursor is not None and min(xs_all) <= cursor <= max(xs_all) else None
     canvas_rows = rows - _BELOW_CANVAS - show_xlabel
     with _PLOT_LOCK:
         out = _build(series, plotted, order, colors, width, rows, show_xlabel, xlabel, drawable,
-                     scale := YScale.fit(values, canvas_rows, log_y))
+                     scale := YScale.fit(values, canvas_rows, log_y), cursor)
         # plotext leaves out a part that does not fit (the x tick row, say); the labels are
         # only true for the canvas really drawn, so a surprise costs one more build.
         drawn_rows = _canvas_rows(out)
         if drawn_rows and drawn_rows != canvas_rows:
             scale = YScale.fit(values, drawn_rows, log_y)
-            out = _build(series, plotted, order, colors, width, rows, show_xlabel, xlabel, drawable, scale)
+            out = _build(series, plotted, order, colors, width, rows, show_xlabel, xlabel, drawable, scale, cursor)
     return _fit_rows(out, rows), scale
 
 
-def _build(series, plotted, order, colors, width, rows, show_xlabel, xlabel, drawable, scale) -> str:
+def _build(series, plotted, order, colors, width, rows, show_xlabel, xlabel, drawable, scale, cursor) -> str:
     fig = plt.figure
     fig.clear()
     plt.terminal.limit(False, False)  # size from plot_size, not from the real terminal
@@ -279,6 +287,8 @@ def _build(series, plotted, order, colors, width, rows, show_xlabel, xlabel, dra
         xs, ys = plotted[i]
         if xs:
             fig.draw(_signal(fig, series[i], xs, ys, colors[i]))
+    if cursor is not None:
+        fig.line(cursor, 1, pixel=plt.pixel(foreground=CURSOR_COLOR))
     if show_xlabel:
         fig.label(xlabel, "x")
     _x_ticks(fig, drawable, width)
