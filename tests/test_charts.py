@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -192,14 +193,15 @@ def test_render_chart_reduces_a_whole_track_and_keeps_its_spike():
     values = [1.0 + (i % 10) * 0.01 for i in range(n)]
     values[12_345] = 10.0
     lines = visible_lines(render_chart([ChartSeries("loss", range(n), values)], 60, 10))
-    assert lines[2].lstrip().startswith("10.0")  # the top y tick is the spike
+    assert float(lines[2].split("┤")[0]) == 10.0  # the top y tick is the spike
     assert "20k" in lines[-1] or "20k" in lines[-2]
 
 
 def test_legend_that_does_not_fit_is_cut():
     series = [ChartSeries(f"a rather long series name {i}", [1, 2], [1.0, 2.0]) for i in range(4)]
     header = visible_lines(render_chart(series, 50, 10, title="loss"))[0]
-    assert len(header) <= 50 and header.endswith("…")
+    assert len(header) <= 50 and header.count("…") == 4
+    assert [entry.strip()[-1] for entry in header.split("━ ")[1:]] == ["0", "1", "2", "3"]  # every one named
 
 
 def test_nice_ticks_and_labels():
@@ -344,3 +346,141 @@ def test_val_loss_rising_while_train_falls():
     # Both rising: a diverging run, not overfitting.
     both = [dict(e, loss=e["step"] / 100) if e["event"] == "train" else e for e in events]
     assert [a.kind for a in health_alarms(_series(both))] == []
+
+
+# -- y axis: labels true to their rows, log scale, flat series --------------------------------
+
+
+def _canvas_labels(lines, scale):
+    """(canvas row, label text) of every y label, read from the rendered text."""
+    out = []
+    for row in range(scale.rows):
+        line = lines[2 + row]  # the header, then the frame's top line
+        if "┤" in line:
+            out.append((row, line.split("┤", 1)[0].strip()))
+    return out
+
+
+def _half_unit(label: str) -> float:
+    """Half of the last printed digit of a label, in the label's units."""
+    mantissa, _, exponent = label.partition("e")
+    decimals = len(mantissa.split(".", 1)[1]) if "." in mantissa else 0
+    return 0.5 * 10.0 ** (-decimals + (int(exponent) if exponent else 0))
+
+
+def _check_labels(series, width, height, log_y):
+    text, scale = charts.layout_chart(series, width, height, title="t", log_y=log_y)
+    lines = visible_lines(text)
+    assert len(lines) == height and max(map(len, lines)) <= width
+    if scale is None:
+        return 0
+    labels = _canvas_labels(lines, scale)
+    assert len(labels) >= min(scale.rows, 2), lines
+    assert len({label for _, label in labels}) == len(labels), labels  # different rows, different labels
+    for row, label in labels:
+        read = float(label)
+        want = scale.plotted_at_row(row)
+        if log_y:
+            assert read > 0, (label, lines)
+            error = abs(math.log10(read) - want)
+            slack = math.log10(1 + _half_unit(label) / read)
+        else:
+            error, slack = abs(read - want), _half_unit(label)
+        assert error <= scale.row_step / 4 + slack + 1e-12 * abs(want), (row, label, want, scale, "\n".join(lines))
+    # The data's own extremes are drawn on the rows the mapping says.
+    finite = [v for s in series for v in s.values if math.isfinite(v) and (v > 0 or not log_y)]
+    if max(finite) > min(finite):
+        assert scale.row_of(max(finite)) == 0 and scale.row_of(min(finite)) == scale.rows - 1
+    else:  # a flat series is drawn on a labelled row, which names its value
+        assert scale.row_of(finite[0]) in dict(labels)
+    return len(labels)
+
+
+def _random_series(rng):
+    n = rng.choice([1, 2, 5, 50, 400])
+    kind = rng.choice(["flat", "steps", "wide", "negative", "mixed", "noisy", "tiny"])
+    steps = list(range(1, n + 1))
+    if kind == "flat":
+        value = rng.choice([1e-3, 0.0, -2.5, 7.0, 1e6, 3e-9])
+        values = [value] * n
+    elif kind == "steps":
+        values = [float(rng.randint(0, 3)) for _ in steps]
+    elif kind == "wide":
+        values = [10 ** rng.uniform(-8, 3) for _ in steps]
+    elif kind == "negative":
+        values = [rng.uniform(-50, -0.001) for _ in steps]
+    elif kind == "tiny":
+        base = rng.uniform(-1, 1)
+        values = [base + rng.uniform(0, 1e-6) for _ in steps]
+    else:
+        values = [rng.gauss(0, 10 ** rng.randint(-3, 3)) for _ in steps]
+    if kind == "mixed":
+        for _ in range(max(1, n // 10)):
+            values[rng.randrange(n)] = rng.choice([NAN, math.inf, -math.inf, 0.0])
+    return ChartSeries("s", steps, values)
+
+
+def test_every_y_label_names_the_value_of_its_row():
+    rng = random.Random(13)
+    checked = 0
+    for _ in range(400):
+        series = [_random_series(rng)]
+        if rng.random() < 0.3:
+            series.append(dataclasses.replace(_random_series(rng), label="val", style="points"))
+        width, height = rng.randint(20, 200), rng.randint(5, 40)
+        log_y = rng.random() < 0.3
+        finite = [v for s in series for v in s.values if math.isfinite(v)]
+        if not finite or (log_y and not any(v > 0 for v in finite)):
+            continue
+        checked += _check_labels(series, width, height, log_y) > 0
+    assert checked > 250
+
+
+@pytest.mark.parametrize("width,height", [(38, 10), (78, 10), (52, 22), (160, 15)])
+def test_loss_axis_labels_step_evenly(width, height):
+    # At 80x24 a loss axis read 7.4 / 6.7 / 5.9 / 4.5 on consecutive rows.
+    series = [ChartSeries("loss", list(range(1, 101)), [7.4 - 0.03 * i for i in range(100)])]
+    _check_labels(series, width, height, False)
+    text, scale = charts.layout_chart(series, width, height)
+    rows = [row for row, _ in _canvas_labels(visible_lines(text), scale)]
+    assert len({b - a for a, b in zip(rows, rows[1:])}) <= 2
+
+
+def test_y_scale_matches_where_plotext_draws():
+    # The mapping the labels are checked against is plotext's own: a flat line at a value
+    # is drawn on the row the scale says, whose value is within half a row of it.
+    rng = random.Random(3)
+    for height in (6, 9, 12, 17, 30):
+        for _ in range(25):
+            probe = rng.uniform(0.0, 1.0)
+            series = [ChartSeries("bounds", [1, 9], [0.0, 1.0], style="points"),
+                      ChartSeries("probe", [2, 8], [probe, probe])]
+            text, scale = charts.layout_chart(series, 60, height, xlabel="")
+            lines = visible_lines(text)
+            drawn = [r for r in range(scale.rows) if any(0x2800 < ord(c) < 0x2900 for c in lines[2 + r])]
+            assert drawn == [scale.row_of(probe)], (probe, drawn, "\n".join(lines))
+            assert abs(scale.value_at_row(drawn[0]) - probe) <= scale.row_step / 2 + scale.row_step / 4
+
+
+@pytest.mark.parametrize("width,height", [(30, 6), (50, 12), (80, 20), (160, 40)])
+def test_log_scale_survives_zeros_and_negatives_and_says_what_it_hid(width, height):
+    for values in ([1e-3] * 5, [0.0, 1.0, -2.0, 0.1, NAN], [-1.0, 2e-4, 3e-4, 0.0, 1e-4], [0.5, 0.5, -0.5, 0.5, 0.5]):
+        series = [ChartSeries("lr", [1, 2, 3, 4, 5], values)]
+        lines = visible_lines(render_chart(series, width, height, title="lr", log_y=True))
+        hidden = sum(1 for v in values if v <= 0)
+        assert len(lines) == height
+        if hidden:
+            full = f"log y: {hidden} point{'s' if hidden > 1 else ''} ≤ 0 hidden"
+            assert (full if width >= 80 else f"({hidden} ≤0 hidden)") in lines[0]
+        else:
+            assert "hidden" not in lines[0]
+        _check_labels(series, width, height, True)
+
+
+def test_a_flat_series_shows_its_value():
+    series = [ChartSeries("learning_rate", list(range(10)), [1e-3] * 10)]
+    for log_y in (False, True):
+        text, scale = charts.layout_chart(series, 60, 12, log_y=log_y)
+        labels = dict(_canvas_labels(visible_lines(text), scale))
+        assert labels[scale.row_of(1e-3)] == "1.00e-3"
+        assert 0 < scale.value_at_row(scale.rows - 1) < 1e-3 < scale.value_at_row(0) < 2e-3

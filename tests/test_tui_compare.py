@@ -56,9 +56,9 @@ async def test_overlay_draws_one_series_per_run_and_summary_sorts(tmp_path):
         screen.query_one(TabbedContent).active = "overlay"
         await pilot.pause()
         series = screen.overlay_series()
-        assert [s.label for s in series] == ["base", "base"] and all(len(s.steps) == 3 for s in series)
+        assert [s.label for s in series] == [a.name, b.name] and all(len(s.steps) == 3 for s in series)
         chart = screen.query_one("#overlay-chart", ChartView)
-        assert chart.render().plain.count("━ base") == 2
+        assert f"━ {a.name}" in chart.render().plain and f"━ {b.name}" in chart.render().plain
         await pilot.press("right_square_bracket")  # next metric: val loss, drawn as points
         assert screen.overlay_series()[0].style == "points"
 

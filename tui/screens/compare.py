@@ -5,6 +5,7 @@ and a sortable summary that exports to CSV."""
 from __future__ import annotations
 
 import time
+from bisect import bisect_left, bisect_right
 from pathlib import Path
 
 from rich.text import Text
@@ -75,6 +76,13 @@ class CompareScreen(OrpoScreen):
         Binding("l", "toggle_log", "Log y", id="compare.log", tooltip="Overlay: logarithmic y axis"),
         Binding("a", "toggle_window", "All/last", id="compare.window", tooltip="Overlay: all steps or the last 200 reports"),
         Binding("w", "toggle_clock", "Step/time", id="compare.clock", tooltip="Overlay: align on step or on wall-clock time"),
+        Binding("left", "cursor(-1)", "◀ Step", id="compare.cursor_prev",
+                tooltip="Overlay: step cursor to the report before (every run's value at it)"),
+        Binding("right", "cursor(1)", "Step ▶", id="compare.cursor_next", tooltip="Overlay: step cursor to the next report"),
+        Binding("home", "cursor_to(0)", "First step", id="compare.cursor_first", show=False,
+                tooltip="Overlay: step cursor to the first report"),
+        Binding("end", "cursor_to(-1)", "Last step", id="compare.cursor_last", show=False,
+                tooltip="Overlay: step cursor to the last report"),
         Binding("x", "export", "Export CSV", id="compare.export", tooltip="Write the summary table as CSV into the runs folder"),
     ]
 
@@ -89,6 +97,7 @@ class CompareScreen(OrpoScreen):
         self.metric_index = 0
         self.smooth = self.log_y = self.wall_clock = False
         self.last_n: int | None = None
+        self.cursor: float | None = None  # the overlay's step cursor (seconds in wall-clock mode)
         self.series = {run: load_series(run) for run in runs}
         self.rows = [summarize(run) for run in runs]
         self.sort_key, self.sort_reverse = "best_val_loss", False
@@ -101,6 +110,7 @@ class CompareScreen(OrpoScreen):
                 yield DataTable(id="diff-table", cursor_type="row", zebra_stripes=True)
             with TabPane("Overlay", id="overlay"):
                 yield ChartView(id="overlay-chart")
+                yield Static(id="overlay-readout", markup=False)
             with TabPane("Samples", id="samples"):
                 yield Static(id="samples-title")
                 with Horizontal(id="samples-row"):
@@ -159,8 +169,16 @@ class CompareScreen(OrpoScreen):
 
     # ------------------------------------------------------------------ overlay
 
+    def run_names(self) -> dict[Path, str]:
+        """Each run's label, or its folder name where two runs share a label (two runs of
+        one preset), so the legend tells every run apart."""
+        labels = {run: run_label(run.name) for run in self.runs}
+        shared = {label for label in labels.values() if list(labels.values()).count(label) > 1}
+        return {run: run.name if label in shared else label for run, label in labels.items()}
+
     def overlay_series(self, _width: int = 0) -> list[ChartSeries]:
         kind, name = OVERLAY_METRICS[self.metric_index].split(" ", 1)
+        names = self.run_names()
         out = []
         for run, series in self.series.items():
             track = series.track(kind, name)
@@ -174,15 +192,76 @@ class CompareScreen(OrpoScreen):
                 xs, ys = last_n(xs, ys, self.last_n)
             if self.smooth and kind == "train":
                 ys = ema(ys, 0.2)
-            out.append(ChartSeries(run_label(run.name), xs, ys, style="points" if kind == "val" else "line"))
+            out.append(ChartSeries(names[run], xs, ys, style="points" if kind == "val" else "line"))
         return out
 
     def show_overlay(self) -> None:
         metric = OVERLAY_METRICS[self.metric_index]
         options = (self.metric_index, self.smooth, self.log_y, self.last_n, self.wall_clock)
+        if self.is_mounted and self.query("#overlay-readout"):
+            self.show_readout()
         self.query_one("#overlay-chart", ChartView).update_series(
             self.overlay_series, version=options, title=f"{metric}  ([ ] metric · m smooth · l log · a range · w step/time)",
             log_y=self.log_y, xlabel="seconds since start" if self.wall_clock else "step")
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action in ("cursor", "cursor_to"):
+            # Elsewhere left and right belong to the tabs and tables.
+            return self.query_one(TabbedContent).active == "overlay"
+        return True
+
+    @on(TabbedContent.TabActivated)
+    def tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "overlay":
+            # Focus off the tab strip, whose own left/right would switch tabs.
+            chart = self.query_one("#overlay-chart", ChartView)
+            chart.can_focus = True
+            chart.focus()
+        self.refresh_bindings()
+
+    def cursor_positions(self) -> list[float]:
+        return sorted({x for s in self.overlay_series() for x in s.steps})
+
+    def action_cursor(self, delta: int) -> None:
+        xs = self.cursor_positions()
+        if not xs:
+            return
+        if self.cursor is None:
+            at = len(xs) - 1
+        elif delta < 0:
+            at = max(bisect_left(xs, self.cursor) - 1, 0)
+        else:
+            at = min(bisect_right(xs, self.cursor), len(xs) - 1)
+        self.move_cursor(xs[at])
+
+    def action_cursor_to(self, index: int) -> None:
+        xs = self.cursor_positions()
+        if xs:
+            self.move_cursor(xs[index])
+
+    def move_cursor(self, x: float | None) -> None:
+        self.cursor = x
+        self.query_one("#overlay-chart", ChartView).set_cursor(x)
+        self.show_readout()
+
+    def readout(self, x: float) -> str:
+        """The cursor's position and each run's value there (or at its last report before,
+        with where that was), exactly as in metrics.jsonl."""
+        unit = "s" if self.wall_clock else "step"
+        parts = [f"{unit} {x:g}" if self.wall_clock else f"step {int(x)}"]
+        for s in self.overlay_series():
+            at = bisect_right(list(s.steps), x) - 1
+            if at < 0:
+                parts.append(f"{s.label} –")
+                continue
+            seen = "" if s.steps[at] == x else f" @{s.steps[at]:g}"
+            parts.append(f"{s.label} {s.values[at]:.6g}{seen}")
+        return "  ·  ".join(parts)
+
+    def show_readout(self) -> None:
+        text = (Text(self.readout(self.cursor), style="bold") if self.cursor is not None
+                else Text("←/→ step cursor: every run's value at one step", style="dim"))
+        self.query_one("#overlay-readout", Static).update(text)
 
     def action_metric(self, delta: int) -> None:
         self.metric_index = (self.metric_index + delta) % len(OVERLAY_METRICS)

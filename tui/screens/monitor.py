@@ -3,17 +3,20 @@ latest sample generations. Everything is read from the run directory, tailed by 
 
 from __future__ import annotations
 
+import math
 import time
+from bisect import bisect_left, bisect_right
 from pathlib import Path
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
 from textual.widgets import Footer, Header, ProgressBar, Static
 
 from trainer.pure.events import MetricsTail
-from trainer.pure.metrics import LOSS
+from trainer.pure.metrics import LOSS, metric_label
 from trainer.pure.run_folder import RunFolder
 from trainer.pure.runs import DAMAGED, effective_state, read_status
 from trainer.pure.states import ACTIVE, RESUMABLE, RunState
@@ -43,6 +46,24 @@ def tail_text(path: Path, lines: int) -> str:
     return "\n".join(data.splitlines()[-lines:])
 
 
+def _index_of(track, step: int) -> int | None:
+    if track is None:
+        return None
+    at = bisect_left(track.steps, step)
+    return at if at < len(track.steps) and track.steps[at] == step else None
+
+
+def _index_at_or_before(track, step: int) -> int | None:
+    if track is None:
+        return None
+    at = bisect_right(track.steps, step) - 1
+    return at if at >= 0 else None
+
+
+def _value(value: float) -> str:
+    return f"{value:.6g}"
+
+
 class MonitorScreen(OrpoScreen):
     leaves_silently = True
     CSS_PATH = "monitor.tcss"
@@ -54,6 +75,17 @@ class MonitorScreen(OrpoScreen):
         Binding("a", "toggle_window", "All/last", id="monitor.window", tooltip="All steps or the last 200 reports"),
         Binding("x", "stop", "Stop", id="monitor.stop", tooltip="Stop: SIGINT, then SIGTERM, then SIGKILL"),
         Binding("u", "resume", "Resume", id="monitor.resume", tooltip="Resume a stopped or crashed run"),
+        Binding("left", "cursor(-1)", "◀ Step", id="monitor.cursor_prev",
+                tooltip="Step cursor: the report before (shows every value at that step)"),
+        Binding("right", "cursor(1)", "Step ▶", id="monitor.cursor_next", tooltip="Step cursor: the next report"),
+        Binding("home", "cursor_to(0)", "First step", id="monitor.cursor_first", show=False,
+                tooltip="Step cursor: the first report"),
+        Binding("end", "cursor_to(-1)", "Last step", id="monitor.cursor_last", show=False,
+                tooltip="Step cursor: the last report"),
+        Binding("left_square_bracket", "samples(-1)", "◀ Samples", id="monitor.samples_prev",
+                tooltip="Samples of the evaluation before the one shown"),
+        Binding("right_square_bracket", "samples(1)", "Samples ▶", id="monitor.samples_next",
+                tooltip="Samples of the next evaluation (the newest follows the run again)"),
     ]
 
     def __init__(self, workspace: Workspace, run_dir: Path) -> None:
@@ -71,6 +103,8 @@ class MonitorScreen(OrpoScreen):
         self._log_key: tuple | None = None
         self.error: str | None = None
         self._shown: dict[str, Text | str] = {}
+        self.samples_step: int | None = None  # None: the newest evaluation, following the run
+        self.cursor_step: int | None = None  # None: no step cursor
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -81,6 +115,7 @@ class MonitorScreen(OrpoScreen):
                 yield ProgressBar(id="progress", show_eta=False, total=1)
                 yield Static(id="state")
             yield Static(id="alarms")
+            yield Static(id="readout", markup=False)
         with Grid(id="charts"):
             for spec in CHARTS:
                 yield ChartView(id=f"chart-{spec.key}")
@@ -91,6 +126,20 @@ class MonitorScreen(OrpoScreen):
 
     def on_mount(self) -> None:
         self.title, self.sub_title = "Monitor", self.run_dir.name
+        # The screen paints first; a long run's metrics (20k reports take a second to parse)
+        # are read in a thread, and the charts drawn once they are in.
+        self.show_status(read_status(self.run_dir) or {})
+        self.call_after_refresh(self.catch_up)
+
+    @work(thread=True, exit_on_error=False, group="monitor-catch-up")
+    def catch_up(self) -> None:
+        events = self.tail.read_new()
+        self.app.call_from_thread(self._caught_up, events)
+
+    def _caught_up(self, events: list[dict]) -> None:
+        if not self.is_mounted:
+            return
+        self.series.add(events)
         self.poll()
         self.set_interval(1.0, self.poll)
 
@@ -107,6 +156,9 @@ class MonitorScreen(OrpoScreen):
         due = time.monotonic() - self._drawn_at >= CHART_MIN_INTERVAL
         if self.series.version != self._drawn_version and due:
             self.redraw()
+        # Samples are text, cheap to show: they need not wait for the next chart redraw.
+        self.show_samples()
+        self.show_readout()
         self.show_log()
 
     def show_log(self) -> None:
@@ -179,15 +231,97 @@ class MonitorScreen(OrpoScreen):
         seconds = track.times[-1] - track.times[first]
         return (total - step) * seconds / steps if steps > 0 and seconds > 0 else None
 
+    def sample_steps(self) -> list[int]:
+        return sorted({s.get("step") for s in self.series.samples if isinstance(s.get("step"), int)})
+
     def show_samples(self) -> None:
-        samples = self.series.samples
-        if not samples:
+        steps = self.sample_steps()
+        if not steps:
             self.set_text("#samples", "No sample generations yet.")
             return
-        step = samples[-1].get("step")
-        latest = [s for s in samples if s.get("step") == step]
+        step = self.samples_step if self.samples_step in steps else steps[-1]
+        latest = [s for s in self.series.samples if s.get("step") == step]
+        where = f" ({steps.index(step) + 1}/{len(steps)})" if len(steps) > 1 else ""
         lines = [f"» {s.get('prompt', '')}\n  {s.get('completion', '')}" for s in latest]
-        self.set_text("#samples", "\n".join([f"samples at step {step}:", *lines]))
+        self.set_text("#samples", "\n".join([f"samples at step {step}{where}:", *lines]))
+
+    def action_samples(self, delta: int) -> None:
+        steps = self.sample_steps()
+        if not steps:
+            return
+        at = steps.index(self.samples_step) if self.samples_step in steps else len(steps) - 1
+        at = min(max(at + delta, 0), len(steps) - 1)
+        self.samples_step = None if at == len(steps) - 1 else steps[at]
+        self.show_samples()
+
+    # ------------------------------------------------------------------ step cursor
+
+    def cursor_steps(self) -> list[int]:
+        """Every step with a train or val report."""
+        steps: set[int] = set()
+        for kind in ("train", "val"):
+            track = self.series.track(kind, LOSS)
+            if track is not None:
+                steps.update(track.steps)
+        return sorted(steps)
+
+    def action_cursor(self, delta: int) -> None:
+        steps = self.cursor_steps()
+        if not steps:
+            return
+        if self.cursor_step is None:
+            at = len(steps) - 1  # the first press shows the newest report
+        elif delta < 0:
+            at = max(bisect_left(steps, self.cursor_step) - 1, 0)
+        else:
+            at = min(bisect_right(steps, self.cursor_step), len(steps) - 1)
+        self.move_cursor(steps[at])
+
+    def action_cursor_to(self, index: int) -> None:
+        steps = self.cursor_steps()
+        if steps:
+            self.move_cursor(steps[index])
+
+    def move_cursor(self, step: int | None) -> None:
+        self.cursor_step = step
+        for view in self.query(ChartView):
+            view.set_cursor(step)
+        self.show_readout()
+
+    def readout(self, step: int) -> str:
+        """The step, its wall time and every charted value at it: train values of that
+        report, and each val value of that step (or of the last evaluation before it, with
+        its step)."""
+        parts = [f"step {step}"]
+        when = None
+        values = []
+        for spec in self.visible_charts():
+            for name in spec.train:
+                track = self.series.track("train", name)
+                at = _index_of(track, step)
+                if at is not None:
+                    when = when or track.times[at]
+                    values.append(f"{metric_label(name)} {_value(track.values[at])}")
+            for name in spec.val:
+                track = self.series.track("val", name)
+                at = _index_at_or_before(track, step)
+                if at is not None:
+                    if track.steps[at] == step:
+                        when = when or track.times[at]
+                    seen = "" if track.steps[at] == step else f" @{track.steps[at]}"
+                    values.append(f"val {metric_label(name)} {_value(track.values[at])}{seen}")
+        if when is not None and math.isfinite(when):
+            parts.append(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when)))
+        return "  ·  ".join(parts + values)
+
+    def visible_charts(self):
+        return [spec for spec in CHARTS if self.query_one(f"#chart-{spec.key}", ChartView).display]
+
+    def show_readout(self) -> None:
+        if self.cursor_step is None:
+            self.set_text("#readout", Text("←/→ step cursor: every value at one step", style="dim"))
+        else:
+            self.set_text("#readout", Text(self.readout(self.cursor_step), style="bold"))
 
     # ------------------------------------------------------------------ toggles and actions
 

@@ -50,6 +50,7 @@ class ChartView(Widget):
         self._source: SeriesSource = series
         self._options = (title, log_y, xlabel)
         self._version = version
+        self._cursor: float | None = None
         self._cache_key: tuple | None = None
         self._cached = Text()
         self.renders = 0
@@ -81,12 +82,18 @@ class ChartView(Widget):
         self.refresh()
         return True
 
+    def set_cursor(self, x: float | None) -> None:
+        """Draw a vertical marker at step (or x value) ``x``; None takes it away."""
+        if x != self._cursor:
+            self._cursor = x
+            self.refresh()
+
     def on_resize(self) -> None:
         self.refresh()
 
     def render(self) -> Text:
         size = self.content_size
-        key = (self._version, self._options, size.width, size.height)
+        key = (self._version, self._options, self._cursor, size.width, size.height)
         if key != self._cache_key:
             self._cached = self._build(size.width, size.height)
             self._cache_key = key
@@ -99,7 +106,7 @@ class ChartView(Widget):
         series = source(width) if callable(source) else source
         title, log_y, xlabel = self._options
         self.renders += 1
-        text = Text.from_ansi(render_chart(series, width, height, title=title, log_y=log_y, xlabel=xlabel))
+        text = Text.from_ansi(render_chart(series, width, height, title=title, log_y=log_y, xlabel=xlabel, cursor=self._cursor))
         text.no_wrap = True
         text.overflow = "crop"
         text.end = ""
