@@ -62,7 +62,7 @@ class CompareScreen(OrpoScreen):
     leaves_silently = True
     CSS_PATH = "compare.tcss"
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back", id="compare.back", tooltip="Back to the runs list"),
+        Binding("escape", "app.back_to_list", "Back", id="compare.back", tooltip="Back to the runs list"),
         Binding("1", "tab('diff')", "Diff", id="compare.tab_diff", tooltip="Config diff tab"),
         Binding("2", "tab('overlay')", "Overlay", id="compare.tab_overlay", tooltip="Overlaid curves tab"),
         Binding("3", "tab('samples')", "Samples", id="compare.tab_samples", tooltip="Samples side by side tab"),

@@ -48,7 +48,7 @@ class MonitorScreen(OrpoScreen):
     CSS_PATH = "monitor.tcss"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back", id="monitor.back", tooltip="Back to the runs list"),
+        Binding("escape", "app.back_to_list", "Back", id="monitor.back", tooltip="Back to the runs list"),
         Binding("m", "toggle_smooth", "Smooth", id="monitor.smooth", tooltip="Exponential moving average on/off"),
         Binding("l", "toggle_log", "Log y", id="monitor.log", tooltip="Logarithmic y axis on/off"),
         Binding("a", "toggle_window", "All/last", id="monitor.window", tooltip="All steps or the last 200 reports"),

@@ -46,6 +46,7 @@ class PresetListScreen(OrpoScreen):
         self.workspace = workspace
         self.entries: list[store.PresetEntry] = []
         self._filled_once = False
+        self._left = False  # suspended since it was last shown
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -68,6 +69,16 @@ class PresetListScreen(OrpoScreen):
         if self._filled_once:
             self.reload()
         self._filled_once = True
+        if self._left:
+            # Back on the list (F2, or from the editor): the keys the footer shows act on
+            # the list, so `n` makes a preset instead of typing into the filter.
+            self._left = False
+            table = self.query_one(DataTable)
+            if table.row_count:
+                table.focus()
+
+    def on_screen_suspend(self) -> None:
+        self._left = True
 
     # ------------------------------------------------------------------ data
 

@@ -31,6 +31,10 @@ SORTS = (("started", lambda s: s.started_at or 0, True), ("state", lambda s: s.s
 REFRESH_SECONDS = 2.0
 
 
+def keys_of(summaries: list[RunSummary]) -> set[str]:
+    return {str(s.path) for s in summaries}
+
+
 def fmt(value: float | None, spec: str = ".4f") -> str:
     return "" if value is None else format(value, spec)
 
@@ -59,6 +63,7 @@ class RunsScreen(OrpoScreen):
         self.summaries: list[RunSummary] = []
         self.sort_index = 0
         self.marked: list[Path] = []  # in marking order: the first is "A" in a diff
+        self.to_select: Path | None = None  # a run just started, selected once it is listed
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -98,19 +103,21 @@ class RunsScreen(OrpoScreen):
         self.sub_title = f"{self.workspace.runs_dir} · sorted by {name}"
         table = self.query_one(DataTable)
         selected = self.selected.path if self.selected else None
+        if self.to_select is not None and str(self.to_select) in keys_of(self.summaries):
+            selected, self.to_select = self.to_select, None
         rows = [self.row(s) for s in self.summaries]
         keys = [str(s.path) for s in self.summaries]
         if keys != [str(k.value) for k in table.rows]:
             table.clear()
             for k, row in zip(keys, rows):
                 table.add_row(*row, key=k)
-            if selected is not None and str(selected) in table.rows:
-                table.move_cursor(row=table.get_row_index(str(selected)))
         else:
             for k, row in zip(keys, rows):
                 for column, value in zip(table.columns, row):
                     if table.get_cell(k, column) != value:
                         table.update_cell(k, column, value)
+        if selected is not None and str(selected) in table.rows and self.selected_path != selected:
+            table.move_cursor(row=table.get_row_index(str(selected)))
         self.show_detail()
 
     def row(self, s: RunSummary) -> tuple:
@@ -125,6 +132,18 @@ class RunsScreen(OrpoScreen):
             datetime.fromtimestamp(s.started_at).strftime("%m-%d %H:%M") if s.started_at else "",
             format_duration(s.duration), " ".join(s.tags), Text(note[:60], style="red" if (s.alarm or s.error) else ""),
         )
+
+    def select_run(self, run_dir: Path) -> None:
+        """Highlight `run_dir` as soon as the list holds it (a run started a moment ago may
+        not be listed yet), so the keys act on the run the user just started."""
+        self.to_select = run_dir
+        if hasattr(self, "index"):  # mounted: else on_mount's refresh selects it
+            self.refresh_runs()
+
+    @property
+    def selected_path(self) -> Path | None:
+        s = self.selected
+        return s.path if s else None
 
     @property
     def selected(self) -> RunSummary | None:

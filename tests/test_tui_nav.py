@@ -1,0 +1,117 @@
+"""Navigation is a fixed tree: Esc goes to the parent view, F2/F3/F4 go where the footer
+says from every screen, and the keys the footer shows act where it shows them."""
+
+import shutil
+from pathlib import Path
+
+from test_compare import T0, _config, _write_run
+from test_tui_compare import fixture_runs, open_compare
+from textual.widgets import DataTable, Input
+
+from tui.app import make_app
+from tui.screens.monitor import MonitorScreen
+from tui.screens.preset_editor import PresetEditorScreen
+from tui.screens.preset_list import PresetListScreen
+from tui.screens.runs import RunsScreen
+from tui.widgets.ask_name import AskName
+from tui.widgets.leave_prompt import LeavePrompt
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def with_demo_preset(tmp_path: Path):
+    runs, a, b = fixture_runs(tmp_path)
+    shutil.copy(REPO / "presets" / "demo.toml", tmp_path / "presets" / "demo.toml")
+    return runs, a, b
+
+
+def footer_keys(app) -> set[str]:
+    return {b.binding.key for b in app.screen.active_bindings.values() if b.binding.show and b.enabled}
+
+
+async def test_a_started_runs_monitor_goes_back_to_the_runs_list_not_through_stale_views(tmp_path):
+    runs, a, b = with_demo_preset(tmp_path)
+    app = make_app(tmp_path / "presets", runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_compare(pilot)
+        await pilot.press("f2")  # the comparison stays behind in the runs mode
+        await pilot.pause()
+        assert isinstance(app.screen, PresetListScreen)
+        app.open_monitor(a)  # what a start from the editor or the list does
+        await pilot.pause()
+        assert isinstance(app.screen, MonitorScreen) and app.screen.run_dir == a
+        assert [type(s) for s in app.screen_stack] == [RunsScreen, MonitorScreen]
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, RunsScreen) and len(app.screen_stack) == 1
+        assert app.screen.selected.path == a
+
+
+async def test_f3_from_another_mode_shows_the_runs_list_not_an_old_view(tmp_path):
+    runs, a, b = with_demo_preset(tmp_path)
+    app = make_app(tmp_path / "presets", runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_compare(pilot)
+        await pilot.press("f2")
+        await pilot.pause()
+        await pilot.press("f3")
+        await pilot.pause()
+        assert isinstance(app.screen, RunsScreen) and len(app.screen_stack) == 1
+
+
+async def test_f2_in_the_editor_goes_to_the_preset_list_asking_about_unsaved_changes(tmp_path):
+    runs, a, b = with_demo_preset(tmp_path)
+    app = make_app(tmp_path / "presets", runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, PresetEditorScreen)
+        await pilot.press("f2")
+        await pilot.pause()
+        assert isinstance(app.screen, PresetListScreen)
+
+        await pilot.press("enter")
+        await pilot.pause()
+        editor = app.screen
+        assert isinstance(editor, PresetEditorScreen)
+        editor.set_field("description", "changed")  # an unsaved edit
+        await pilot.pause()
+        assert editor.dirty
+        await pilot.press("f2")
+        await pilot.pause()
+        assert isinstance(app.screen, LeavePrompt)
+        await pilot.press("escape")  # keep editing
+        await pilot.pause()
+        assert app.screen is editor
+
+
+async def test_after_f2_letter_keys_act_on_the_preset_list_not_the_filter(tmp_path):
+    runs, a, b = with_demo_preset(tmp_path)
+    app = make_app(tmp_path / "presets", runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        assert isinstance(app.focused, Input)  # typing filters at first, fzf-style
+        assert "n" not in footer_keys(app)  # so the footer does not offer what typing takes
+        await pilot.press("f3", "f2")
+        await pilot.pause()
+        assert "n" in footer_keys(app)
+        await pilot.press("n")
+        await pilot.pause()
+        assert isinstance(app.screen, AskName)
+        assert app.screen_stack[0].query_one("#filter", Input).value == ""
+
+
+async def test_a_run_started_from_the_list_is_selected_there(tmp_path):
+    runs, a, b = with_demo_preset(tmp_path)
+    app = make_app(tmp_path / "presets", runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f3", "down")  # the older run, as before "run again"
+        await pilot.pause()
+        assert app.screen.selected.path == a
+        c = _write_run(runs, "20240101-140000-base-3", _config(0.1, 8), [1.5], started_at=T0 + 500, ended_at=None)
+        app.open_monitor(c)
+        await pilot.pause()
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, RunsScreen) and app.screen.selected.path == c
+        table = app.screen.query_one(DataTable)
+        assert table.cursor_row == table.get_row_index(str(c))
