@@ -96,7 +96,8 @@ async def test_tags_and_notes_are_kept_in_the_run_folder_and_filter(tmp_path):
         runs_screen = app.screen
         runs_screen.refresh_runs()
         table = runs_screen.query_one("#runs", DataTable)
-        assert column(table, 8)[0] == "best beta-sweep" and "higher beta helped" in column(table, 9)[0]
+        tags, note = table.get_column_index("tags"), table.get_column_index("note")
+        assert column(table, tags)[0] == "best beta-sweep" and "higher beta helped" in column(table, note)[0]
         runs_screen.query_one("#run-filter", Input).value = "best"
         await pilot.pause()
         assert table.row_count == 1 and b.name in column(table, 0)[0]

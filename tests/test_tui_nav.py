@@ -7,7 +7,9 @@ from pathlib import Path
 from test_compare import T0, _config, _write_run
 from test_tui_compare import fixture_runs, open_compare
 from textual.widgets import DataTable, Input
+from textual.widgets.data_table import ColumnKey
 
+from trainer.pure.runs import atomic_write_json
 from tui.app import make_app
 from tui.screens.monitor import MonitorScreen
 from tui.screens.preset_editor import PresetEditorScreen
@@ -115,3 +117,61 @@ async def test_a_run_started_from_the_list_is_selected_there(tmp_path):
         assert isinstance(app.screen, RunsScreen) and app.screen.selected.path == c
         table = app.screen.query_one(DataTable)
         assert table.cursor_row == table.get_row_index(str(c))
+
+
+def cell(table: DataTable, row: Path, key: str) -> str:
+    return str(table.get_cell(str(row), key))
+
+
+def width(table: DataTable, key: str) -> int:
+    return table.columns[ColumnKey(key)].content_width
+
+
+async def test_later_longer_values_widen_their_column_and_long_notes_end_in_an_ellipsis(tmp_path):
+    runs, a, b = with_demo_preset(tmp_path)
+    atomic_write_json(a / "status.json", {"state": "stopped", "pid": None, "step": 4, "total_steps": 9,
+                                          "started_at": T0, "ended_at": T0 + 40})
+    (a / "notes.md").write_text("word " * 40)
+    app = make_app(tmp_path / "presets", runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f3")
+        await pilot.pause()
+        screen = app.screen
+        table = screen.query_one(DataTable)
+        assert cell(table, a, "note").endswith("…") and len(cell(table, a, "note")) == 60
+        atomic_write_json(a / "status.json", {"state": "stopped", "pid": None, "step": 74, "total_steps": 400,
+                                              "started_at": T0, "ended_at": T0 + 40})
+        screen.refresh_runs()
+        await pilot.pause()
+        assert cell(table, a, "step") == "74/400" and width(table, "step") >= len("74/400")
+        await pilot.press("space")  # marks the highlighted run: "1● " comes before its name
+        await pilot.pause()
+        assert width(table, "run") >= len("1● " + b.name)
+
+
+async def test_config_keys_that_differ_become_sortable_columns_and_wide_screens_show_speed(tmp_path):
+    runs, a, b = with_demo_preset(tmp_path)
+    app = make_app(tmp_path / "presets", runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f3")
+        await pilot.pause()
+        screen = app.screen
+        table = screen.query_one(DataTable)
+        labels = {str(c.key.value): str(c.label) for c in table.columns.values()}
+        assert labels["cfg:orpo.beta"] == "beta" and labels["cfg:finetune.rank"] == "rank"
+        assert "pairs_s" not in labels and "duration" in labels  # 80 columns: the less important go
+        assert cell(table, a, "cfg:orpo.beta") == "0.1" and cell(table, b, "cfg:finetune.rank") == "16"
+        screen.sort_key, screen.sort_reverse = "cfg:orpo.beta", True
+        screen.refresh_runs()
+        assert [s.path for s in screen.summaries] == [b, a]
+        screen.sort_reverse = False
+        screen.refresh_runs()
+        assert [s.path for s in screen.summaries] == [a, b]
+
+    app = make_app(tmp_path / "presets", runs)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("f3")
+        await pilot.pause()
+        table = app.screen.query_one(DataTable)
+        assert cell(table, a, "pairs_s") == "20" and cell(table, a, "peak_gb") == "3"
+        assert cell(table, a, "duration") == "0m40s"

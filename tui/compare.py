@@ -32,6 +32,7 @@ __all__ = [
     "load_side",
     "check_run_dir",
     "config_diff",
+    "differing_keys",
     "format_diff",
     "summarize",
     "format_summaries",
@@ -156,6 +157,17 @@ def config_diff(a: Side, b: Side, only_changed: bool = False) -> list[DiffRow]:
     da, db = derived_fields(a.config), derived_fields(b.config)
     rows += [DiffRow(key, da[key], db[key], da[key] != db[key], derived=True) for key in da]
     return [r for r in rows if r.changed] if only_changed else rows
+
+
+def differing_keys(configs: list[Config], skip: Iterable[str] = ()) -> list[str]:
+    """The settings (not derived values, which read data files) whose values are not the
+    same in all `configs`, in schema order: what tells a set of runs apart."""
+    skipped = _SKIPPED_KEYS | set(skip)
+    if len(configs) < 2:
+        return []
+    first, rest = configs[0], configs[1:]
+    return [spec.path for spec in iter_fields() if spec.path not in skipped
+            and any(_setting_row(spec.path, first, other).changed for other in rest)]
 
 
 def _setting_row(key: str, a: Config, b: Config) -> DiffRow:
