@@ -27,6 +27,7 @@ from tui.workspace import Workspace
 
 OVERLAY_METRICS = tuple(f"{kind} {name}" for name in ORPO_METRICS for kind in ("train", "val")) + tuple(
     f"train {name}" for name in RATE_METRICS)
+EXPORTS_DIR = ".exports"
 SUMMARY_COLUMNS = ("run", "preset", "state", "steps", "final_val_loss", "best_val_loss", "best_val_step",
                    "final_val_accuracy", "final_val_margin", "final_val_log_odds_chosen", "mean_pairs_per_second",
                    "max_peak_memory_gb", "duration_s")
@@ -75,7 +76,7 @@ class CompareScreen(OrpoScreen):
         Binding("l", "toggle_log", "Log y", id="compare.log", tooltip="Overlay: logarithmic y axis"),
         Binding("a", "toggle_window", "All/last", id="compare.window", tooltip="Overlay: all steps or the last 200 reports"),
         Binding("w", "toggle_clock", "Step/time", id="compare.clock", tooltip="Overlay: align on step or on wall-clock time"),
-        Binding("x", "export", "Export CSV", id="compare.export", tooltip="Write the summary table as CSV into the runs folder"),
+        Binding("x", "export", "Export CSV", id="compare.export", tooltip="Write the summary as CSV into the runs folder's .exports/"),
     ]
 
     def __init__(self, workspace: Workspace, runs: list[Path], against: Path | None = None) -> None:
@@ -253,10 +254,16 @@ class CompareScreen(OrpoScreen):
         self.show_summary()
 
     def action_export(self) -> None:
-        target = self.workspace.runs_dir / f"compare-{time.strftime('%Y%m%d-%H%M%S')}.csv"
-        atomic_write_text(target, summaries_to_csv(self.rows))
+        # Not among the run folders: `orpo-tui summary runs/*` must not trip over exports.
+        target = self.workspace.runs_dir / EXPORTS_DIR / f"compare-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(target, summaries_to_csv(self.rows))
+        except OSError as exc:
+            self.notify(f"Not exported: {exc.filename or target}: {exc.strerror or exc}", severity="error", timeout=10)
+            return
         self.notify(f"Wrote {target}")
 
     def commands(self):
-        yield SystemCommand("Export summary CSV", "Write the summary table into the runs folder", self.action_export)
+        yield SystemCommand("Export summary CSV", "Write the summary table as CSV into the runs folder's .exports/", self.action_export)
         yield SystemCommand("Toggle only differences", "Config diff: changed keys only, or all", self.action_toggle_changed)
