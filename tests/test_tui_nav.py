@@ -175,3 +175,49 @@ async def test_config_keys_that_differ_become_sortable_columns_and_wide_screens_
         table = app.screen.query_one(DataTable)
         assert cell(table, a, "pairs_s") == "20" and cell(table, a, "peak_gb") == "3"
         assert cell(table, a, "duration") == "0m40s"
+
+
+async def test_every_footer_fits_80_columns_with_quit_and_the_f_keys(tmp_path):
+    """The keys users need most are never scrolled out of an 80-column footer."""
+    runs, a, b = with_demo_preset(tmp_path)
+    app = make_app(tmp_path / "presets", runs)
+    seen = []
+    async with app.run_test(size=(80, 24)) as pilot:
+
+        async def check(*keys):
+            await pilot.pause()
+            footer = app.screen.query_one("Footer")
+            shown = {k.key: k.region for k in footer.query("FooterKey")}
+            palette = shown.pop("ctrl+p")
+            assert all(region.right <= palette.x for region in shown.values()), (type(app.screen).__name__, shown)
+            assert {"ctrl+q", "f2", "f3", "f4", *keys} <= set(shown), (type(app.screen).__name__, set(shown))
+            seen.append(type(app.screen).__name__)
+
+        await check()
+        await pilot.press("tab")
+        await check("s", "n", "w")
+        await pilot.press("enter")
+        await check("ctrl+s", "ctrl+r", "escape")
+        await pilot.press("f3")
+        await check("x", "u", "c")
+        await pilot.press("enter")
+        await check("escape", "x", "u")
+        await pilot.press("escape", "space", "down", "space", "c")
+        await check("escape", "x")
+        await pilot.press("f4")
+        await check("p", "x", "g")
+    assert seen == ["PresetListScreen", "PresetListScreen", "PresetEditorScreen", "RunsScreen", "MonitorScreen",
+                    "CompareScreen", "QueueScreen"]
+
+
+async def test_f2_from_the_runs_goes_to_the_preset_list_even_with_an_editor_left_open(tmp_path):
+    runs, a, b = with_demo_preset(tmp_path)
+    app = make_app(tmp_path / "presets", runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("enter")  # the editor; ctrl+r would start a run and leave it behind
+        await pilot.pause()
+        app.open_monitor(a)
+        await pilot.pause()
+        await pilot.press("f2")
+        await pilot.pause()
+        assert isinstance(app.screen, PresetListScreen) and len(app.screen_stack) == 1

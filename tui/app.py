@@ -30,7 +30,7 @@ class OrpoApp(App):
     SUB_TITLE = "ORPO fine-tuning on MLX"
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", id="app.quit", tooltip="Quit orpo-tui (runs keep training)", priority=True),
-        Binding("question_mark,f1", "toggle_keys", "Keys", id="app.keys", tooltip="Show or hide the key help panel"),
+        Binding("question_mark,f1", "toggle_keys", "Keys", id="app.keys", show=False, tooltip="Show or hide the key help panel"),
         Binding("f2", "go('presets')", "Presets", id="app.presets", tooltip="The preset list"),
         Binding("f3", "go('runs')", "Runs", id="app.runs", tooltip="Every run, live"),
         Binding("f4", "go('queue')", "Queue", id="app.queue", tooltip="The sweep queue"),
@@ -55,19 +55,14 @@ class OrpoApp(App):
         if not isinstance(self.screen, OrpoScreen):
             return
         if self.current_mode != mode:
+            # A screen left open in that mode (an editor: ctrl+r leaves it behind) is left
+            # now, through its own question if it holds unsaved work.
             self.switch_mode(mode)
-            # An editor left open in that mode stays: it may hold unsaved work.
-            self._close_views()
-            return
         self.back_to_list()
 
     def action_back_to_list(self) -> None:
         """Esc on a view opened from a list: its parent is always that list."""
         self.back_to_list()
-
-    def _close_views(self) -> None:
-        while len(self.screen_stack) > 1 and isinstance(self.screen, OrpoScreen) and self.screen.leaves_silently:
-            self.pop_screen()
 
     def back_to_list(self, then: Callable[[], object] | None = None) -> None:
         """Leave every screen above the current mode's list, each through its `leave()`,

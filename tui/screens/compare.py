@@ -64,19 +64,19 @@ class CompareScreen(OrpoScreen):
     CSS_PATH = "compare.tcss"
     BINDINGS = [
         Binding("escape", "app.back_to_list", "Back", id="compare.back", tooltip="Back to the runs list"),
-        Binding("1", "tab('diff')", "Diff", id="compare.tab_diff", tooltip="Config diff tab"),
-        Binding("2", "tab('overlay')", "Overlay", id="compare.tab_overlay", tooltip="Overlaid curves tab"),
-        Binding("3", "tab('samples')", "Samples", id="compare.tab_samples", tooltip="Samples side by side tab"),
-        Binding("4", "tab('summary')", "Summary", id="compare.tab_summary", tooltip="Summary table tab"),
+        Binding("1", "tab('diff')", "Diff", id="compare.tab_diff", show=False, tooltip="Config diff tab"),
+        Binding("2", "tab('overlay')", "Overlay", id="compare.tab_overlay", show=False, tooltip="Overlaid curves tab"),
+        Binding("3", "tab('samples')", "Samples", id="compare.tab_samples", show=False, tooltip="Samples side by side tab"),
+        Binding("4", "tab('summary')", "Summary", id="compare.tab_summary", show=False, tooltip="Summary table tab"),
         Binding("f", "toggle_changed", "Only diffs", id="compare.only", tooltip="Config diff: only changed keys, or all"),
-        Binding("b", "next_b", "Next B", id="compare.next_b", tooltip="Config diff: compare A with the next marked run"),
-        Binding("right_square_bracket", "metric(1)", "Metric ▶", id="compare.metric_next", tooltip="Overlay: next metric"),
-        Binding("left_square_bracket", "metric(-1)", "◀ Metric", id="compare.metric_prev", tooltip="Overlay: previous metric"),
-        Binding("m", "toggle_smooth", "Smooth", id="compare.smooth", tooltip="Overlay: EMA smoothing"),
-        Binding("l", "toggle_log", "Log y", id="compare.log", tooltip="Overlay: logarithmic y axis"),
-        Binding("a", "toggle_window", "All/last", id="compare.window", tooltip="Overlay: all steps or the last 200 reports"),
-        Binding("w", "toggle_clock", "Step/time", id="compare.clock", tooltip="Overlay: align on step or on wall-clock time"),
-        Binding("x", "export", "Export CSV", id="compare.export", tooltip="Write the summary as CSV into the runs folder's .exports/"),
+        Binding("b", "next_b", "Next B", id="compare.next_b", show=False, tooltip="Config diff: compare A with the next marked run"),
+        Binding("right_square_bracket", "metric(1)", "Metric ▶", id="compare.metric_next", show=False, tooltip="Overlay: next metric"),
+        Binding("left_square_bracket", "metric(-1)", "◀ Metric", id="compare.metric_prev", show=False, tooltip="Overlay: previous metric"),
+        Binding("m", "toggle_smooth", "Smooth", id="compare.smooth", show=False, tooltip="Overlay: EMA smoothing"),
+        Binding("l", "toggle_log", "Log y", id="compare.log", show=False, tooltip="Overlay: logarithmic y axis"),
+        Binding("a", "toggle_window", "All/last", id="compare.window", show=False, tooltip="Overlay: all steps or the last 200 reports"),
+        Binding("w", "toggle_clock", "Step/time", id="compare.clock", show=False, tooltip="Overlay: align on step or on wall-clock time"),
+        Binding("x", "export", "Export", id="compare.export", tooltip="Write the summary as CSV into the runs folder's .exports/"),
     ]
 
     def __init__(self, workspace: Workspace, runs: list[Path], against: Path | None = None) -> None:
@@ -111,7 +111,7 @@ class CompareScreen(OrpoScreen):
                 with Vertical():
                     yield DataTable(id="summary-table", cursor_type="row", zebra_stripes=True)
                     yield Static("click a column header (or enter on it) to sort · x exports CSV", classes="muted")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.title = "Compare"

@@ -49,9 +49,9 @@ class MonitorScreen(OrpoScreen):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     BINDINGS = [
         Binding("escape", "app.back_to_list", "Back", id="monitor.back", tooltip="Back to the runs list"),
-        Binding("m", "toggle_smooth", "Smooth", id="monitor.smooth", tooltip="Exponential moving average on/off"),
-        Binding("l", "toggle_log", "Log y", id="monitor.log", tooltip="Logarithmic y axis on/off"),
-        Binding("a", "toggle_window", "All/last", id="monitor.window", tooltip="All steps or the last 200 reports"),
+        Binding("m", "toggle_smooth", "Smooth", id="monitor.smooth", show=False, tooltip="Exponential moving average on/off"),
+        Binding("l", "toggle_log", "Log y", id="monitor.log", show=False, tooltip="Logarithmic y axis on/off"),
+        Binding("a", "toggle_window", "All/last", id="monitor.window", show=False, tooltip="All steps or the last 200 reports"),
         Binding("x", "stop", "Stop", id="monitor.stop", tooltip="Stop: SIGINT, then SIGTERM, then SIGKILL"),
         Binding("u", "resume", "Resume", id="monitor.resume", tooltip="Resume a stopped or crashed run"),
     ]
@@ -87,7 +87,7 @@ class MonitorScreen(OrpoScreen):
         with Horizontal(id="bottom"):
             yield Static(id="log", markup=False)
             yield Static(id="samples", markup=False)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.title, self.sub_title = "Monitor", self.run_dir.name

@@ -79,19 +79,19 @@ def fmt(value: float | None, spec: str = ".4f") -> str:
 class RunsScreen(OrpoScreen):
     CSS_PATH = "runs.tcss"
     BINDINGS = [
-        Binding("enter", "monitor", "Monitor", id="runs.monitor", tooltip="Open the run's live charts"),
+        Binding("enter", "monitor", "Monitor", id="runs.monitor", show=False, tooltip="Open the run's live charts"),
         Binding("x", "stop", "Stop", id="runs.stop", tooltip="Stop: SIGINT, then SIGTERM, then SIGKILL"),
         Binding("u", "resume", "Resume", id="runs.resume", tooltip="Resume a stopped or crashed run"),
-        Binding("e", "extend", "Extend", id="runs.extend", tooltip="Train a finished run for more steps"),
-        Binding("r", "rerun", "Run again", id="runs.rerun", tooltip="Start a new run from this run's resolved config"),
-        Binding("d", "delete", "Delete", id="runs.delete", tooltip="Move the run folder to the trash"),
-        Binding("o", "sort", "Sort", id="runs.sort", tooltip="Cycle the sort order"),
-        Binding("space", "mark", "Mark", id="runs.mark", tooltip="Mark or unmark the run for comparison"),
+        Binding("e", "extend", "Extend", id="runs.extend", show=False, tooltip="Train a finished run for more steps"),
+        Binding("r", "rerun", "Run again", id="runs.rerun", show=False, tooltip="Start a new run from this run's resolved config"),
+        Binding("d", "delete", "Delete", id="runs.delete", show=False, tooltip="Move the run folder to the trash"),
+        Binding("o", "sort", "Sort", id="runs.sort", show=False, tooltip="Cycle the sort order"),
+        Binding("space", "mark", "Mark", id="runs.mark", show=False, tooltip="Mark or unmark the run for comparison"),
         Binding("c", "compare", "Compare", id="runs.compare", tooltip="Compare the marked runs (or the highlighted one with the next)"),
-        Binding("v", "diff_preset", "Diff preset", id="runs.diff_preset", tooltip="Diff the run's config against a preset"),
-        Binding("t", "tags", "Tags", id="runs.tags", tooltip="Edit the run's tags"),
-        Binding("n", "notes", "Notes", id="runs.notes", tooltip="Edit the run's notes (notes.md)"),
-        Binding("slash", "filter", "Filter", id="runs.filter", tooltip="Filter runs by name, state, tag or note"),
+        Binding("v", "diff_preset", "Diff preset", id="runs.diff_preset", show=False, tooltip="Diff the run's config against a preset"),
+        Binding("t", "tags", "Tags", id="runs.tags", show=False, tooltip="Edit the run's tags"),
+        Binding("n", "notes", "Notes", id="runs.notes", show=False, tooltip="Edit the run's notes (notes.md)"),
+        Binding("slash", "filter", "Filter", id="runs.filter", show=False, tooltip="Filter runs by name, state, tag or note"),
     ]
 
     def __init__(self, workspace: Workspace) -> None:
@@ -111,7 +111,7 @@ class RunsScreen(OrpoScreen):
         yield Input(placeholder="/ filter by name, state, tag or note · enter back to the list", id="run-filter")
         yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static(id="detail")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.title, self.sub_title = "Runs", str(self.workspace.runs_dir)
