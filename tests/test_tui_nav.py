@@ -221,3 +221,27 @@ async def test_f2_from_the_runs_goes_to_the_preset_list_even_with_an_editor_left
         await pilot.press("f2")
         await pilot.pause()
         assert isinstance(app.screen, PresetListScreen) and len(app.screen_stack) == 1
+
+
+async def test_dialogs_fit_80x24_with_their_buttons_in_view(tmp_path):
+    runs, a, b = with_demo_preset(tmp_path)
+    app = make_app(tmp_path / "presets", runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+
+        async def buttons_in_view(name):
+            await pilot.pause()
+            box = app.screen.query_one(".dialog").content_region  # inside its border and padding
+            buttons = list(app.screen.query("Button"))
+            assert buttons, name
+            for button in buttons:
+                r = button.region
+                assert r.height >= 3 and r.y >= box.y and r.bottom <= box.bottom and r.bottom <= 24, (name, r, box)
+            await pilot.press("escape")
+            await pilot.pause()
+
+        await pilot.press("tab", "w")
+        await buttons_in_view("sweep")
+        await pilot.press("d")
+        await buttons_in_view("delete preset")
+        await pilot.press("n")
+        await buttons_in_view("new preset")
