@@ -60,7 +60,6 @@ def cell(value) -> str:
 
 
 class CompareScreen(OrpoScreen):
-    leaves_silently = True
     CSS_PATH = "compare.tcss"
     BINDINGS = [
         Binding("escape", "app.back_to_list", "Back", id="compare.back", tooltip="Back to the runs list"),

@@ -44,7 +44,6 @@ def tail_text(path: Path, lines: int) -> str:
 
 
 class MonitorScreen(OrpoScreen):
-    leaves_silently = True
     CSS_PATH = "monitor.tcss"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     BINDINGS = [

@@ -459,3 +459,10 @@ class RunsScreen(OrpoScreen):
         yield SystemCommand("Extend run", "Train the highlighted run for more steps", self.action_extend)
         yield SystemCommand("Run again", "Start a new run from the highlighted run's config", self.action_rerun)
         yield SystemCommand("Delete run", "Move the highlighted run to the trash", self.action_delete)
+        # The keys the 80-column footer leaves out, findable here as well as under F1.
+        yield SystemCommand("Mark run", "Mark or unmark the highlighted run for comparison", self.action_mark)
+        yield SystemCommand("Compare marked runs", "Config diff, overlaid curves, samples and summary", self.action_compare)
+        yield SystemCommand("Diff run against a preset", "The highlighted run's config against a preset", self.action_diff_preset)
+        yield SystemCommand("Edit tags", "The highlighted run's tags", self.action_tags)
+        yield SystemCommand("Edit notes", "The highlighted run's notes.md", self.action_notes)
+        yield SystemCommand("Sort runs", "Cycle the sort order through the columns", self.action_sort)
