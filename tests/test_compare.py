@@ -3,6 +3,7 @@ on run folders written the way the trainer writes them."""
 
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
@@ -141,7 +142,7 @@ def test_cli_diff_plain_output(runs):
 
 def test_cli_bad_path_exits_2_with_one_line(runs, tmp_path):
     for args in (("diff", runs[0], tmp_path / "nope"), ("export", tmp_path / "nope"),
-                 ("summary", runs[0], tmp_path)):
+                 ("summary", tmp_path / "nope")):
         out = _orpo_tui(*args)
         assert out.returncode == 2, args
         assert out.stdout == ""
@@ -210,6 +211,44 @@ def test_cli_summary_table_and_csv(runs):
     assert best.split()[1:] == ["1.2", "1.1"]
     as_csv = _orpo_tui("summary", "--csv", *runs)
     assert len(list(csv.DictReader(io.StringIO(as_csv.stdout)))) == 2
+
+
+def test_cli_summary_of_the_runs_folder_and_of_a_glob_skips_what_is_not_a_run(runs, tmp_path):
+    (tmp_path / "compare-20240101-000000.csv").write_text("run,preset\nx,y\n")  # an older app's export
+    everything = _orpo_tui("summary", "--csv", "--runs-dir", tmp_path)
+    assert everything.returncode == 0, everything.stderr
+    assert [r["run"] for r in csv.DictReader(io.StringIO(everything.stdout))] == [r.name for r in runs]
+    globbed = _orpo_tui("summary", "--csv", *sorted(tmp_path.iterdir()))
+    assert globbed.returncode == 0, globbed.stderr
+    assert [r["run"] for r in csv.DictReader(io.StringIO(globbed.stdout))] == [r.name for r in runs]
+    assert globbed.stderr.splitlines() == [
+        f"orpo-tui summary: {tmp_path / 'compare-20240101-000000.csv'}: not a run directory; skipped"]
+
+
+def test_summary_names_a_sweep_runs_preset(tmp_path):
+    runs = tmp_path / "runs"
+    cfg = replace_value(_config(0.1, 8), "output.name", "beta-0.1-rank-8")
+    run = _write_run(runs, "20260101-120000-beta-0.1-rank-8", cfg, [1.0])
+    assert summarize(run)["preset"] == "beta-0.1-rank-8"  # not "beta-0.1-rank": -8 is no collision suffix
+    (runs / "queue.json").write_text(json.dumps({"items": [
+        {"id": "abc", "preset": str(tmp_path / "presets" / "base.toml"), "label": "beta=0.1,rank=8",
+         "state": "completed", "run_dir": str(run)}]}))
+    assert summarize(run)["preset"] == "base"  # the sweep's preset, as the queue recorded it
+
+
+def test_duration_of_a_resumed_run_counts_its_attempts_not_the_gap_between(tmp_path):
+    run = tmp_path / "20240101-120000-base"
+    run.mkdir()
+    atomic_write_json(run / "status.json", {"state": "completed", "pid": None, "step": 30,
+                                            "started_at": T0, "ended_at": T0 + 1030})
+    with MetricsWriter(run / "metrics.jsonl") as w:
+        w.write("status", 0, time=T0 + 1, state="running", resumed=False)
+        w.write("train", 10, time=T0 + 20, loss=1.0)
+        w.write("status", 10, time=T0 + 1000, state="running", resumed=True)  # resumed the next day
+        w.write("train", 30, time=T0 + 1020, loss=0.9)
+    assert summarize(run, now=T0 + 5000)["duration_s"] == 50.0  # 20 s, then 30 s
+    atomic_write_json(run / "summary.json", {"state": "completed", "steps_done": 30, "wall_time_s": 47.5})
+    assert summarize(run)["duration_s"] == 47.5  # the trainer's own clock when it has one
 
 
 # --------------------------------------------------------------------------- metrics CSV

@@ -71,8 +71,9 @@ async def test_overlay_draws_one_series_per_run_and_summary_sorts(tmp_path):
         assert column(table, 5) == sorted(best, reverse=True)
         await pilot.press("x")
         await pilot.pause()
-        exported = list(runs.glob("compare-*.csv"))
-        assert len(exported) == 1 and a.name in exported[0].read_text()
+        # In their own folder: a later `orpo-tui summary runs/*` never meets one.
+        exported = list((runs / ".exports").glob("compare-*.csv"))
+        assert len(exported) == 1 and a.name in exported[0].read_text() and not list(runs.glob("*.csv"))
 
 
 async def test_tags_and_notes_are_kept_in_the_run_folder_and_filter(tmp_path):
@@ -96,7 +97,8 @@ async def test_tags_and_notes_are_kept_in_the_run_folder_and_filter(tmp_path):
         runs_screen = app.screen
         runs_screen.refresh_runs()
         table = runs_screen.query_one("#runs", DataTable)
-        assert column(table, 8)[0] == "best beta-sweep" and "higher beta helped" in column(table, 9)[0]
+        tags, note = table.get_column_index("tags"), table.get_column_index("note")
+        assert column(table, tags)[0] == "best beta-sweep" and "higher beta helped" in column(table, note)[0]
         runs_screen.query_one("#run-filter", Input).value = "best"
         await pilot.pause()
         assert table.row_count == 1 and b.name in column(table, 0)[0]

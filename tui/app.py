@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 
@@ -30,7 +30,7 @@ class OrpoApp(App):
     SUB_TITLE = "ORPO fine-tuning on MLX"
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", id="app.quit", tooltip="Quit orpo-tui (runs keep training)", priority=True),
-        Binding("question_mark,f1", "toggle_keys", "Keys", id="app.keys", tooltip="Show or hide the key help panel"),
+        Binding("question_mark,f1", "toggle_keys", "Keys", id="app.keys", show=False, tooltip="Show or hide the key help panel"),
         Binding("f2", "go('presets')", "Presets", id="app.presets", tooltip="The preset list"),
         Binding("f3", "go('runs')", "Runs", id="app.runs", tooltip="Every run, live"),
         Binding("f4", "go('queue')", "Queue", id="app.queue", tooltip="The sweep queue"),
@@ -48,22 +48,50 @@ class OrpoApp(App):
         self.switch_mode("presets")
 
     def action_go(self, mode: str) -> None:
-        """F2/F3/F4: switch to a mode. Pressed inside that mode on a view opened from its
-        list (a run's monitor, a comparison), it goes back to the list, as the footer's
-        "Runs" promises; a screen with something to lose (an editor) is never left this way."""
-        if self.current_mode != mode:
-            self.switch_mode(mode)
+        """F2/F3/F4 go to that mode's list, as the footer says, from any screen. Views
+        opened from a list (a monitor, a comparison) are closed on the way, so the way back
+        never leads through stale ones; an editor with unsaved changes asks first. A dialog
+        on top is answered first: its caller waits for its result."""
+        if not isinstance(self.screen, OrpoScreen):
             return
-        while len(self.screen_stack) > 1 and isinstance(self.screen, OrpoScreen) and self.screen.leaves_silently:
-            self.pop_screen()
+        if self.current_mode != mode:
+            # A screen left open in that mode (an editor: ctrl+r leaves it behind) is left
+            # now, through its own question if it holds unsaved work.
+            self.switch_mode(mode)
+        self.back_to_list()
+
+    def action_back_to_list(self) -> None:
+        """Esc on a view opened from a list: its parent is always that list."""
+        self.back_to_list()
+
+    def back_to_list(self, then: Callable[[], object] | None = None) -> None:
+        """Leave every screen above the current mode's list, each through its `leave()`,
+        then run `then`; stops (and skips `then`) where the user keeps editing."""
+        screen = self.screen
+        if len(self.screen_stack) <= 1 or not isinstance(screen, OrpoScreen):
+            if then is not None and len(self.screen_stack) <= 1:
+                then()
+            return
+
+        def left() -> None:
+            if self.screen is screen:
+                self.pop_screen()
+            self.back_to_list(then)
+
+        screen.leave(then=left)
 
     # ------------------------------------------------------------------ runs
 
     def open_monitor(self, run_dir: Path) -> None:
+        """A run just started: its monitor, straight above the runs list (Esc goes to the
+        list, never to a view left open there earlier), with the new run selected."""
         from tui.screens.monitor import MonitorScreen
 
         self.switch_mode("runs")
-        self.push_screen(MonitorScreen(self.workspace, run_dir))
+        runs_list = self.screen_stack[0]
+        if isinstance(runs_list, RunsScreen):
+            runs_list.select_run(run_dir)
+        self.back_to_list(then=lambda: self.push_screen(MonitorScreen(self.workspace, run_dir)))
 
     @on(RunStartRequested)
     def _start_requested(self, message: RunStartRequested) -> None:

@@ -2,7 +2,7 @@
 
 Also the comparison subcommands, which print and exit without starting the app:
 `orpo-tui diff A B [--all]`, `orpo-tui export RUN [--out FILE]`,
-`orpo-tui summary RUN... [--csv]`. They are dispatched on the first argument before the
+`orpo-tui summary [RUN...] [--runs-dir DIR] [--csv]`. They are dispatched on the first argument before the
 app's own parser, so the app's flags stay as they were, and they never import textual.
 Exit codes: 0 done, 2 a path that is not a run or preset (one line on stderr).
 """
@@ -50,7 +50,9 @@ def _compare_parser() -> argparse.ArgumentParser:
     export.add_argument("run", metavar="RUN", help="run directory")
     export.add_argument("--out", metavar="FILE", help="write here instead of stdout")
     summary = sub.add_parser("summary", help="headline numbers of one or more runs")
-    summary.add_argument("runs", metavar="RUN", nargs="+", help="run directories")
+    summary.add_argument("runs", metavar="RUN", nargs="*",
+                         help="run directories (default: every run in the runs folder; other paths are skipped)")
+    summary.add_argument("--runs-dir", metavar="DIR", help="the runs folder to summarize (default: the app's)")
     summary.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     return parser
 
@@ -100,9 +102,20 @@ def _export(args: argparse.Namespace) -> str:
 def _summary(args: argparse.Namespace) -> str:
     from pathlib import Path
 
-    from tui.compare import check_run_dir, format_summaries, summaries_to_csv, summarize
+    from trainer.pure.runs import list_runs
+    from tui.compare import CompareError, format_summaries, summaries_to_csv, summarize_paths
 
-    rows = [summarize(check_run_dir(Path(run))) for run in args.runs]
+    if args.runs:
+        paths = [Path(run) for run in args.runs]
+    else:
+        runs_dir = resolve_folders(None, args.runs_dir).runs
+        # Oldest first, as a shell glob over the stamped names lists them.
+        paths = list(reversed(list_runs(runs_dir)))
+        if not paths:
+            raise CompareError(f"{runs_dir}: no runs")
+    rows, skipped = summarize_paths(paths)
+    for line in skipped:
+        print(f"orpo-tui summary: {line}", file=sys.stderr)
     return summaries_to_csv(rows) if args.csv else format_summaries(rows)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from trainer.pure import metrics as M
 from trainer.pure.config import Config, ConfigError, get_value, iter_fields, load_preset
 from trainer.pure.events import read_events
+from trainer.pure.queue import read as read_queue
 from trainer.pure.run_folder import RunFolder
 from trainer.pure.runs import effective_state, read_status, run_label
 from trainer.pure.states import ACTIVE
@@ -32,8 +33,11 @@ __all__ = [
     "load_side",
     "check_run_dir",
     "config_diff",
+    "differing_keys",
     "format_diff",
     "summarize",
+    "preset_of",
+    "summarize_paths",
     "format_summaries",
     "summaries_to_csv",
     "metrics_to_csv",
@@ -92,7 +96,7 @@ def check_run_dir(path: Path) -> Path:
     CompareError: summaries and exports of an arbitrary folder would be silently empty."""
     path = Path(path)
     if not path.is_dir():
-        raise CompareError(f"{path}: no such run directory")
+        raise CompareError(f"{path}: {'not a run directory' if path.exists() else 'no such run directory'}")
     run = RunFolder(path)
     if not any(p.is_file() for p in (run.config, run.status, run.metrics)):
         raise CompareError(f"{path}: not a run directory (no {run.config.name}, {run.status.name} or {run.metrics.name})")
@@ -158,6 +162,17 @@ def config_diff(a: Side, b: Side, only_changed: bool = False) -> list[DiffRow]:
     return [r for r in rows if r.changed] if only_changed else rows
 
 
+def differing_keys(configs: list[Config], skip: Iterable[str] = ()) -> list[str]:
+    """The settings (not derived values, which read data files) whose values are not the
+    same in all `configs`, in schema order: what tells a set of runs apart."""
+    skipped = _SKIPPED_KEYS | set(skip)
+    if len(configs) < 2:
+        return []
+    first, rest = configs[0], configs[1:]
+    return [spec.path for spec in iter_fields() if spec.path not in skipped
+            and any(_setting_row(spec.path, first, other).changed for other in rest)]
+
+
 def _setting_row(key: str, a: Config, b: Config) -> DiffRow:
     va, vb = get_value(a, key), get_value(b, key)
     # Raw values decide "changed", so 1 and 1.0 in a float field count as equal.
@@ -206,14 +221,15 @@ def summarize(run_dir: Path, now: float | None = None) -> dict:
     run_dir = Path(run_dir)
     status = read_status(run_dir) or {}
     state = effective_state(status or None)
-    events = _current_attempt(read_events(RunFolder(run_dir).metrics))
+    every_event = read_events(RunFolder(run_dir).metrics)
+    events = _current_attempt(every_event)
     train = [e for e in events if e.get("event") == "train"]
     val = [e for e in events if e.get("event") == "val"]
     last_val = val[-1] if val else {}
     best = _best_val(val)
     return {
         "run": run_dir.name,
-        "preset": run_label(run_dir.name),
+        "preset": preset_of(run_dir),
         "state": state,
         "steps": _steps(status, train),
         "final_val_loss": _number(last_val.get(M.LOSS)),
@@ -224,7 +240,8 @@ def summarize(run_dir: Path, now: float | None = None) -> dict:
         "final_val_log_odds_chosen": _number(last_val.get(M.LOG_ODDS_CHOSEN)),
         "mean_pairs_per_second": _mean(_finite(e.get(M.PAIRS_PER_SECOND) for e in train)),
         "max_peak_memory_gb": max(_finite(e.get(M.PEAK_MEMORY_GB) for e in train), default=None),
-        "duration_s": _duration(status, state, events, time.time() if now is None else now),
+        "duration_s": _duration(status, state, every_event, _read_summary(run_dir),
+                                time.time() if now is None else now),
     }
 
 
@@ -282,17 +299,80 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _duration(status: dict, state: str, events: list[dict], now: float) -> float | None:
+def _duration(status: dict, state: str, events: list[dict], summary: dict, now: float) -> float | None:
+    """The time the run spent training, over all its attempts: a run stopped on Friday and
+    resumed on Monday trained for its two attempts, not for the weekend between them."""
     started = status.get("started_at")
     if not _is_finite(started):
         return None
+    wall = summary.get("wall_time_s")
+    # The trainer's own clock, when summary.json is from the end the status records (a
+    # later attempt that crashed leaves an older summary behind).
+    if (state not in ACTIVE and _is_finite(wall) and summary.get("state") == state
+            and summary.get("steps_done") == status.get("step")):
+        return float(wall)
+    # Else from the events: each attempt runs from its start (the status event a resumed
+    # trainer writes) to its last event; a live run's last attempt runs until now.
+    attempts: list[list[float]] = [[float(started)]]
+    for e in events:
+        t = e.get("time")
+        if not _is_finite(t):
+            continue
+        if e.get("event") == "status" and e.get("resumed") is True:
+            attempts.append([float(t)])
+        else:
+            attempts[-1].append(float(t))
     ended = status.get("ended_at")
-    if not _is_finite(ended):
-        # A live run is still going; a crashed one never wrote ended_at, and "now" would
-        # make it grow forever, so its last event marks when it stopped.
-        times = [e["time"] for e in events if _is_finite(e.get("time"))]
-        ended = now if state in ACTIVE or not times else max(times)
-    return max(0.0, ended - started)
+    if state in ACTIVE:
+        attempts[-1].append(now)
+    elif _is_finite(ended):
+        attempts[-1].append(float(ended))
+    return sum(max(0.0, max(a) - a[0]) for a in attempts)
+
+
+def _read_summary(run_dir: Path) -> dict:
+    try:
+        data = json.loads(RunFolder(run_dir).summary.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def preset_of(run_dir: Path) -> str:
+    """The preset a run was trained from. A sweep run's folder is named after its sweep
+    point (`<stamp>-beta-0.1-rank-8`), which the folder name alone cannot tell from a
+    preset and a collision suffix: the sweep queue records its preset file. Else the name
+    the run was given (`output.name` in its config), else the label in its folder name."""
+    run_dir = Path(run_dir)
+    try:
+        items = read_queue(run_dir.parent).get("items", [])
+    except (OSError, ValueError):
+        items = []
+    for item in items if isinstance(items, list) else ():
+        if isinstance(item, dict) and item.get("run_dir") and item.get("preset"):
+            if Path(str(item["run_dir"])).name == run_dir.name:
+                return Path(str(item["preset"])).stem
+    try:
+        name = load_preset(RunFolder(run_dir).config).output.name
+    except (ConfigError, OSError):
+        name = ""
+    return name or run_label(run_dir.name)
+
+
+def summarize_paths(paths: Iterable[Path]) -> tuple[list[dict], list[str]]:
+    """Summaries of the run folders among `paths`, and one line for each path skipped (a
+    CSV export, queue.json, any folder that is not a run): `summary runs/*` summarizes
+    the runs whatever else lies beside them. No run at all is a CompareError."""
+    rows, skipped = [], []
+    for path in paths:
+        try:
+            rows.append(summarize(check_run_dir(Path(path))))
+        except CompareError as exc:
+            skipped.append(f"{exc}; skipped")
+    if not rows:
+        raise CompareError(skipped[0].removesuffix("; skipped") if len(skipped) == 1 else
+                           f"none of the {len(skipped)} paths is a run directory")
+    return rows, skipped
 
 
 def format_summaries(rows: list[dict]) -> str:

@@ -11,7 +11,7 @@ from trainer.pure.events import MetricsTail
 from trainer.pure.metrics import LOSS, REWARDS_ACCURACIES
 from trainer.pure.run_folder import RunFolder
 from trainer.pure.run_lock import holder
-from trainer.pure.runs import DAMAGED, effective_state, list_runs, read_status, run_label
+from trainer.pure.runs import DAMAGED, effective_state, list_runs, read_status
 from trainer.pure.states import ACTIVE
 from tui.alarms import health_alarms
 from tui.run_notes import first_line, read_notes, read_tags
@@ -55,7 +55,9 @@ class RunSummary:
 
     @property
     def preset(self) -> str:
-        return run_label(self.path.name)
+        from tui.compare import preset_of  # read on demand: it opens the config and the queue
+
+        return preset_of(self.path)
 
     @property
     def duration(self) -> float | None:

@@ -4,7 +4,6 @@ instead of probing for attributes a screen may or may not have."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import ClassVar
 
 from textual.app import SystemCommand
 from textual.screen import Screen
@@ -12,10 +11,6 @@ from textual.screen import Screen
 
 class OrpoScreen(Screen):
     """The defaults fit a screen with nothing to lose: leaving it needs no question."""
-
-    leaves_silently: ClassVar[bool] = False
-    """A view opened from its mode's list (a monitor, a comparison): pressing that mode's
-    key again goes back to the list. Never set on a screen with edits to lose."""
 
     @property
     def dirty(self) -> bool:

@@ -28,6 +28,7 @@ from tui.workspace import Workspace
 
 OVERLAY_METRICS = tuple(f"{kind} {name}" for name in ORPO_METRICS for kind in ("train", "val")) + tuple(
     f"train {name}" for name in RATE_METRICS)
+EXPORTS_DIR = ".exports"
 SUMMARY_COLUMNS = ("run", "preset", "state", "steps", "final_val_loss", "best_val_loss", "best_val_step",
                    "final_val_accuracy", "final_val_margin", "final_val_log_odds_chosen", "mean_pairs_per_second",
                    "max_peak_memory_gb", "duration_s")
@@ -60,30 +61,29 @@ def cell(value) -> str:
 
 
 class CompareScreen(OrpoScreen):
-    leaves_silently = True
     CSS_PATH = "compare.tcss"
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back", id="compare.back", tooltip="Back to the runs list"),
-        Binding("1", "tab('diff')", "Diff", id="compare.tab_diff", tooltip="Config diff tab"),
-        Binding("2", "tab('overlay')", "Overlay", id="compare.tab_overlay", tooltip="Overlaid curves tab"),
-        Binding("3", "tab('samples')", "Samples", id="compare.tab_samples", tooltip="Samples side by side tab"),
-        Binding("4", "tab('summary')", "Summary", id="compare.tab_summary", tooltip="Summary table tab"),
+        Binding("escape", "app.back_to_list", "Back", id="compare.back", tooltip="Back to the runs list"),
+        Binding("1", "tab('diff')", "Diff", id="compare.tab_diff", show=False, tooltip="Config diff tab"),
+        Binding("2", "tab('overlay')", "Overlay", id="compare.tab_overlay", show=False, tooltip="Overlaid curves tab"),
+        Binding("3", "tab('samples')", "Samples", id="compare.tab_samples", show=False, tooltip="Samples side by side tab"),
+        Binding("4", "tab('summary')", "Summary", id="compare.tab_summary", show=False, tooltip="Summary table tab"),
         Binding("f", "toggle_changed", "Only diffs", id="compare.only", tooltip="Config diff: only changed keys, or all"),
-        Binding("b", "next_b", "Next B", id="compare.next_b", tooltip="Config diff: compare A with the next marked run"),
-        Binding("right_square_bracket", "metric(1)", "Metric ▶", id="compare.metric_next", tooltip="Overlay: next metric"),
-        Binding("left_square_bracket", "metric(-1)", "◀ Metric", id="compare.metric_prev", tooltip="Overlay: previous metric"),
-        Binding("m", "toggle_smooth", "Smooth", id="compare.smooth", tooltip="Overlay: EMA smoothing"),
-        Binding("l", "toggle_log", "Log y", id="compare.log", tooltip="Overlay: logarithmic y axis"),
-        Binding("a", "toggle_window", "All/last", id="compare.window", tooltip="Overlay: all steps or the last 200 reports"),
-        Binding("w", "toggle_clock", "Step/time", id="compare.clock", tooltip="Overlay: align on step or on wall-clock time"),
-        Binding("left", "cursor(-1)", "◀ Step", id="compare.cursor_prev",
+        Binding("b", "next_b", "Next B", id="compare.next_b", show=False, tooltip="Config diff: compare A with the next marked run"),
+        Binding("right_square_bracket", "metric(1)", "Metric ▶", id="compare.metric_next", show=False, tooltip="Overlay: next metric"),
+        Binding("left_square_bracket", "metric(-1)", "◀ Metric", id="compare.metric_prev", show=False, tooltip="Overlay: previous metric"),
+        Binding("m", "toggle_smooth", "Smooth", id="compare.smooth", show=False, tooltip="Overlay: EMA smoothing"),
+        Binding("l", "toggle_log", "Log y", id="compare.log", show=False, tooltip="Overlay: logarithmic y axis"),
+        Binding("a", "toggle_window", "All/last", id="compare.window", show=False, tooltip="Overlay: all steps or the last 200 reports"),
+        Binding("w", "toggle_clock", "Step/time", id="compare.clock", show=False, tooltip="Overlay: align on step or on wall-clock time"),
+        Binding("left", "cursor(-1)", "◀ Step", id="compare.cursor_prev", show=False,
                 tooltip="Overlay: step cursor to the report before (every run's value at it)"),
-        Binding("right", "cursor(1)", "Step ▶", id="compare.cursor_next", tooltip="Overlay: step cursor to the next report"),
+        Binding("right", "cursor(1)", "Step ▶", id="compare.cursor_next", show=False, tooltip="Overlay: step cursor to the next report"),
         Binding("home", "cursor_to(0)", "First step", id="compare.cursor_first", show=False,
                 tooltip="Overlay: step cursor to the first report"),
         Binding("end", "cursor_to(-1)", "Last step", id="compare.cursor_last", show=False,
                 tooltip="Overlay: step cursor to the last report"),
-        Binding("x", "export", "Export CSV", id="compare.export", tooltip="Write the summary table as CSV into the runs folder"),
+        Binding("x", "export", "Export", id="compare.export", tooltip="Write the summary as CSV into the runs folder's .exports/"),
     ]
 
     def __init__(self, workspace: Workspace, runs: list[Path], against: Path | None = None) -> None:
@@ -120,7 +120,7 @@ class CompareScreen(OrpoScreen):
                 with Vertical():
                     yield DataTable(id="summary-table", cursor_type="row", zebra_stripes=True)
                     yield Static("click a column header (or enter on it) to sort · x exports CSV", classes="muted")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.title = "Compare"
@@ -332,10 +332,16 @@ class CompareScreen(OrpoScreen):
         self.show_summary()
 
     def action_export(self) -> None:
-        target = self.workspace.runs_dir / f"compare-{time.strftime('%Y%m%d-%H%M%S')}.csv"
-        atomic_write_text(target, summaries_to_csv(self.rows))
+        # Not among the run folders: `orpo-tui summary runs/*` must not trip over exports.
+        target = self.workspace.runs_dir / EXPORTS_DIR / f"compare-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(target, summaries_to_csv(self.rows))
+        except OSError as exc:
+            self.notify(f"Not exported: {exc.filename or target}: {exc.strerror or exc}", severity="error", timeout=10)
+            return
         self.notify(f"Wrote {target}")
 
     def commands(self):
-        yield SystemCommand("Export summary CSV", "Write the summary table into the runs folder", self.action_export)
+        yield SystemCommand("Export summary CSV", "Write the summary table as CSV into the runs folder's .exports/", self.action_export)
         yield SystemCommand("Toggle only differences", "Config diff: changed keys only, or all", self.action_toggle_changed)

@@ -65,26 +65,25 @@ def _value(value: float) -> str:
 
 
 class MonitorScreen(OrpoScreen):
-    leaves_silently = True
     CSS_PATH = "monitor.tcss"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back", id="monitor.back", tooltip="Back to the runs list"),
-        Binding("m", "toggle_smooth", "Smooth", id="monitor.smooth", tooltip="Exponential moving average on/off"),
-        Binding("l", "toggle_log", "Log y", id="monitor.log", tooltip="Logarithmic y axis on/off"),
-        Binding("a", "toggle_window", "All/last", id="monitor.window", tooltip="All steps or the last 200 reports"),
+        Binding("escape", "app.back_to_list", "Back", id="monitor.back", tooltip="Back to the runs list"),
+        Binding("m", "toggle_smooth", "Smooth", id="monitor.smooth", show=False, tooltip="Exponential moving average on/off"),
+        Binding("l", "toggle_log", "Log y", id="monitor.log", show=False, tooltip="Logarithmic y axis on/off"),
+        Binding("a", "toggle_window", "All/last", id="monitor.window", show=False, tooltip="All steps or the last 200 reports"),
         Binding("x", "stop", "Stop", id="monitor.stop", tooltip="Stop: SIGINT, then SIGTERM, then SIGKILL"),
         Binding("u", "resume", "Resume", id="monitor.resume", tooltip="Resume a stopped or crashed run"),
-        Binding("left", "cursor(-1)", "◀ Step", id="monitor.cursor_prev",
+        Binding("left", "cursor(-1)", "◀ Step", id="monitor.cursor_prev", show=False,
                 tooltip="Step cursor: the report before (shows every value at that step)"),
-        Binding("right", "cursor(1)", "Step ▶", id="monitor.cursor_next", tooltip="Step cursor: the next report"),
+        Binding("right", "cursor(1)", "Step ▶", id="monitor.cursor_next", show=False, tooltip="Step cursor: the next report"),
         Binding("home", "cursor_to(0)", "First step", id="monitor.cursor_first", show=False,
                 tooltip="Step cursor: the first report"),
         Binding("end", "cursor_to(-1)", "Last step", id="monitor.cursor_last", show=False,
                 tooltip="Step cursor: the last report"),
-        Binding("left_square_bracket", "samples(-1)", "◀ Samples", id="monitor.samples_prev",
+        Binding("left_square_bracket", "samples(-1)", "◀ Samples", id="monitor.samples_prev", show=False,
                 tooltip="Samples of the evaluation before the one shown"),
-        Binding("right_square_bracket", "samples(1)", "Samples ▶", id="monitor.samples_next",
+        Binding("right_square_bracket", "samples(1)", "Samples ▶", id="monitor.samples_next", show=False,
                 tooltip="Samples of the next evaluation (the newest follows the run again)"),
     ]
 
@@ -122,7 +121,7 @@ class MonitorScreen(OrpoScreen):
         with Horizontal(id="bottom"):
             yield Static(id="log", markup=False)
             yield Static(id="samples", markup=False)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.title, self.sub_title = "Monitor", self.run_dir.name

@@ -24,7 +24,7 @@ class NotesScreen(TextDocumentScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield TextArea(self.original, id="notes", language="markdown" if _has_markdown() else None)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.title, self.sub_title = "Notes", self.run_dir.name

@@ -63,10 +63,11 @@ class PresetEditorScreen(EditorScreen):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
     BINDINGS = [
         save_binding("editor", "Save changed keys to the preset file"),
-        Binding("ctrl+o", "save_as", "Save as", id="editor.save_as", tooltip="Save to a new preset file", priority=True),
+        Binding("ctrl+o", "save_as", "Save as", id="editor.save_as", show=False, tooltip="Save to a new preset file", priority=True),
         Binding("ctrl+r", "start", "Start run", id="editor.start", tooltip="Train this preset (saves first)", priority=True),
-        Binding("ctrl+b", "preflight", "Check data", id="editor.preflight", tooltip="Load the dataset and report on it", priority=True),
-        Binding("ctrl+t", "show_command", "Command", id="editor.command", tooltip="Show the orpo-train command", priority=True),
+        Binding("ctrl+b", "preflight", "Check data", id="editor.preflight", show=False,
+                tooltip="Load the dataset and report on it", priority=True),
+        Binding("ctrl+t", "show_command", "Command", id="editor.command", show=False, tooltip="Show the orpo-train command", priority=True),
         back_binding("editor", "Back to the preset list (asks about unsaved changes)", priority=False),
     ]
 
@@ -98,7 +99,7 @@ class PresetEditorScreen(EditorScreen):
                 yield Static(id="problems", markup=False)
                 yield Label("Data check (ctrl+b)", classes="side-title")
                 yield Static("Not run yet.", id="preflight", markup=False)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.refresh_state()

@@ -28,17 +28,17 @@ COLUMNS = (("name", "Preset"), ("model", "Model"), ("data", "Data"), ("type", "T
 class PresetListScreen(OrpoScreen):
     CSS_PATH = "preset_list.tcss"
     BINDINGS = [
-        Binding("enter", "open", "Open", id="presets.open", tooltip="Edit the highlighted preset"),
+        Binding("enter", "open", "Open", id="presets.open", show=False, tooltip="Edit the highlighted preset"),
         Binding("s", "start", "Start run", id="presets.start", tooltip="Train the highlighted preset in the background"),
-        Binding("slash", "focus_filter", "Filter", id="presets.filter", tooltip="Type to filter presets"),
+        Binding("slash", "focus_filter", "Filter", id="presets.filter", show=False, tooltip="Type to filter presets"),
         Binding("w", "sweep", "Sweep", id="presets.sweep", tooltip="Queue a grid of runs over one or two fields"),
         Binding("n", "new", "New", id="presets.new", tooltip="Create a preset with the demo defaults"),
-        Binding("c", "clone", "Clone", id="presets.clone", tooltip="Copy the highlighted preset"),
-        Binding("r", "rename", "Rename", id="presets.rename", tooltip="Rename the highlighted preset file"),
-        Binding("d", "delete", "Delete", id="presets.delete", tooltip="Move the preset to the trash folder"),
-        Binding("t", "open_text", "As text", id="presets.text", tooltip="Open the preset file as TOML text"),
-        Binding("x", "show_command", "Command", id="presets.command", tooltip="Show the orpo-train command"),
-        Binding("f5", "reload", "Reload", id="presets.reload", tooltip="Re-read the presets folder"),
+        Binding("c", "clone", "Clone", id="presets.clone", show=False, tooltip="Copy the highlighted preset"),
+        Binding("r", "rename", "Rename", id="presets.rename", show=False, tooltip="Rename the highlighted preset file"),
+        Binding("d", "delete", "Delete", id="presets.delete", show=False, tooltip="Move the preset to the trash folder"),
+        Binding("t", "open_text", "As text", id="presets.text", show=False, tooltip="Open the preset file as TOML text"),
+        Binding("x", "show_command", "Command", id="presets.command", show=False, tooltip="Show the orpo-train command"),
+        Binding("f5", "reload", "Reload", id="presets.reload", show=False, tooltip="Re-read the presets folder"),
     ]
 
     def __init__(self, workspace: Workspace) -> None:
@@ -46,6 +46,7 @@ class PresetListScreen(OrpoScreen):
         self.workspace = workspace
         self.entries: list[store.PresetEntry] = []
         self._filled_once = False
+        self._left = False  # suspended since it was last shown
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -53,7 +54,7 @@ class PresetListScreen(OrpoScreen):
             yield Input(placeholder="Type to filter · ↑↓ choose · enter opens · tab to the list for actions", id="filter")
             yield DataTable(id="presets", cursor_type="row", zebra_stripes=True)
             yield Static(id="detail")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -68,6 +69,16 @@ class PresetListScreen(OrpoScreen):
         if self._filled_once:
             self.reload()
         self._filled_once = True
+        if self._left:
+            # Back on the list (F2, or from the editor): the keys the footer shows act on
+            # the list, so `n` makes a preset instead of typing into the filter.
+            self._left = False
+            table = self.query_one(DataTable)
+            if table.row_count:
+                table.focus()
+
+    def on_screen_suspend(self) -> None:
+        self._left = True
 
     # ------------------------------------------------------------------ data
 

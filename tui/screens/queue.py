@@ -19,10 +19,10 @@ class QueueScreen(OrpoScreen):
     CSS_PATH = "queue.tcss"
     BINDINGS = [
         Binding("p", "pause", "Pause/go", id="queue.pause", tooltip="Pause the queue after the current run, or let it go on"),
-        Binding("k", "move(-1)", "Up", id="queue.up", tooltip="Move the queued item earlier"),
-        Binding("j", "move(1)", "Down", id="queue.down", tooltip="Move the queued item later"),
+        Binding("k", "move(-1)", "Up", id="queue.up", show=False, tooltip="Move the queued item earlier"),
+        Binding("j", "move(1)", "Down", id="queue.down", show=False, tooltip="Move the queued item later"),
         Binding("x", "cancel", "Cancel", id="queue.cancel", tooltip="Cancel the item (a running one is stopped with SIGINT)"),
-        Binding("X", "cancel_all", "Cancel all", id="queue.cancel_all", tooltip="Cancel every queued and running item"),
+        Binding("X", "cancel_all", "Cancel all", id="queue.cancel_all", show=False, tooltip="Cancel every queued and running item"),
         Binding("g", "start_runner", "Run queue", id="queue.run", tooltip="Start the queue runner if it is not running"),
         Binding("a", "set_aside", "Set aside", id="queue.set_aside", show=False,
                 tooltip="Move a damaged queue.json aside (kept beside it) and start an empty queue"),
@@ -36,7 +36,7 @@ class QueueScreen(OrpoScreen):
         yield Header()
         yield DataTable(id="queue", cursor_type="row", zebra_stripes=True)
         yield Static(id="queue-status")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.title, self.sub_title = "Queue", str(self.workspace.runs_dir / Q.QUEUE_FILE)

@@ -3,18 +3,22 @@ is where runs are stopped, resumed, extended and deleted."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from pathlib import Path
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from trainer.pure.config import Config, get_value
 from trainer.pure.run_folder import RunFolder
 from trainer.pure.run_lock import RunBusy
 from trainer.pure.runs import trash_run
 from trainer.pure.states import RESUMABLE, STATE_STYLE, RunState
+from tui.compare import CompareError, differing_keys, display_value, load_side, summarize
 from tui.messages import RunResumeRequested, RunStartRequested, RunStopRequested
 from tui.run_notes import parse_tags, write_tags
 from tui.runs_index import RunsIndex, RunSummary, format_duration
@@ -23,12 +27,49 @@ from tui.widgets.ask_name import AskName
 from tui.widgets.confirm import Confirm
 from tui.workspace import Workspace
 
-SORTS = (("started", lambda s: s.started_at or 0, True), ("state", lambda s: s.state, False),
-         ("loss", lambda s: s.loss if s.loss is not None else float("inf"), False),
-         ("val acc", lambda s: -(s.val_acc if s.val_acc is not None else -1), False))
+HEAD_COLUMNS = (("run", "Run"), ("state", "State"), ("step", "Step"), ("loss", "Loss"), ("val_loss", "Val loss"),
+                ("val_acc", "Val acc"))
+PERF_COLUMNS = (("pairs_s", "Pairs/s"), ("peak_gb", "Peak GB"))
+TAIL_COLUMNS = (("started", "Started"), ("duration", "Duration"), ("tags", "Tags"), ("note", "Note"))
+WIDE = 120
+"""From this many columns on, the list shows every column; below, NARROW_DROPPED go."""
+NARROW_DROPPED = frozenset({"loss", "pairs_s", "peak_gb", "started"})
+CONFIG = "cfg:"  # column keys of config settings that differ between the listed runs
+# Settings that differ between any two runs without telling their experiments apart.
+NOT_CONFIG_COLUMNS = ("description", "output.runs_dir", "output.name", "training.sample_prompts")
+SHORT_NAMES = {"learning_rate": "lr", "grad_accumulation_steps": "grad acc", "min_learning_rate": "min lr",
+               "max_seq_length": "max len", "steps_per_eval": "eval every", "steps_per_report": "report every"}
+# The sorts `o` cycles through first, by column key and direction; every other column follows.
+SORTS = (("started", True), ("state", False), ("loss", False), ("val_acc", True))
+NOTE_WIDTH = 60
+PERF_MAX_AGE = 10.0  # seconds a live run's pairs/s and memory may lag its metrics
+
+
+def config_label(key: str, keys: list[str]) -> str:
+    last = key.rsplit(".", 1)[-1]
+    if sum(k.rsplit(".", 1)[-1] == last for k in keys) > 1:
+        return ".".join(key.split(".")[-2:])
+    return SHORT_NAMES.get(last, last)
+
+
+def sort_value(value) -> tuple:
+    """Numbers by value, then text, then empty cells."""
+    if value is None or value == "":
+        return (2, 0, "")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, value, "")
+    return (1, 0, str(value))
+
+
+def clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 REFRESH_SECONDS = 2.0
+
+
+def keys_of(summaries: list[RunSummary]) -> set[str]:
+    return {str(s.path) for s in summaries}
 
 
 def fmt(value: float | None, spec: str = ".4f") -> str:
@@ -38,42 +79,44 @@ def fmt(value: float | None, spec: str = ".4f") -> str:
 class RunsScreen(OrpoScreen):
     CSS_PATH = "runs.tcss"
     BINDINGS = [
-        Binding("enter", "monitor", "Monitor", id="runs.monitor", tooltip="Open the run's live charts"),
+        Binding("enter", "monitor", "Monitor", id="runs.monitor", show=False, tooltip="Open the run's live charts"),
         Binding("x", "stop", "Stop", id="runs.stop", tooltip="Stop: SIGINT, then SIGTERM, then SIGKILL"),
         Binding("u", "resume", "Resume", id="runs.resume", tooltip="Resume a stopped or crashed run"),
-        Binding("e", "extend", "Extend", id="runs.extend", tooltip="Train a finished run for more steps"),
-        Binding("r", "rerun", "Run again", id="runs.rerun", tooltip="Start a new run from this run's resolved config"),
-        Binding("d", "delete", "Delete", id="runs.delete", tooltip="Move the run folder to the trash"),
-        Binding("o", "sort", "Sort", id="runs.sort", tooltip="Cycle the sort order"),
-        Binding("space", "mark", "Mark", id="runs.mark", tooltip="Mark or unmark the run for comparison"),
+        Binding("e", "extend", "Extend", id="runs.extend", show=False, tooltip="Train a finished run for more steps"),
+        Binding("r", "rerun", "Run again", id="runs.rerun", show=False, tooltip="Start a new run from this run's resolved config"),
+        Binding("d", "delete", "Delete", id="runs.delete", show=False, tooltip="Move the run folder to the trash"),
+        Binding("o", "sort", "Sort", id="runs.sort", show=False, tooltip="Cycle the sort order"),
+        Binding("space", "mark", "Mark", id="runs.mark", show=False, tooltip="Mark or unmark the run for comparison"),
         Binding("c", "compare", "Compare", id="runs.compare", tooltip="Compare the marked runs (or the highlighted one with the next)"),
-        Binding("v", "diff_preset", "Diff preset", id="runs.diff_preset", tooltip="Diff the run's config against a preset"),
-        Binding("t", "tags", "Tags", id="runs.tags", tooltip="Edit the run's tags"),
-        Binding("n", "notes", "Notes", id="runs.notes", tooltip="Edit the run's notes (notes.md)"),
-        Binding("slash", "filter", "Filter", id="runs.filter", tooltip="Filter runs by name, state, tag or note"),
+        Binding("v", "diff_preset", "Diff preset", id="runs.diff_preset", show=False, tooltip="Diff the run's config against a preset"),
+        Binding("t", "tags", "Tags", id="runs.tags", show=False, tooltip="Edit the run's tags"),
+        Binding("n", "notes", "Notes", id="runs.notes", show=False, tooltip="Edit the run's notes (notes.md)"),
+        Binding("slash", "filter", "Filter", id="runs.filter", show=False, tooltip="Filter runs by name, state, tag or note"),
     ]
 
     def __init__(self, workspace: Workspace) -> None:
         super().__init__()
         self.workspace = workspace
         self.summaries: list[RunSummary] = []
-        self.sort_index = 0
+        self.sort_key, self.sort_reverse = SORTS[0]
+        self.config_keys: list[str] = []
+        self._configs: dict[Path, tuple[int, Config | None]] = {}
+        self._perf: dict[Path, tuple[tuple, float, dict]] = {}
+        self._raw: dict[Path, dict] = {}
         self.marked: list[Path] = []  # in marking order: the first is "A" in a diff
+        self.to_select: Path | None = None  # a run just started, selected once it is listed
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Input(placeholder="/ filter by name, state, tag or note · enter back to the list", id="run-filter")
         yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static(id="detail")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.title, self.sub_title = "Runs", str(self.workspace.runs_dir)
         self.index = RunsIndex(self.workspace.runs_dir)
         table = self.query_one(DataTable)
-        for key, label in (("run", "Run"), ("state", "State"), ("step", "Step"), ("loss", "Loss"), ("val_loss", "Val loss"),
-                           ("val_acc", "Val acc"), ("started", "Started"), ("duration", "Duration"), ("tags", "Tags"), ("note", "Note")):
-            table.add_column(label, key=key)
         table.focus()
         self.refresh_runs()
         # Every refresh that changes a cell re-renders the whole DataTable (about 20 ms
@@ -90,41 +133,133 @@ class RunsScreen(OrpoScreen):
 
     # ------------------------------------------------------------------ table
 
+    def columns(self) -> list[tuple[str, str]]:
+        wide = self.size.width >= WIDE
+        keys = self.config_keys
+        cols = [*HEAD_COLUMNS, *((CONFIG + k, config_label(k, keys)) for k in keys), *PERF_COLUMNS, *TAIL_COLUMNS]
+        return [(k, label) for k, label in cols if wide or k not in NARROW_DROPPED]
+
+    def on_resize(self) -> None:
+        if hasattr(self, "index"):
+            self.refresh_runs()
+
     def refresh_runs(self) -> None:
         self.workspace.launcher.reap()
-        name, key, reverse = SORTS[self.sort_index]
         query = self.query_one("#run-filter", Input).value
-        self.summaries = sorted((s for s in self.index.refresh() if s.matches(query)), key=key, reverse=reverse)
-        self.sub_title = f"{self.workspace.runs_dir} · sorted by {name}"
+        summaries = [s for s in self.index.refresh() if s.matches(query)]
+        self.config_keys = self.differing_config_keys(summaries)
+        columns = self.columns()
+        self._raw = {s.path: self.raw(s) for s in summaries}
+        self.summaries = sorted(summaries, key=lambda s: sort_value(self._raw[s.path].get(self.sort_key)),
+                                reverse=self.sort_reverse)
+        label = dict(columns).get(self.sort_key, self.sort_key)
+        self.sub_title = f"{self.workspace.runs_dir} · sorted by {label.lower()}"
         table = self.query_one(DataTable)
-        selected = self.selected.path if self.selected else None
-        rows = [self.row(s) for s in self.summaries]
+        selected = self.selected_path
+        if self.to_select is not None and str(self.to_select) in keys_of(self.summaries):
+            selected, self.to_select = self.to_select, None
+        rows = [self.row(s, columns) for s in self.summaries]
         keys = [str(s.path) for s in self.summaries]
+        if [str(c.value) for c in table.columns] != [k for k, _ in columns]:
+            table.clear(columns=True)
+            for key, text in columns:
+                table.add_column(text, key=key)
         if keys != [str(k.value) for k in table.rows]:
             table.clear()
             for k, row in zip(keys, rows):
                 table.add_row(*row, key=k)
-            if selected is not None and str(selected) in table.rows:
-                table.move_cursor(row=table.get_row_index(str(selected)))
         else:
             for k, row in zip(keys, rows):
                 for column, value in zip(table.columns, row):
                     if table.get_cell(k, column) != value:
-                        table.update_cell(k, column, value)
+                        # A longer value widens its column: a cell is never cut short.
+                        table.update_cell(k, column, value, update_width=True)
+        if selected is not None and str(selected) in table.rows and self.selected_path != selected:
+            table.move_cursor(row=table.get_row_index(str(selected)))
         self.show_detail()
 
-    def row(self, s: RunSummary) -> tuple:
-        from rich.text import Text
+    def config_of(self, run: Path) -> Config | None:
+        config = RunFolder(run).config
+        try:
+            stamp = config.stat().st_mtime_ns
+        except OSError:
+            return None
+        cached = self._configs.get(run)
+        if cached is None or cached[0] != stamp:
+            try:
+                cached = (stamp, load_side(run).config)
+            except CompareError:
+                cached = (stamp, None)
+            self._configs[run] = cached
+        return cached[1]
 
+    def differing_config_keys(self, summaries: list[RunSummary]) -> list[str]:
+        configs = [c for c in (self.config_of(s.path) for s in summaries) if c is not None]
+        return differing_keys(configs, skip=NOT_CONFIG_COLUMNS)
+
+    def perf(self, s: RunSummary) -> dict:
+        """compare.summarize's numbers, read again only when the run's files changed (and
+        for a live run at most every PERF_MAX_AGE seconds: it reads all the metrics)."""
+        folder = RunFolder(s.path)
+        try:
+            stamp: tuple = (folder.metrics.stat().st_size, folder.status.stat().st_mtime_ns)
+        except OSError:
+            stamp = ()
+        cached = self._perf.get(s.path)
+        now = time.monotonic()
+        if cached is not None and (cached[0] == stamp or (s.active and now - cached[1] < PERF_MAX_AGE)):
+            return cached[2]
+        try:
+            values = summarize(s.path)
+        except (OSError, ValueError):
+            values = {}
+        self._perf[s.path] = (stamp, now, values)
+        return values
+
+    def raw(self, s: RunSummary) -> dict:
+        """The values behind the cells, which sorting uses."""
+        perf = self.perf(s)
+        config = self.config_of(s.path)
+        values = {
+            "run": s.name, "state": s.state, "step": s.step, "loss": s.loss, "val_loss": s.val_loss,
+            "val_acc": s.val_acc, "started": s.started_at or 0, "tags": " ".join(s.tags), "note": s.note,
+            "pairs_s": perf.get("mean_pairs_per_second"), "peak_gb": perf.get("max_peak_memory_gb"),
+            # A live run's clock runs on; a finished one counts the time it trained.
+            "duration": s.duration if s.active else perf.get("duration_s", s.duration),
+        }
+        for key in self.config_keys:
+            values[CONFIG + key] = get_value(config, key) if config is not None else None
+        return values
+
+    def row(self, s: RunSummary, columns: list[tuple[str, str]]) -> tuple:
+        raw = self._raw[s.path]
         state = self.workspace.stop_phase.get(s.path) or s.state
         note = s.alarm or s.error or s.note
         mark = f"{self.marked.index(s.path) + 1}● " if s.path in self.marked else ""
-        return (
-            mark + s.name, Text(str(state), style=STATE_STYLE.get(s.state, "")), f"{s.step}/{s.total}",
-            fmt(s.loss), fmt(s.val_loss), fmt(s.val_acc, ".3f"),
-            datetime.fromtimestamp(s.started_at).strftime("%m-%d %H:%M") if s.started_at else "",
-            format_duration(s.duration), " ".join(s.tags), Text(note[:60], style="red" if (s.alarm or s.error) else ""),
-        )
+        cells = {
+            "run": mark + s.name, "state": Text(str(state), style=STATE_STYLE.get(s.state, "")),
+            "step": f"{s.step}/{s.total}", "loss": fmt(s.loss), "val_loss": fmt(s.val_loss),
+            "val_acc": fmt(s.val_acc, ".3f"), "pairs_s": fmt(raw["pairs_s"], ".3g"), "peak_gb": fmt(raw["peak_gb"], ".3g"),
+            "started": datetime.fromtimestamp(s.started_at).strftime("%m-%d %H:%M") if s.started_at else "",
+            "duration": format_duration(raw["duration"]), "tags": " ".join(s.tags),
+            "note": Text(clip(note, NOTE_WIDTH), style="red" if (s.alarm or s.error) else ""),
+        }
+        for key in self.config_keys:
+            value = raw[CONFIG + key]
+            cells[CONFIG + key] = "" if value is None else display_value(value)
+        return tuple(cells[key] for key, _ in columns)
+
+    def select_run(self, run_dir: Path) -> None:
+        """Highlight `run_dir` as soon as the list holds it (a run started a moment ago may
+        not be listed yet), so the keys act on the run the user just started."""
+        self.to_select = run_dir
+        if hasattr(self, "index"):  # mounted: else on_mount's refresh selects it
+            self.refresh_runs()
+
+    @property
+    def selected_path(self) -> Path | None:
+        s = self.selected
+        return s.path if s else None
 
     @property
     def selected(self) -> RunSummary | None:
@@ -241,7 +376,18 @@ class RunsScreen(OrpoScreen):
             self.app.push_screen(NotesScreen(s.path))
 
     def action_sort(self) -> None:
-        self.sort_index = (self.sort_index + 1) % len(SORTS)
+        """Cycle through the usual sorts, then every other column shown."""
+        shown = [k for k, _ in self.columns()]
+        order = [k for k, _ in SORTS] + [k for k in shown if k not in dict(SORTS)]
+        key = order[(order.index(self.sort_key) + 1) % len(order)] if self.sort_key in order else order[0]
+        self.sort_key, self.sort_reverse = key, dict(SORTS).get(key, False)
+        self.refresh_runs()
+
+    @on(DataTable.HeaderSelected)
+    def header_clicked(self, event: DataTable.HeaderSelected) -> None:
+        key = str(event.column_key.value)
+        self.sort_reverse = not self.sort_reverse if key == self.sort_key else dict(SORTS).get(key, False)
+        self.sort_key = key
         self.refresh_runs()
 
     def action_stop(self) -> None:
@@ -313,3 +459,10 @@ class RunsScreen(OrpoScreen):
         yield SystemCommand("Extend run", "Train the highlighted run for more steps", self.action_extend)
         yield SystemCommand("Run again", "Start a new run from the highlighted run's config", self.action_rerun)
         yield SystemCommand("Delete run", "Move the highlighted run to the trash", self.action_delete)
+        # The keys the 80-column footer leaves out, findable here as well as under F1.
+        yield SystemCommand("Mark run", "Mark or unmark the highlighted run for comparison", self.action_mark)
+        yield SystemCommand("Compare marked runs", "Config diff, overlaid curves, samples and summary", self.action_compare)
+        yield SystemCommand("Diff run against a preset", "The highlighted run's config against a preset", self.action_diff_preset)
+        yield SystemCommand("Edit tags", "The highlighted run's tags", self.action_tags)
+        yield SystemCommand("Edit notes", "The highlighted run's notes.md", self.action_notes)
+        yield SystemCommand("Sort runs", "Cycle the sort order through the columns", self.action_sort)

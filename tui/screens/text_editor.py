@@ -29,7 +29,7 @@ class TextEditorScreen(TextDocumentScreen):
         yield Header()
         yield Static(id="status", markup=False)
         yield TextArea(self.original, id="text", show_line_numbers=True, tab_behavior="indent")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.title, self.sub_title = "Preset as text", self.path.name

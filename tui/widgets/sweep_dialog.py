@@ -20,6 +20,13 @@ class SweepDialog(Dialog[int | None]):
     is reported in the dialog itself; dismisses with how many runs were queued, or None."""
 
     BINDINGS = [Binding("escape", "dismiss", "Cancel", id="sweep.cancel")]
+    # Compact fields, a line apart: four bordered ones pushed the button off a 24-line
+    # terminal.
+    DEFAULT_CSS = """
+    SweepDialog .dialog Input {
+        margin-bottom: 1;
+    }
+    """
 
     def __init__(self, preset: Path, runs_dir: Path) -> None:
         super().__init__()
@@ -29,10 +36,10 @@ class SweepDialog(Dialog[int | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(f"Sweep over {self.preset.name}", classes="title")
-            yield Input(placeholder="first field, e.g. orpo.beta", id="key1", value="orpo.beta")
-            yield Input(placeholder="its values, e.g. 0.05, 0.1, 0.2", id="values1")
-            yield Input(placeholder="second field (optional), e.g. finetune.rank", id="key2")
-            yield Input(placeholder="its values, e.g. 8, 16", id="values2")
+            yield Input(placeholder="first field, e.g. orpo.beta", id="key1", compact=True, value="orpo.beta")
+            yield Input(placeholder="its values, e.g. 0.05, 0.1, 0.2", id="values1", compact=True)
+            yield Input(placeholder="second field (optional), e.g. finetune.rank", id="key2", compact=True)
+            yield Input(placeholder="its values, e.g. 8, 16", id="values2", compact=True)
             yield Static(id="sweep-error", classes="error-text")
             with Vertical(classes="buttons"):
                 yield Button("Queue the runs", id="queue-them", variant="primary")
