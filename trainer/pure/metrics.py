@@ -51,6 +51,7 @@ __all__ = [
     "PAIRS_PER_SECOND",
     "PEAK_MEMORY_GB",
     "VAL_TIME",
+    "metric_label",
 ]
 
 ORPO, RATE, MEMORY, TIMING = "orpo", "rate", "memory", "timing"
@@ -133,3 +134,9 @@ ORPO_METRICS = tuple(m.name for m in METRICS if m.kind == ORPO)
 RATE_METRICS = tuple(m.name for m in METRICS if m.kind in (RATE, MEMORY))
 TRAIN_METRICS = tuple(m.name for m in METRICS if "train" in m.events)
 VAL_METRICS = tuple(m.name for m in METRICS if "val" in m.events)
+
+
+def metric_label(name: str) -> str:
+    """A metric's short label; an unregistered name is shown as it is."""
+    metric = BY_NAME.get(name)
+    return metric.label if metric else name
