@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 import tomllib
+from textual import events
 from textual.widgets import DataTable, Input, Static
 
+from trainer.pure.config import replace_value
 from trainer.pure.runs import TRASH_DIR
 from tui import presets_store as store
 from tui.app import make_app
@@ -223,3 +225,98 @@ def test_store_file_errors_are_one_line_and_symlinks_are_written_through(tmp_pat
     monkeypatch.setattr(store, "atomic_write_text", read_only)
     with pytest.raises(store.PresetFileError, match=r"real.toml: Permission denied"):
         store.save_changes(store.load_entry(real), replace_value(entry.config, "orpo.beta", 0.4))
+
+
+async def test_keys_typed_at_once_after_tab_all_reach_the_next_field(presets):
+    """A terminal delivers Tab, End, ctrl+u, 0.2 in one read. Pilot.press waits for the app
+    between keys, so the keys are posted here all at once, as the terminal driver does."""
+    app = app_for(presets)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press(*"demo", "enter")
+        await pilot.pause()
+        description = app.screen.query_one("#f-description", Input)
+        assert app.focused is description
+        for key, char in [("tab", "\t"), ("end", None), ("ctrl+u", None), ("0", "0"), ("full_stop", "."), ("2", "2")]:
+            app.post_message(events.Key(key, char))
+        await pilot.pause()
+        assert app.focused.id == "f-model--path"
+        assert app.focused.value == "0.2"
+        assert description.value == store.load_entry(presets / "demo.toml").config.description
+
+
+COMMENTED = """\
+# My preset: header comment
+description = "commented"  # trailing comment on a value
+
+[training]
+# a comment between keys
+learning_rate = 1e-3   # spelled the way I like it
+iters = 150
+
+batch_size = 4 # odd order: batch after iters
+
+[orpo]
+beta = 0.1
+# a comment at the end of a table
+
+[model]
+path = "builtin:tiny"
+"""
+
+
+def test_saving_an_edit_changes_only_that_key_byte_for_byte(tmp_path):
+    path = tmp_path / "commented.toml"
+    path.write_text(COMMENTED)
+    entry = store.load_entry(path)
+    store.save_changes(entry, replace_value(entry.config, "orpo.beta", 0.25))
+    assert path.read_text() == COMMENTED.replace("beta = 0.1", "beta = 0.25")
+
+    # A key the file did not have goes into its table; a table it did not have is added.
+    entry = store.load_entry(path)
+    cfg = replace_value(replace_value(entry.config, "training.warmup_steps", 10), "model.quantize.bits", 4)
+    store.save_changes(entry, cfg)
+    text = path.read_text()
+    assert text.startswith(COMMENTED.replace("beta = 0.1", "beta = 0.25").split("[orpo]")[0].replace(
+        "batch_size = 4 # odd order: batch after iters\n", "batch_size = 4 # odd order: batch after iters\nwarmup_steps = 10\n"))
+    assert store.load_entry(path).config == cfg
+    assert "learning_rate = 1e-3   # spelled the way I like it" in text
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+async def test_editor_opens_with_the_rows_in_view_and_restyles_the_form_once(presets, size, monkeypatch):
+    """Opening the editor used to take 1-3 s: its ~250 widgets were all mounted before the
+    first paint, then restyled as a whole four times (screen resume, the breakpoint class,
+    the focus given to the form's scroll container and taken back). Now the first paint has
+    the rows that fill the view, the whole screen is restyled once, and the rest follows."""
+    from textual.app import App
+
+    from tui.screens.preset_editor import grouped_fields
+
+    whole_restyles = []
+    update_styles = App.update_styles
+
+    def counting(self, node, animate=True):
+        if isinstance(self.screen, PresetEditorScreen) and node.query("FieldRow"):
+            whole_restyles.append(type(node).__name__)
+        update_styles(self, node, animate)
+
+    composed = []
+    on_mount = PresetEditorScreen.on_mount
+
+    def counting_rows(self):
+        composed.append(len(self.query("FieldRow")))
+        on_mount(self)
+
+    monkeypatch.setattr(App, "update_styles", counting)
+    monkeypatch.setattr(PresetEditorScreen, "on_mount", counting_rows)
+    app = app_for(presets)
+    async with app.run_test(size=size) as pilot:
+        await pilot.press(*"demo", "enter")
+        assert 0 < composed[0] < size[1] // 2
+        await pilot.pause(0.3)
+        for _ in range(20):
+            await pilot.pause(0.05)
+        rows = [r.spec.path for r in app.screen.query("FieldRow")]
+        assert rows == [s.path for _, specs in grouped_fields() for s in specs]
+        assert app.focused.id == "f-description"
+    assert len(whole_restyles) <= 1, whole_restyles

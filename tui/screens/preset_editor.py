@@ -70,9 +70,18 @@ class PresetEditorScreen(EditorScreen):
         back_binding("editor", "Back to the preset list (asks about unsaved changes)", priority=False),
     ]
 
+    # The form's first input takes the focus on mount. Auto-focus would give it to the form's
+    # scroll container first, and every move of the focus into or out of that container
+    # restyles the whole form.
+    AUTO_FOCUS = None
+
     def __init__(self, workspace: Workspace, entry: store.PresetEntry) -> None:
         super().__init__()
         assert entry.config is not None
+        # The breakpoint class set before the first paint: added on the first resize instead,
+        # it would restyle every widget of the form once more.
+        width = self.app.size.width
+        self.add_class(next(name for edge, name in reversed(self.HORIZONTAL_BREAKPOINTS) if width >= edge))
         self.workspace = workspace
         self.entry = entry
         self.saved: Config = entry.config
@@ -86,12 +95,9 @@ class PresetEditorScreen(EditorScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="main"):
-            with VerticalScroll(id="form"):
-                for title, specs in grouped_fields():
-                    yield Label(title, classes="group")
-                    for spec in specs:
-                        yield FieldRow(spec, get_value(self.working, spec.path))
-            with VerticalScroll(id="side"):
+            with VerticalScroll(id="form", can_focus=False):
+                yield from self.build(self.form_items()[: self.first_paint_items()])
+            with VerticalScroll(id="side", can_focus=False):
                 yield Label("Derived", classes="side-title")
                 yield Static(id="derived", markup=False)
                 yield Label("Problems", classes="side-title")
@@ -100,9 +106,54 @@ class PresetEditorScreen(EditorScreen):
                 yield Static("Not run yet.", id="preflight", markup=False)
         yield Footer()
 
+    def form_items(self) -> list[str | FieldSpec]:
+        """The form from top to bottom: group titles (str) and fields."""
+        return [item for title, specs in grouped_fields() for item in (title, *specs)]
+
+    def first_paint_items(self) -> int:
+        """How many form items fill the first view; the rest is mounted after the first
+        paint. Every widget the screen opens with is styled several times on the way to that
+        paint (mount, screen resume, focus), so the form opens with just what is seen."""
+        narrow = self.has_class("-narrow")
+        lines = self.app.size.height - 2 - (9 if narrow else 0)  # header, footer, side panel below
+        # Two lines an item (a title with its margin, a row with its note), one more to
+        # overflow, so the scrollbar shows the form goes on.
+        return min(len(self.form_items()), max(lines, 0) // 2 + 1)
+
+    def build(self, items: list[str | FieldSpec]) -> list:
+        return [Label(item, classes="group") if isinstance(item, str) else FieldRow(item, get_value(self.working, item.path))
+                for item in items]
+
     def on_mount(self) -> None:
         self.refresh_state()
-        self.query(Input).first().focus()
+        # Once laid out: an input focused before it has a width cannot scroll its cursor
+        # (at the end of the text) into view.
+        self.call_after_refresh(self.query(Input).first().focus)
+        self.mount_rest_after_footer()
+
+    def mount_rest_after_footer(self, tries: int = 10) -> None:
+        """The footer fills in its keys a few refreshes after the screen shows (once the
+        focus settles): it belongs in the first paint, not behind the rest of the form."""
+        if self.query_one(Footer).children or not tries:
+            self.call_after_refresh(self.mount_more)
+        else:
+            self.set_timer(0.02, lambda: self.mount_rest_after_footer(tries - 1))
+
+    async def mount_more(self) -> None:
+        """The rest of the form, a few rows per refresh: keys typed meanwhile wait for one
+        small mount, not for the whole form's."""
+        if not self.is_attached:
+            return  # left before the form was complete
+        form = self.query_one("#form")
+        items = self.form_items()
+        done = len(form.children)
+        if done >= len(items):
+            return
+        await form.mount_all(self.build(items[done:done + 8]))
+        if done + 8 < len(items):
+            self.call_after_refresh(self.mount_more)
+        else:
+            self.refresh_state()
 
     # ------------------------------------------------------------------ state
 
@@ -206,8 +257,12 @@ class PresetEditorScreen(EditorScreen):
         self.entry = entry
         self.saved = self.working = entry.config or self.working
         self.field_errors = {}
-        self.refresh(recompose=True)
-        self.call_after_refresh(self.refresh_state)
+        self.call_later(self._show_working)
+
+    async def _show_working(self) -> None:
+        await self.recompose()
+        self.refresh_state()
+        self.call_after_refresh(self.mount_more)
 
     def ask_about_disk_change(self) -> None:
         def done(choice: str | None) -> None:

@@ -3,13 +3,14 @@ under them with the help text, or the error when there is one."""
 
 from __future__ import annotations
 
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Container
 from textual.widgets import Input, Label, Select, Static, Switch
 
 from trainer.pure.config import FieldSpec
 
-__all__ = ["FieldRow", "widget_id", "path_of", "as_text", "describe_range"]
+__all__ = ["FieldRow", "FormInput", "widget_id", "path_of", "as_text", "describe_range"]
 
 
 def widget_id(path: str) -> str:
@@ -40,6 +41,37 @@ def describe_range(spec: FieldSpec) -> str:
     for value, meaning in spec.special:
         parts.append(f"{value} = {meaning}")
     return " · ".join(parts)
+
+
+class FormInput(Input):
+    """An input that keeps the order of keys typed faster than the app handles them.
+
+    A terminal delivers a quick burst (Tab, End, ctrl+u, 0.2) in one read, and the app queues
+    it all on the input focused when it arrives. Textual types printable keys at once but
+    looks bindings up (Tab, End, ctrl+u) only after the key has bubbled up to the app, so the
+    text used to land in the field being left and the bindings act on the next one. Here the
+    input's own bindings and Tab act on the spot, and keys queued after the focus has moved
+    on are passed to the widget that has it now."""
+
+    async def _on_key(self, event: events.Key) -> None:
+        focused = self.screen.focused
+        if focused is not None and focused is not self:
+            event.stop()
+            event.prevent_default()
+            focused.post_message(events.Key(event.key, event.character))
+            return
+        if event.key in ("tab", "shift+tab"):
+            event.stop()
+            event.prevent_default()
+            self.screen.focus_next() if event.key == "tab" else self.screen.focus_previous()
+            return
+        own = self._bindings.key_to_bindings.get(event.key)
+        if own:
+            event.stop()
+            event.prevent_default()
+            await self.run_action(own[0].action)
+            return
+        await super()._on_key(event)
 
 
 class FieldRow(Container):
@@ -98,7 +130,7 @@ class FieldRow(Container):
         elif spec.choices:
             yield Select([(str(c), c) for c in spec.choices], value=self.value, allow_blank=False, id=wid, compact=True)
         else:
-            yield Input(as_text(spec, self.value), id=wid, compact=True)
+            yield FormInput(as_text(spec, self.value), id=wid, compact=True)
         yield Static(self.help_text, classes="note", markup=False)
 
     def show_error(self, message: str | None) -> None:
