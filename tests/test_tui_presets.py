@@ -320,3 +320,34 @@ async def test_editor_opens_with_the_rows_in_view_and_restyles_the_form_once(pre
         assert rows == [s.path for _, specs in grouped_fields() for s in specs]
         assert app.focused.id == "f-description"
     assert len(whole_restyles) <= 1, whole_restyles
+
+
+async def test_reserved_key_is_read_only_with_its_reason(presets):
+    app = app_for(presets)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press(*"demo", "enter")
+        await pilot.pause(0.5)
+        field = app.screen.query_one("#f-orpo--reward_scaling", Input)
+        assert field.disabled and not field.focusable
+        row = next(r for r in app.screen.query("FieldRow") if r.spec.path == "orpo.reward_scaling")
+        note = str(row.query_one(".note", Static).render())
+        assert note.startswith("read-only, reserved: ") and "no effect yet" in note
+        app.screen.query_one("#f-orpo--beta", Input).focus()
+        await pilot.press("tab")
+        assert app.focused.id != "f-orpo--reward_scaling"
+
+
+async def test_keys_never_wrap_mid_name(presets):
+    """`training.grad_accumulation_steps` used to break as `..._ste` / `ps` over two lines."""
+    for size in [(80, 24), (160, 48)]:
+        app = app_for(presets)
+        async with app.run_test(size=size) as pilot:
+            await pilot.press(*"demo", "enter")
+            await pilot.pause(0.5)
+            for _ in range(10):
+                await pilot.pause(0.05)
+            for row in app.screen.query("FieldRow"):
+                key = row.query_one(".key")
+                shown = "".join(s.text for s in key.render_line(0)).strip()
+                assert key.size.height == 1, (size, row.spec.path)
+                assert shown == row.spec.path or (shown.endswith("…") and row.spec.path.startswith(shown[:-1])), (size, shown)

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.containers import Container
 from textual.widgets import Input, Label, Select, Static, Switch
 
-from trainer.pure.config import FieldSpec
+from trainer.pure.config import FieldSpec, iter_fields
 
 __all__ = ["FieldRow", "FormInput", "widget_id", "path_of", "as_text", "describe_range"]
 
@@ -74,6 +74,10 @@ class FormInput(Input):
         await super()._on_key(event)
 
 
+# The widest dotted key and the key's padding: a key never wraps mid-name where there is room.
+KEY_COLUMNS = max(len(f.path) for f in iter_fields()) + 2
+
+
 class FieldRow(Container):
     """Three widgets per field: the form has about fifty fields and Textual restyles widgets
     one by one, so every widget saved here makes the form open and react faster. The input's
@@ -81,16 +85,20 @@ class FieldRow(Container):
 
     # Switch:focus is named too: Switch's own focus rule would otherwise win over a plain
     # descendant selector and draw a three-row border in a one-row grid cell.
+    # Where a screen gives the keys less room (the narrow editor), a long key ends in an
+    # ellipsis on its one line instead of breaking in the middle of a name.
     DEFAULT_CSS = """
     FieldRow {
         layout: grid;
         grid-size: 2;
-        grid-columns: 32 1fr;
+        grid-columns: KEY_COLUMNS 1fr;
         height: auto;
     }
 
     FieldRow .key {
         padding: 0 1;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
     }
 
     FieldRow Switch, FieldRow Switch:focus {
@@ -112,13 +120,15 @@ class FieldRow(Container):
     FieldRow.invalid Input {
         background: $error 25%;
     }
-    """
+    """.replace("KEY_COLUMNS", str(KEY_COLUMNS))
 
     def __init__(self, spec: FieldSpec, value) -> None:
         super().__init__()
         self.spec, self.value = spec, value
         rng = describe_range(spec)
-        self.help_text = spec.help + (" [reserved: accepted, not used yet]" if spec.reserved else "") + (f"  ({rng})" if rng else "")
+        # A reserved key has no effect yet: editing it would only suggest it does. Its value
+        # (from the file, or the default) is shown, and saved back untouched.
+        self.help_text = ("read-only, reserved: " if spec.reserved else "") + spec.help + (f"  ({rng})" if rng else "")
         self._shown: str | None = None
 
     def compose(self) -> ComposeResult:
@@ -130,7 +140,7 @@ class FieldRow(Container):
         elif spec.choices:
             yield Select([(str(c), c) for c in spec.choices], value=self.value, allow_blank=False, id=wid, compact=True)
         else:
-            yield FormInput(as_text(spec, self.value), id=wid, compact=True)
+            yield FormInput(as_text(spec, self.value), id=wid, compact=True, disabled=spec.reserved)
         yield Static(self.help_text, classes="note", markup=False)
 
     def show_error(self, message: str | None) -> None:
