@@ -351,3 +351,46 @@ async def test_keys_never_wrap_mid_name(presets):
                 shown = "".join(s.text for s in key.render_line(0)).strip()
                 assert key.size.height == 1, (size, row.spec.path)
                 assert shown == row.spec.path or (shown.endswith("…") and row.spec.path.startswith(shown[:-1])), (size, shown)
+
+
+def _pairs_file(path: Path, rows: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"prompt": f"p{i}", "chosen": "a", "rejected": "b"}) + "\n" for i in range(rows)))
+    return path
+
+
+async def test_derived_rows_are_dropped_when_data_path_changes_then_recounted(presets, tmp_path, monkeypatch):
+    """The implied epochs used to keep the first file's row count after data.path changed."""
+    import threading
+
+    from tui.screens import preset_editor
+
+    small = _pairs_file(tmp_path / "small" / "train.jsonl", 40).parent
+    _pairs_file(small / "valid.jsonl", 4)
+    big = _pairs_file(tmp_path / "big" / "train.jsonl", 300).parent
+    _pairs_file(big / "valid.jsonl", 4)
+    (presets / "local.toml").write_text(f'[data]\npath = "{small}"\n')
+    release = threading.Event()
+    count = preset_editor.count_train_rows
+
+    def slow_count(cfg):  # the worker thread waits until the test has looked
+        if cfg.data.path == str(big):
+            release.wait(10)
+        return count(cfg)
+
+    monkeypatch.setattr(preset_editor, "count_train_rows", slow_count)
+    app = app_for(presets)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press(*"local", "enter")
+        await pilot.pause()
+        derived = app.screen.query_one("#derived", Static)
+        assert "over 40 train rows" in str(derived.render())
+        await type_into(pilot, "f-data--path", str(big))
+        assert "40 train rows" not in str(derived.render())
+        assert "counting the train rows" in str(derived.render())
+        release.set()
+        for _ in range(50):
+            await pilot.pause(0.05)
+            if "over 300 train rows" in str(derived.render()):
+                break
+        assert "over 300 train rows" in str(derived.render())

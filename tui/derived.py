@@ -19,7 +19,9 @@ def count_train_rows(cfg: Config) -> int | None:
         return None
 
 
-def derived_values(cfg: Config, train_rows: int | None) -> list[tuple[str, str]]:
+def derived_values(cfg: Config, train_rows: int | None, counting: bool = False) -> list[tuple[str, str]]:
+    """`counting`: the train rows of the current data settings are being counted (the
+    count of earlier settings is not shown meanwhile)."""
     t, ft = cfg.training, cfg.finetune
     effective_batch = t.batch_size * t.grad_accumulation_steps
     out: list[tuple[str, str]] = []
@@ -29,7 +31,9 @@ def derived_values(cfg: Config, train_rows: int | None) -> list[tuple[str, str]]
         out.append(("Fine-tune", "all weights" + (f" of the top {ft.num_layers} layers" if ft.num_layers > 0 else "")))
     out.append(("Effective batch", f"{effective_batch} pairs  ({t.batch_size} × {t.grad_accumulation_steps} accumulation)"))
     pairs_seen = t.iters * effective_batch
-    if train_rows:
+    if counting:
+        out.append(("Implied epochs", f"… ({pairs_seen:,} pairs; counting the train rows of {cfg.data.path})"))
+    elif train_rows:
         out.append(("Implied epochs", f"{implied_epochs(cfg, train_rows):.2f}  ({pairs_seen:,} pairs over {train_rows:,} train rows)"))
     else:
         out.append(("Implied epochs", f"? ({pairs_seen:,} pairs; run the data check to count rows)"))

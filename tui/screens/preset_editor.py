@@ -89,6 +89,10 @@ class PresetEditorScreen(EditorScreen):
         self.field_errors: dict[str, str] = {}  # text that does not parse or is out of range
         self.cross_errors: dict[str, str] = {}
         self.train_rows: int | None = count_train_rows(entry.config)
+        # The data settings `train_rows` was counted for; another data.* value means the count
+        # is stale: it is dropped at once and counted again off the UI thread.
+        self.rows_for = entry.config.data
+        self.counting_rows = False
 
     # ------------------------------------------------------------------ layout
 
@@ -176,8 +180,11 @@ class PresetEditorScreen(EditorScreen):
                 self.cross_errors.setdefault(problem.key, problem.message)
         for row in self.query(FieldRow):
             row.show_error(self.errors.get(row.spec.path))
+        if self.working.data != self.rows_for:
+            self.rows_for, self.train_rows, self.counting_rows = self.working.data, None, True
+            self.count_rows(self.working)
         self.query_one("#derived", Static).update(
-            "\n".join(f"{k}: {v}" for k, v in derived_values(self.working, self.train_rows))
+            "\n".join(f"{k}: {v}" for k, v in derived_values(self.working, self.train_rows, counting=self.counting_rows))
         )
         problems = self.errors
         self.query_one("#problems", Static).update(
@@ -186,6 +193,18 @@ class PresetEditorScreen(EditorScreen):
         self.query_one("#problems", Static).set_class(bool(problems), "error-text")
         self.sub_title = f"{self.entry.path.name}{' ● unsaved' if self.dirty else ''}"
         self.title = "Edit preset"
+
+    @work(thread=True, exclusive=True, group="rows", exit_on_error=False, name="count train rows")
+    def count_rows(self, cfg: Config) -> None:
+        # A large local file is read line by line to count its rows: never on the UI thread.
+        rows = count_train_rows(cfg)
+        self.app.call_from_thread(self.rows_counted, cfg.data, rows)
+
+    def rows_counted(self, data, rows: int | None) -> None:
+        if data != self.rows_for:
+            return  # the data settings changed again while counting; that count is coming
+        self.train_rows, self.counting_rows = rows, False
+        self.refresh_state()
 
     def set_field(self, path: str, value) -> None:
         if path not in self.field_errors and get_value(self.working, path) == value:
