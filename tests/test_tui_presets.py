@@ -394,3 +394,30 @@ async def test_derived_rows_are_dropped_when_data_path_changes_then_recounted(pr
             if "over 300 train rows" in str(derived.render()):
                 break
         assert "over 300 train rows" in str(derived.render())
+
+
+async def test_hub_ids_not_in_the_local_cache_are_named_before_the_run(presets, tmp_path, monkeypatch):
+    """A hub model or dataset that is not downloaded used to read "None: ready to save and
+    run", and the run failed offline. Judged from the cache folder only, never the network."""
+    hf_home = tmp_path / "hf"
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.delenv("HF_DATASETS_CACHE", raising=False)
+    (presets / "hub.toml").write_text('[model]\npath = "some-org/some-model"\n[data]\npath = "some-org/some-pairs"\n')
+    app = app_for(presets)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press(*"hub", "enter")
+        await pilot.pause()
+        problems = str(app.screen.query_one("#problems", Static).render())
+        assert "ready to save" not in problems
+        assert "hub model 'some-org/some-model' is not in the local Hugging Face cache" in problems
+        assert "huggingface-cli download some-org/some-model" in problems and "point model.path at a local" in problems
+        assert "huggingface-cli download some-org/some-pairs --repo-type dataset" in problems
+        assert not app.screen.errors  # a warning: the preset still saves
+
+    (hf_home / "hub" / "models--some-org--some-model" / "snapshots" / "abc").mkdir(parents=True)
+    (hf_home / "hub" / "datasets--some-org--some-pairs" / "snapshots" / "abc").mkdir(parents=True)
+    app = app_for(presets)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press(*"hub", "enter")
+        await pilot.pause()
+        assert "None: ready to save and run." in str(app.screen.query_one("#problems", Static).render())

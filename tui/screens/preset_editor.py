@@ -26,7 +26,7 @@ from trainer.pure.config import (
     validate_field,
 )
 from tui import presets_store as store
-from tui.derived import count_train_rows, derived_values
+from tui.derived import count_train_rows, derived_values, hub_warnings
 from tui.messages import RunStartRequested
 from tui.screens.editing import EditorScreen, back_binding, save_binding
 from tui.widgets.ask_name import AskName
@@ -187,10 +187,13 @@ class PresetEditorScreen(EditorScreen):
             "\n".join(f"{k}: {v}" for k, v in derived_values(self.working, self.train_rows, counting=self.counting_rows))
         )
         problems = self.errors
+        warnings = hub_warnings(self.working)
+        lines = [f"{k}: {v}" for k, v in problems.items()] + [f"warning: {k}: {v}" for k, v in warnings]
         self.query_one("#problems", Static).update(
-            "\n".join(f"{k}: {v}" for k, v in problems.items()) if problems else "None: ready to save and run."
+            "\n".join(lines) if lines else "None: ready to save and run."
         )
         self.query_one("#problems", Static).set_class(bool(problems), "error-text")
+        self.query_one("#problems", Static).set_class(bool(warnings) and not problems, "warning-text")
         self.sub_title = f"{self.entry.path.name}{' ● unsaved' if self.dirty else ''}"
         self.title = "Edit preset"
 
