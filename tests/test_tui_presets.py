@@ -421,3 +421,34 @@ async def test_hub_ids_not_in_the_local_cache_are_named_before_the_run(presets, 
         await pilot.press(*"hub", "enter")
         await pilot.pause()
         assert "None: ready to save and run." in str(app.screen.query_one("#problems", Static).render())
+
+
+async def test_find_a_field_by_name_or_help_and_from_the_palette(presets):
+    app = app_for(presets)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press(*"demo", "enter")
+        await pilot.pause()
+        screen = app.screen
+
+        def shown():
+            return [r.spec.path for r in screen.query("FieldRow") if r.display]
+
+        await pilot.press("ctrl+f", *"accum")
+        await pilot.pause()
+        assert shown() == ["training.grad_accumulation_steps"]
+        assert [g.render().plain for g in screen.query(".group") if g.display] == ["Training"]
+        await pilot.press("ctrl+u", *"dispreferred")  # words of the help text match too
+        await pilot.pause()
+        assert shown() == ["data.rejected_feature"]
+        await pilot.press("enter")
+        assert app.focused.id == "f-data--rejected_feature"
+        await pilot.press("ctrl+f", "escape")
+        await pilot.pause()
+        assert len(shown()) == len(list(screen.query("FieldRow"))) > 40
+        assert not screen.query_one("#find").display
+
+        jump = next(c for c in screen.commands() if c.title == "Field training.iters")
+        jump.callback()
+        await pilot.pause(0.2)
+        assert app.focused.id == "f-training--iters"
+        assert isinstance(app.screen, PresetEditorScreen) and not screen.dirty

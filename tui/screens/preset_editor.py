@@ -3,6 +3,7 @@ derived values and an on-demand dataset check beside it."""
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from tui.messages import RunStartRequested
 from tui.screens.editing import EditorScreen, back_binding, save_binding
 from tui.widgets.ask_name import AskName
 from tui.widgets.confirm import Confirm
-from tui.widgets.field_row import FieldRow, path_of
+from tui.widgets.field_row import FieldRow, path_of, widget_id
 from tui.widgets.show_command import ShowCommand
 from tui.workspace import Workspace
 
@@ -67,6 +68,10 @@ class PresetEditorScreen(EditorScreen):
         Binding("ctrl+r", "start", "Start run", id="editor.start", tooltip="Train this preset (saves first)", priority=True),
         Binding("ctrl+b", "preflight", "Check data", id="editor.preflight", tooltip="Load the dataset and report on it", priority=True),
         Binding("ctrl+t", "show_command", "Command", id="editor.command", tooltip="Show the orpo-train command", priority=True),
+        # ctrl+f from anywhere; `/` where it is not typed into a field (a switch, a select).
+        Binding("ctrl+f", "find_field", "Find", id="editor.find", tooltip="Show only the fields whose name or help matches",
+                priority=True),
+        Binding("slash", "find_field", "Find field", id="editor.find_slash", show=False),
         back_binding("editor", "Back to the preset list (asks about unsaved changes)", priority=False),
     ]
 
@@ -93,11 +98,13 @@ class PresetEditorScreen(EditorScreen):
         # is stale: it is dropped at once and counted again off the UI thread.
         self.rows_for = entry.config.data
         self.counting_rows = False
+        self.mounting = asyncio.Lock()  # the rest of the form arrives in parts; a find needs it all
 
     # ------------------------------------------------------------------ layout
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield Input(placeholder="Find a field by name or help · enter goes to the first · esc shows all", id="find", compact=True)
         with Horizontal(id="main"):
             with VerticalScroll(id="form", can_focus=False):
                 yield from self.build(self.form_items()[: self.first_paint_items()])
@@ -132,7 +139,7 @@ class PresetEditorScreen(EditorScreen):
         self.refresh_state()
         # Once laid out: an input focused before it has a width cannot scroll its cursor
         # (at the end of the text) into view.
-        self.call_after_refresh(self.query(Input).first().focus)
+        self.call_after_refresh(self.query("#form Input").first().focus)
         self.mount_rest_after_footer()
 
     def mount_rest_after_footer(self, tries: int = 10) -> None:
@@ -148,16 +155,20 @@ class PresetEditorScreen(EditorScreen):
         small mount, not for the whole form's."""
         if not self.is_attached:
             return  # left before the form was complete
-        form = self.query_one("#form")
-        items = self.form_items()
-        done = len(form.children)
-        if done >= len(items):
-            return
-        await form.mount_all(self.build(items[done:done + 8]))
-        if done + 8 < len(items):
+        if await self.mount_upto(len(self.query_one("#form").children) + 8):
             self.call_after_refresh(self.mount_more)
-        else:
-            self.refresh_state()
+
+    async def mount_upto(self, count: int) -> bool:
+        """Mount the form's items up to `count`; whether any are still to come."""
+        async with self.mounting:
+            form = self.query_one("#form")
+            items = self.form_items()
+            done = len(form.children)
+            if done < min(count, len(items)):
+                await form.mount_all(self.build(items[done:count]))
+                if count >= len(items):
+                    self.refresh_state()
+            return count < len(items)
 
     # ------------------------------------------------------------------ state
 
@@ -241,6 +252,75 @@ class PresetEditorScreen(EditorScreen):
     def select_changed(self, event: Select.Changed) -> None:
         if event.value is not Select.BLANK:
             self.set_field(path_of(event.select.id), event.value)
+
+    # ------------------------------------------------------------------ finding a field
+
+    async def mount_all_rows(self) -> None:
+        """Every row, at once: finding or jumping to a field needs the whole form."""
+        await self.mount_upto(len(self.form_items()))
+
+    async def action_find_field(self) -> None:
+        await self.mount_all_rows()
+        find = self.query_one("#find", Input)
+        find.display = True
+        find.focus()
+
+    @on(Input.Changed, "#find")
+    def find_changed(self, event: Input.Changed) -> None:
+        self.filter_form(event.value)
+
+    def filter_form(self, query: str) -> None:
+        """Show the rows whose key or help holds every word of `query`, under their group
+        titles; an empty query shows them all."""
+        words = query.lower().split()
+        group: Label | None = None
+        group_shown = False
+        for child in self.query_one("#form").children:
+            if isinstance(child, FieldRow):
+                haystack = f"{child.spec.path} {child.help_text}".lower()
+                child.display = all(w in haystack for w in words)
+                group_shown = group_shown or child.display
+            else:
+                if group is not None:
+                    group.display = group_shown or not words
+                group, group_shown = child, False
+        if group is not None:
+            group.display = group_shown or not words
+
+    @on(Input.Submitted, "#find")
+    def find_submitted(self) -> None:
+        shown = [r for r in self.query(FieldRow) if r.display]
+        if shown:
+            self.focus_row(shown[0])
+
+    def close_find(self) -> None:
+        find = self.query_one("#find", Input)
+        find.value = ""
+        find.display = False
+        self.filter_form("")
+
+    def focus_row(self, row: FieldRow) -> None:
+        widget = row.query_one(f"#{widget_id(row.spec.path)}")
+        if widget.disabled:
+            self.notify(f"{row.spec.path} is read-only: {row.spec.help}")
+        else:
+            widget.focus()
+        row.scroll_visible(animate=False)
+
+    async def jump_to_field(self, path: str) -> None:
+        """From the command palette: the field, with the whole form shown around it."""
+        await self.mount_all_rows()
+        self.close_find()
+        self.call_after_refresh(self.focus_row, next(r for r in self.query(FieldRow) if r.spec.path == path))
+
+    def action_back(self) -> None:
+        if self.query_one("#find", Input).display:
+            self.close_find()
+            first = next((r for r in self.query(FieldRow) if r.display), None)
+            if first is not None:
+                self.focus_row(first)
+            return
+        super().action_back()
 
     # ------------------------------------------------------------------ actions
 
@@ -378,3 +458,6 @@ class PresetEditorScreen(EditorScreen):
         yield SystemCommand("Save preset as", "Save to a new preset file", self.action_save_as)
         yield SystemCommand("Check data", "Load the dataset and report rows, columns and lengths", self.action_preflight)
         yield SystemCommand("Show train command", "The orpo-train command for this preset", self.action_show_command)
+        for _, specs in grouped_fields():
+            for spec in specs:
+                yield SystemCommand(f"Field {spec.path}", spec.help, lambda path=spec.path: self.run_worker(self.jump_to_field(path)))
