@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 import tomllib
+from textual import events
 from textual.widgets import DataTable, Input, Static
 
+from trainer.pure.config import replace_value
 from trainer.pure.runs import TRASH_DIR
 from tui import presets_store as store
 from tui.app import make_app
@@ -223,3 +225,230 @@ def test_store_file_errors_are_one_line_and_symlinks_are_written_through(tmp_pat
     monkeypatch.setattr(store, "atomic_write_text", read_only)
     with pytest.raises(store.PresetFileError, match=r"real.toml: Permission denied"):
         store.save_changes(store.load_entry(real), replace_value(entry.config, "orpo.beta", 0.4))
+
+
+async def test_keys_typed_at_once_after_tab_all_reach_the_next_field(presets):
+    """A terminal delivers Tab, End, ctrl+u, 0.2 in one read. Pilot.press waits for the app
+    between keys, so the keys are posted here all at once, as the terminal driver does."""
+    app = app_for(presets)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press(*"demo", "enter")
+        await pilot.pause()
+        description = app.screen.query_one("#f-description", Input)
+        assert app.focused is description
+        for key, char in [("tab", "\t"), ("end", None), ("ctrl+u", None), ("0", "0"), ("full_stop", "."), ("2", "2")]:
+            app.post_message(events.Key(key, char))
+        await pilot.pause()
+        assert app.focused.id == "f-model--path"
+        assert app.focused.value == "0.2"
+        assert description.value == store.load_entry(presets / "demo.toml").config.description
+
+
+COMMENTED = """\
+# My preset: header comment
+description = "commented"  # trailing comment on a value
+
+[training]
+# a comment between keys
+learning_rate = 1e-3   # spelled the way I like it
+iters = 150
+
+batch_size = 4 # odd order: batch after iters
+
+[orpo]
+beta = 0.1
+# a comment at the end of a table
+
+[model]
+path = "builtin:tiny"
+"""
+
+
+def test_saving_an_edit_changes_only_that_key_byte_for_byte(tmp_path):
+    path = tmp_path / "commented.toml"
+    path.write_text(COMMENTED)
+    entry = store.load_entry(path)
+    store.save_changes(entry, replace_value(entry.config, "orpo.beta", 0.25))
+    assert path.read_text() == COMMENTED.replace("beta = 0.1", "beta = 0.25")
+
+    # A key the file did not have goes into its table; a table it did not have is added.
+    entry = store.load_entry(path)
+    cfg = replace_value(replace_value(entry.config, "training.warmup_steps", 10), "model.quantize.bits", 4)
+    store.save_changes(entry, cfg)
+    text = path.read_text()
+    assert text.startswith(COMMENTED.replace("beta = 0.1", "beta = 0.25").split("[orpo]")[0].replace(
+        "batch_size = 4 # odd order: batch after iters\n", "batch_size = 4 # odd order: batch after iters\nwarmup_steps = 10\n"))
+    assert store.load_entry(path).config == cfg
+    assert "learning_rate = 1e-3   # spelled the way I like it" in text
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+async def test_editor_opens_with_the_rows_in_view_and_restyles_the_form_once(presets, size, monkeypatch):
+    """Opening the editor used to take 1-3 s: its ~250 widgets were all mounted before the
+    first paint, then restyled as a whole four times (screen resume, the breakpoint class,
+    the focus given to the form's scroll container and taken back). Now the first paint has
+    the rows that fill the view, the whole screen is restyled once, and the rest follows."""
+    from textual.app import App
+
+    from tui.screens.preset_editor import grouped_fields
+
+    whole_restyles = []
+    update_styles = App.update_styles
+
+    def counting(self, node, animate=True):
+        if isinstance(self.screen, PresetEditorScreen) and node.query("FieldRow"):
+            whole_restyles.append(type(node).__name__)
+        update_styles(self, node, animate)
+
+    composed = []
+    on_mount = PresetEditorScreen.on_mount
+
+    def counting_rows(self):
+        composed.append(len(self.query("FieldRow")))
+        on_mount(self)
+
+    monkeypatch.setattr(App, "update_styles", counting)
+    monkeypatch.setattr(PresetEditorScreen, "on_mount", counting_rows)
+    app = app_for(presets)
+    async with app.run_test(size=size) as pilot:
+        await pilot.press(*"demo", "enter")
+        assert 0 < composed[0] < size[1] // 2
+        await pilot.pause(0.3)
+        for _ in range(20):
+            await pilot.pause(0.05)
+        rows = [r.spec.path for r in app.screen.query("FieldRow")]
+        assert rows == [s.path for _, specs in grouped_fields() for s in specs]
+        assert app.focused.id == "f-description"
+    assert len(whole_restyles) <= 1, whole_restyles
+
+
+async def test_reserved_key_is_read_only_with_its_reason(presets):
+    app = app_for(presets)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press(*"demo", "enter")
+        await pilot.pause(0.5)
+        field = app.screen.query_one("#f-orpo--reward_scaling", Input)
+        assert field.disabled and not field.focusable
+        row = next(r for r in app.screen.query("FieldRow") if r.spec.path == "orpo.reward_scaling")
+        note = str(row.query_one(".note", Static).render())
+        assert note.startswith("read-only, reserved: ") and "no effect yet" in note
+        app.screen.query_one("#f-orpo--beta", Input).focus()
+        await pilot.press("tab")
+        assert app.focused.id != "f-orpo--reward_scaling"
+
+
+async def test_keys_never_wrap_mid_name(presets):
+    """`training.grad_accumulation_steps` used to break as `..._ste` / `ps` over two lines."""
+    for size in [(80, 24), (160, 48)]:
+        app = app_for(presets)
+        async with app.run_test(size=size) as pilot:
+            await pilot.press(*"demo", "enter")
+            await pilot.pause(0.5)
+            for _ in range(10):
+                await pilot.pause(0.05)
+            for row in app.screen.query("FieldRow"):
+                key = row.query_one(".key")
+                shown = "".join(s.text for s in key.render_line(0)).strip()
+                assert key.size.height == 1, (size, row.spec.path)
+                assert shown == row.spec.path or (shown.endswith("…") and row.spec.path.startswith(shown[:-1])), (size, shown)
+
+
+def _pairs_file(path: Path, rows: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"prompt": f"p{i}", "chosen": "a", "rejected": "b"}) + "\n" for i in range(rows)))
+    return path
+
+
+async def test_derived_rows_are_dropped_when_data_path_changes_then_recounted(presets, tmp_path, monkeypatch):
+    """The implied epochs used to keep the first file's row count after data.path changed."""
+    import threading
+
+    from tui.screens import preset_editor
+
+    small = _pairs_file(tmp_path / "small" / "train.jsonl", 40).parent
+    _pairs_file(small / "valid.jsonl", 4)
+    big = _pairs_file(tmp_path / "big" / "train.jsonl", 300).parent
+    _pairs_file(big / "valid.jsonl", 4)
+    (presets / "local.toml").write_text(f'[data]\npath = "{small}"\n')
+    release = threading.Event()
+    count = preset_editor.count_train_rows
+
+    def slow_count(cfg):  # the worker thread waits until the test has looked
+        if cfg.data.path == str(big):
+            release.wait(10)
+        return count(cfg)
+
+    monkeypatch.setattr(preset_editor, "count_train_rows", slow_count)
+    app = app_for(presets)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press(*"local", "enter")
+        await pilot.pause()
+        derived = app.screen.query_one("#derived", Static)
+        assert "over 40 train rows" in str(derived.render())
+        await type_into(pilot, "f-data--path", str(big))
+        assert "40 train rows" not in str(derived.render())
+        assert "counting the train rows" in str(derived.render())
+        release.set()
+        for _ in range(50):
+            await pilot.pause(0.05)
+            if "over 300 train rows" in str(derived.render()):
+                break
+        assert "over 300 train rows" in str(derived.render())
+
+
+async def test_hub_ids_not_in_the_local_cache_are_named_before_the_run(presets, tmp_path, monkeypatch):
+    """A hub model or dataset that is not downloaded used to read "None: ready to save and
+    run", and the run failed offline. Judged from the cache folder only, never the network."""
+    hf_home = tmp_path / "hf"
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.delenv("HF_DATASETS_CACHE", raising=False)
+    (presets / "hub.toml").write_text('[model]\npath = "some-org/some-model"\n[data]\npath = "some-org/some-pairs"\n')
+    app = app_for(presets)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press(*"hub", "enter")
+        await pilot.pause()
+        problems = str(app.screen.query_one("#problems", Static).render())
+        assert "ready to save" not in problems
+        assert "hub model 'some-org/some-model' is not in the local Hugging Face cache" in problems
+        assert "huggingface-cli download some-org/some-model" in problems and "point model.path at a local" in problems
+        assert "huggingface-cli download some-org/some-pairs --repo-type dataset" in problems
+        assert not app.screen.errors  # a warning: the preset still saves
+
+    (hf_home / "hub" / "models--some-org--some-model" / "snapshots" / "abc").mkdir(parents=True)
+    (hf_home / "hub" / "datasets--some-org--some-pairs" / "snapshots" / "abc").mkdir(parents=True)
+    app = app_for(presets)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press(*"hub", "enter")
+        await pilot.pause()
+        assert "None: ready to save and run." in str(app.screen.query_one("#problems", Static).render())
+
+
+async def test_find_a_field_by_name_or_help_and_from_the_palette(presets):
+    app = app_for(presets)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press(*"demo", "enter")
+        await pilot.pause()
+        screen = app.screen
+
+        def shown():
+            return [r.spec.path for r in screen.query("FieldRow") if r.display]
+
+        await pilot.press("ctrl+f", *"accum")
+        await pilot.pause()
+        assert shown() == ["training.grad_accumulation_steps"]
+        assert [g.render().plain for g in screen.query(".group") if g.display] == ["Training"]
+        await pilot.press("ctrl+u", *"dispreferred")  # words of the help text match too
+        await pilot.pause()
+        assert shown() == ["data.rejected_feature"]
+        await pilot.press("enter")
+        assert app.focused.id == "f-data--rejected_feature"
+        await pilot.press("ctrl+f", "escape")
+        await pilot.pause()
+        assert len(shown()) == len(list(screen.query("FieldRow"))) > 40
+        assert not screen.query_one("#find").display
+
+        jump = next(c for c in screen.commands() if c.title == "Field training.iters")
+        jump.callback()
+        await pilot.pause(0.2)
+        assert app.focused.id == "f-training--iters"
+        assert isinstance(app.screen, PresetEditorScreen) and not screen.dirty

@@ -4,9 +4,14 @@ recomputed on every keystroke in the form."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+from trainer.pure.builtin_names import is_builtin
 from trainer.pure.config import Config
 from trainer.pure.estimate import estimate, implied_epochs, model_shape
-from trainer.pure.sources import SourceError, train_row_count
+from trainer.pure.messages import hub_offline
+from trainer.pure.sources import SourceError, SourceKind, resolve_source, train_row_count
 
 
 def count_train_rows(cfg: Config) -> int | None:
@@ -19,7 +24,9 @@ def count_train_rows(cfg: Config) -> int | None:
         return None
 
 
-def derived_values(cfg: Config, train_rows: int | None) -> list[tuple[str, str]]:
+def derived_values(cfg: Config, train_rows: int | None, counting: bool = False) -> list[tuple[str, str]]:
+    """`counting`: the train rows of the current data settings are being counted (the
+    count of earlier settings is not shown meanwhile)."""
     t, ft = cfg.training, cfg.finetune
     effective_batch = t.batch_size * t.grad_accumulation_steps
     out: list[tuple[str, str]] = []
@@ -29,7 +36,9 @@ def derived_values(cfg: Config, train_rows: int | None) -> list[tuple[str, str]]
         out.append(("Fine-tune", "all weights" + (f" of the top {ft.num_layers} layers" if ft.num_layers > 0 else "")))
     out.append(("Effective batch", f"{effective_batch} pairs  ({t.batch_size} × {t.grad_accumulation_steps} accumulation)"))
     pairs_seen = t.iters * effective_batch
-    if train_rows:
+    if counting:
+        out.append(("Implied epochs", f"… ({pairs_seen:,} pairs; counting the train rows of {cfg.data.path})"))
+    elif train_rows:
         out.append(("Implied epochs", f"{implied_epochs(cfg, train_rows):.2f}  ({pairs_seen:,} pairs over {train_rows:,} train rows)"))
     else:
         out.append(("Implied epochs", f"? ({pairs_seen:,} pairs; run the data check to count rows)"))
@@ -55,3 +64,55 @@ def derived_values(cfg: Config, train_rows: int | None) -> list[tuple[str, str]]
 
 def _size(n: float) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+# ---------------------------------------------------------------------------- hub ids
+
+
+def _hf_home() -> Path:
+    return Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
+
+
+def _hub_cached(kind: str, repo: str) -> bool:
+    """Whether a hub repo has been downloaded here: its folder in the hub cache holds a
+    snapshot (`kind` is "models" or "datasets"). Looks at files only, never the network."""
+    snapshots = _hf_home() / "hub" / f"{kind}--{repo.replace('/', '--')}" / "snapshots"
+    return snapshots.is_dir() and any(snapshots.iterdir())
+
+
+def _datasets_cached(repo: str) -> bool:
+    # The datasets library keeps what it prepared in its own cache, beside the hub's.
+    cache = Path(os.environ.get("HF_DATASETS_CACHE") or _hf_home() / "datasets")
+    return (cache / repo.replace("/", "___")).is_dir()
+
+
+def _looks_like_hub_model(spec: str) -> bool:
+    """The trainer's rule (`trainer.model.resolve_model_path`): not built in, not on disk,
+    and `org/name` rather than a path."""
+    return (not is_builtin(spec) and not Path(spec).expanduser().exists()
+            and not spec.startswith((".", "/", "~")) and spec.count("/") == 1)
+
+
+def hub_warnings(cfg: Config) -> list[tuple[str, str]]:
+    """Hub ids a run would have to download first, with what to do where there is no
+    network. Not errors: the preset is valid, and on a connected machine the run fetches
+    them. Checked from the local cache only (the form cannot wait on the network)."""
+    off = " (and HF_HUB_OFFLINE is set here)" if hub_offline() else ""
+    out = []
+    model = cfg.model.path
+    if _looks_like_hub_model(model) and not _hub_cached("models", model):
+        out.append(("model.path", f"hub model '{model}' is not in the local Hugging Face cache "
+                                  f"({_hf_home() / 'hub'}): a run downloads it first, which needs network{off}. "
+                                  f"Without network: download it where there is (huggingface-cli download {model}) "
+                                  "into this cache, or point model.path at a local model folder"))
+    try:
+        source = resolve_source(cfg.data.path)
+    except SourceError:
+        source = None  # the data check reports a missing local path
+    data = cfg.data.path
+    if source is not None and source.kind is SourceKind.HUB and not (_hub_cached("datasets", data) or _datasets_cached(data)):
+        out.append(("data.path", f"hub dataset '{data}' is not in the local Hugging Face cache "
+                                 f"({_hf_home()}): a run downloads it first, which needs network{off}. "
+                                 f"Without network: download it where there is (huggingface-cli download {data} "
+                                 "--repo-type dataset) into this cache, or point data.path at a local folder or file"))
+    return out

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+import tomlkit
+from tomlkit.exceptions import TOMLKitError
 
 from trainer.pure.config import Config, ConfigError, config_from_dict, get_value, iter_fields, parse_preset_text, read_preset_text
 from trainer.pure.runs import atomic_write_text
@@ -126,6 +128,32 @@ def _leading_comments(path: Path) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
+def edit_text(text: str, before: Config, after: Config) -> str:
+    """The preset's text with only the keys changed from `before` to `after` rewritten:
+    comments anywhere, blank lines, key order and how the other numbers are spelled
+    (`1e-3` stays `1e-3`) are the user's, so a saved preset diffs as one line per edit."""
+    doc = tomlkit.parse(text)
+    for path in changed_paths(before, after):
+        *tables, key = path.split(".")
+        node = doc
+        for i, table in enumerate(tables):
+            if table not in node:
+                # An outer table that only holds another one is written as its header alone.
+                node[table] = tomlkit.table(is_super_table=i < len(tables) - 1)
+            node = node[table]
+        node[key] = _plain(get_value(after, path))
+    return tomlkit.dumps(doc)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a preset's text atomically, through a symbolic link (see `write_raw`), once it
+    is known to load back."""
+    parse_preset_text(text, str(path))
+    target = Path(os.path.realpath(path))
+    with _file_errors(path):
+        atomic_write_text(target, text)
+
+
 def write_raw(path: Path, raw: dict, keep_header_from: Path | None = None) -> None:
     """Write a preset atomically. A preset that is a symbolic link is written through to the
     file it points at (replacing the link with a copy would silently fork the preset).
@@ -149,7 +177,14 @@ def save_changes(entry: PresetEntry, after: Config, target: Path | None = None) 
     if current.raw is None:
         raise PresetFileError(f"{entry.path.name} was changed elsewhere and no longer loads ({current.problem}); "
                               "save as another name")
-    write_raw(target, merge_changes(current.raw, entry.config, after), keep_header_from=entry.path)
+    try:
+        text = edit_text(current.text or "", entry.config, after)
+    except (TOMLKitError, ValueError, TypeError):
+        # TOML that tomllib reads but tomlkit cannot edit: rewrite the table instead, which
+        # keeps the values and the header comments but not the rest of the layout.
+        write_raw(target, merge_changes(current.raw, entry.config, after), keep_header_from=entry.path)
+    else:
+        write_text(target, text)
     return target
 
 

@@ -1,97 +1,137 @@
-"""How long a screen takes to open, from ``push_screen`` to its first full frame.
+"""Time from a key press to a screen's first full paint, in the real app in a pseudo-terminal.
 
-    python tests/bench/screen_open.py [-n 5]
+The app runs as it would over SSH: a child process on a pty of a fixed size, writing escape
+codes that this script reads. For each screen the script waits until the app shows where the
+key press starts from, lets the output settle, writes the key and stamps the time, then reads
+until every marker of the new screen has appeared in the output written after the key: that
+moment is the first full paint (Textual writes a whole frame in one go, so the last marker
+arrives with the frame that holds all of them).
 
-One function per screen, each timing that screen in a headless app at 160x48 and printing
-its median and minimum milliseconds; ``main`` runs them all. The monitor is timed on a new
-run (a few reports) and on a long one (20k reports, as after a night of training): its
-first frame must come within 0.3 s either way, the charts following on their own.
+One function per screen; `main` prints a table of all of them.
+
+    python tests/bench/screen_open.py [-n 5] [--size 80x24]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import math
+import fcntl
+import os
+import pty
+import re
+import select
+import shutil
+import signal
 import statistics
+import struct
 import sys
 import tempfile
+import termios
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-
-from trainer.pure.events import MetricsWriter  # noqa: E402
-from trainer.pure.metrics import ORPO_METRICS  # noqa: E402
-from trainer.pure.run_folder import RunFolder  # noqa: E402
-from trainer.pure.runs import write_status  # noqa: E402
-
-SIZE = (160, 48)
-MONITOR_TARGET_S = 0.3
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>]")
 
 
-def _write_run(runs: Path, name: str, reports: int) -> Path:
-    run = RunFolder(runs / name)
-    run.root.mkdir(parents=True)
-    run.config.write_text((REPO / "presets" / "demo.toml").read_text())
-    write_status(run.root, state="stopped", step=reports, total_steps=reports * 2, started_at=1.0, ended_at=2.0)
-    with MetricsWriter(run.metrics) as w:
-        for step in range(1, reports + 1):
-            values = {m: math.exp(-step / 500) + math.sin(step) * 0.01 for m in ORPO_METRICS}
-            w.write("train", step, time=1000.0 + step, **values, learning_rate=1e-3, tokens_per_second=50.0,
-                    pairs_per_second=2.0, peak_memory_gb=0.1)
-            if step % 100 == 0:
-                w.write("val", step, time=1000.5 + step, **values, val_time=0.1)
-                w.write("sample", step, prompt="p", completion="c", index=0)
-    return run.root
+class Pty:
+    """The real app on a pseudo-terminal, with the output decoded and escape codes removed."""
+
+    def __init__(self, argv: list[str], size: tuple[int, int], env: dict) -> None:
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child
+            os.execvpe(argv[0], argv, env)
+        cols, rows = size
+        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        self.text = ""
+
+    def read_for(self, seconds: float) -> str:
+        """Read what arrives within `seconds`; returns the new text."""
+        new, end = [], time.perf_counter() + seconds
+        while (left := end - time.perf_counter()) > 0:
+            ready, _, _ = select.select([self.fd], [], [], left)
+            if ready:
+                try:
+                    chunk = os.read(self.fd, 1 << 16)
+                except OSError:
+                    break
+                new.append(chunk.decode("utf-8", "replace"))
+        text = ANSI.sub("", "".join(new))
+        self.text += text
+        return text
+
+    def wait_for(self, markers: tuple[str, ...], timeout: float = 30.0, since: str = "") -> float:
+        """Read until every marker is in the text read since the call; the moment it is."""
+        seen, end = since, time.perf_counter() + timeout
+        while time.perf_counter() < end:
+            seen += self.read_for(0.002)
+            if all(m in seen for m in markers):
+                return time.perf_counter()
+        missing = [m for m in markers if m not in seen]
+        raise SystemExit(f"no paint with {missing} within {timeout:.0f} s; last output:\n{seen[-1500:]}")
+
+    def settle(self, seconds: float = 1.0) -> None:
+        """Let start-up work finish (the cursor blinks forever, so the output is never quiet)."""
+        self.read_for(seconds)
+
+    def press(self, keys: str) -> float:
+        t = time.perf_counter()
+        os.write(self.fd, keys.encode())
+        return t
+
+    def close(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(self.fd)
 
 
-async def _time_monitor(run_dir: Path, runs: Path) -> float:
-    from tui.app import make_app
-    from tui.screens.monitor import MonitorScreen
-
-    app = make_app(runs.parent / "presets", runs)
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        painted = asyncio.Event()
-        start = time.perf_counter()
-        screen = MonitorScreen(app.workspace, run_dir)
-        # The first frame the screen sends to the terminal, its widgets laid out.
-        app.call_after_refresh(lambda: None)
-        screen.call_after_refresh(painted.set)
-        await app.push_screen(screen)
-        await painted.wait()
-        return time.perf_counter() - start
+def start_app(tmp: Path, size: tuple[int, int]) -> Pty:
+    presets = tmp / "presets"
+    presets.mkdir(exist_ok=True)
+    shutil.copy(REPO / "presets" / "demo.toml", presets / "demo.toml")
+    env = {**os.environ, "TERM": "xterm-256color", "PYTHONPATH": str(REPO), "COLUMNS": str(size[0]), "LINES": str(size[1])}
+    env.setdefault("HF_HOME", str(tmp / "hf"))
+    return Pty([sys.executable, "-m", "tui", "--presets", str(presets), "--runs-dir", str(tmp / "runs")], size, env)
 
 
-def monitor(samples: int) -> bool:
-    """The run monitor: a new run and a long one. True when both meet the target."""
-    ok = True
-    with tempfile.TemporaryDirectory() as tmp:
-        runs = Path(tmp) / "runs"
-        (Path(tmp) / "presets").mkdir()
-        for label, reports in (("new run", 20), ("20k reports", 20_000)):
-            run_dir = _write_run(runs, f"20260101-00000{reports % 10}-{reports}", reports)
-            times = [asyncio.run(_time_monitor(run_dir, runs)) for _ in range(samples)]
-            median = statistics.median(times)
-            ok &= median <= MONITOR_TARGET_S
-            print(f"monitor, {label}: median {median * 1000:.0f} ms, min {min(times) * 1000:.0f} ms "
-                  f"(target {MONITOR_TARGET_S * 1000:.0f} ms) samples {[round(t * 1000) for t in times]}")
-    return ok
+# ---------------------------------------------------------------------------- screens
 
 
-SCREENS = {"monitor": monitor}
+def preset_editor(size: tuple[int, int]) -> float:
+    """Enter on the demo preset in the list, until the editor's form and footer are painted."""
+    with tempfile.TemporaryDirectory(prefix="orpo-tui-bench-") as tmp:
+        app = start_app(Path(tmp), size)
+        try:
+            app.wait_for(("builtin:tiny",))  # the preset list with the demo row
+            app.settle()
+            t0 = app.press("\r")
+            t1 = app.wait_for(("Edit preset", "description", "model.path", "Save"))
+            return (t1 - t0) * 1000
+        finally:
+            app.close()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("-n", type=int, default=5, help="samples per screen")
-    parser.add_argument("screens", nargs="*", default=list(SCREENS), help=f"screens to time: {', '.join(SCREENS)}")
+SCREENS = {"preset editor": preset_editor}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=5, help="samples per screen, each in a fresh app (default 5)")
+    parser.add_argument("--size", default="80x24", help="terminal size COLSxROWS (default 80x24)")
+    parser.add_argument("--only", choices=sorted(SCREENS), help="one screen only")
     args = parser.parse_args()
-    ok = all([SCREENS[name](args.n) for name in args.screens])
-    return 0 if ok else 1
+    size = tuple(int(x) for x in args.size.split("x"))
+    print(f"key press -> first full paint, real app in a {args.size} pty, N={args.n} fresh apps per screen")
+    print(f"{'screen':<16} {'median ms':>10} {'min ms':>8}   samples (ms)")
+    for name, measure in SCREENS.items():
+        if args.only and name != args.only:
+            continue
+        samples = [measure(size) for _ in range(args.n)]
+        print(f"{name:<16} {statistics.median(samples):>10.0f} {min(samples):>8.0f}   " + " ".join(f"{s:.0f}" for s in samples))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

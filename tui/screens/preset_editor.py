@@ -3,6 +3,7 @@ derived values and an on-demand dataset check beside it."""
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from pathlib import Path
 
@@ -26,12 +27,12 @@ from trainer.pure.config import (
     validate_field,
 )
 from tui import presets_store as store
-from tui.derived import count_train_rows, derived_values
+from tui.derived import count_train_rows, derived_values, hub_warnings
 from tui.messages import RunStartRequested
 from tui.screens.editing import EditorScreen, back_binding, save_binding
 from tui.widgets.ask_name import AskName
 from tui.widgets.confirm import Confirm
-from tui.widgets.field_row import FieldRow, path_of
+from tui.widgets.field_row import FieldRow, path_of, widget_id
 from tui.widgets.show_command import ShowCommand
 from tui.workspace import Workspace
 
@@ -57,6 +58,17 @@ def grouped_fields() -> list[tuple[str, list[FieldSpec]]]:
     return out
 
 
+def warm_up(app) -> None:
+    """Parse the editor's stylesheet ahead of its first opening. Textual reads a screen's CSS
+    file when the screen is first shown and then re-parses the whole app's stylesheet, which
+    would otherwise be paid between the key press and the editor's first paint."""
+    path = Path(__file__).with_name(PresetEditorScreen.CSS_PATH)
+    if not app.stylesheet.has_source(str(path), ""):
+        app.stylesheet.read(path)
+        app.stylesheet.reparse()
+        app.stylesheet.update(app)
+
+
 class PresetEditorScreen(EditorScreen):
     CSS_PATH = "preset_editor.tcss"
     # Below 110 columns the side panel moves under the form (see the -narrow rules).
@@ -68,12 +80,25 @@ class PresetEditorScreen(EditorScreen):
         Binding("ctrl+b", "preflight", "Check data", id="editor.preflight", show=False,
                 tooltip="Load the dataset and report on it", priority=True),
         Binding("ctrl+t", "show_command", "Command", id="editor.command", show=False, tooltip="Show the orpo-train command", priority=True),
+        # ctrl+f from anywhere; `/` where it is not typed into a field (a switch, a select).
+        Binding("ctrl+f", "find_field", "Find", id="editor.find", tooltip="Show only the fields whose name or help matches",
+                priority=True),
+        Binding("slash", "find_field", "Find field", id="editor.find_slash", show=False),
         back_binding("editor", "Back to the preset list (asks about unsaved changes)", priority=False),
     ]
+
+    # The form's first input takes the focus on mount. Auto-focus would give it to the form's
+    # scroll container first, and every move of the focus into or out of that container
+    # restyles the whole form.
+    AUTO_FOCUS = None
 
     def __init__(self, workspace: Workspace, entry: store.PresetEntry) -> None:
         super().__init__()
         assert entry.config is not None
+        # The breakpoint class set before the first paint: added on the first resize instead,
+        # it would restyle every widget of the form once more.
+        width = self.app.size.width
+        self.add_class(next(name for edge, name in reversed(self.HORIZONTAL_BREAKPOINTS) if width >= edge))
         self.workspace = workspace
         self.entry = entry
         self.saved: Config = entry.config
@@ -81,18 +106,21 @@ class PresetEditorScreen(EditorScreen):
         self.field_errors: dict[str, str] = {}  # text that does not parse or is out of range
         self.cross_errors: dict[str, str] = {}
         self.train_rows: int | None = count_train_rows(entry.config)
+        # The data settings `train_rows` was counted for; another data.* value means the count
+        # is stale: it is dropped at once and counted again off the UI thread.
+        self.rows_for = entry.config.data
+        self.counting_rows = False
+        self.mounting = asyncio.Lock()  # the rest of the form arrives in parts; a find needs it all
 
     # ------------------------------------------------------------------ layout
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield Input(placeholder="Find a field by name or help · enter goes to the first · esc shows all", id="find", compact=True)
         with Horizontal(id="main"):
-            with VerticalScroll(id="form"):
-                for title, specs in grouped_fields():
-                    yield Label(title, classes="group")
-                    for spec in specs:
-                        yield FieldRow(spec, get_value(self.working, spec.path))
-            with VerticalScroll(id="side"):
+            with VerticalScroll(id="form", can_focus=False):
+                yield from self.build(self.form_items()[: self.first_paint_items()])
+            with VerticalScroll(id="side", can_focus=False):
                 yield Label("Derived", classes="side-title")
                 yield Static(id="derived", markup=False)
                 yield Label("Problems", classes="side-title")
@@ -101,9 +129,58 @@ class PresetEditorScreen(EditorScreen):
                 yield Static("Not run yet.", id="preflight", markup=False)
         yield Footer(compact=True)
 
+    def form_items(self) -> list[str | FieldSpec]:
+        """The form from top to bottom: group titles (str) and fields."""
+        return [item for title, specs in grouped_fields() for item in (title, *specs)]
+
+    def first_paint_items(self) -> int:
+        """How many form items fill the first view; the rest is mounted after the first
+        paint. Every widget the screen opens with is styled several times on the way to that
+        paint (mount, screen resume, focus), so the form opens with just what is seen."""
+        narrow = self.has_class("-narrow")
+        lines = self.app.size.height - 2 - (9 if narrow else 0)  # header, footer, side panel below
+        # Two lines an item (a title with its margin, a row with its note), one more to
+        # overflow, so the scrollbar shows the form goes on.
+        return min(len(self.form_items()), max(lines, 0) // 2 + 1)
+
+    def build(self, items: list[str | FieldSpec]) -> list:
+        return [Label(item, classes="group") if isinstance(item, str) else FieldRow(item, get_value(self.working, item.path))
+                for item in items]
+
     def on_mount(self) -> None:
         self.refresh_state()
-        self.query(Input).first().focus()
+        # Once laid out: an input focused before it has a width cannot scroll its cursor
+        # (at the end of the text) into view.
+        self.call_after_refresh(self.query("#form Input").first().focus)
+        self.mount_rest_after_footer()
+
+    def mount_rest_after_footer(self, tries: int = 10) -> None:
+        """The footer fills in its keys a few refreshes after the screen shows (once the
+        focus settles): it belongs in the first paint, not behind the rest of the form."""
+        if self.query_one(Footer).children or not tries:
+            self.call_after_refresh(self.mount_more)
+        else:
+            self.set_timer(0.02, lambda: self.mount_rest_after_footer(tries - 1))
+
+    async def mount_more(self) -> None:
+        """The rest of the form, a few rows per refresh: keys typed meanwhile wait for one
+        small mount, not for the whole form's."""
+        if not self.is_attached:
+            return  # left before the form was complete
+        if await self.mount_upto(len(self.query_one("#form").children) + 8):
+            self.call_after_refresh(self.mount_more)
+
+    async def mount_upto(self, count: int) -> bool:
+        """Mount the form's items up to `count`; whether any are still to come."""
+        async with self.mounting:
+            form = self.query_one("#form")
+            items = self.form_items()
+            done = len(form.children)
+            if done < min(count, len(items)):
+                await form.mount_all(self.build(items[done:count]))
+                if count >= len(items):
+                    self.refresh_state()
+            return count < len(items)
 
     # ------------------------------------------------------------------ state
 
@@ -126,16 +203,34 @@ class PresetEditorScreen(EditorScreen):
                 self.cross_errors.setdefault(problem.key, problem.message)
         for row in self.query(FieldRow):
             row.show_error(self.errors.get(row.spec.path))
+        if self.working.data != self.rows_for:
+            self.rows_for, self.train_rows, self.counting_rows = self.working.data, None, True
+            self.count_rows(self.working)
         self.query_one("#derived", Static).update(
-            "\n".join(f"{k}: {v}" for k, v in derived_values(self.working, self.train_rows))
+            "\n".join(f"{k}: {v}" for k, v in derived_values(self.working, self.train_rows, counting=self.counting_rows))
         )
         problems = self.errors
+        warnings = hub_warnings(self.working)
+        lines = [f"{k}: {v}" for k, v in problems.items()] + [f"warning: {k}: {v}" for k, v in warnings]
         self.query_one("#problems", Static).update(
-            "\n".join(f"{k}: {v}" for k, v in problems.items()) if problems else "None: ready to save and run."
+            "\n".join(lines) if lines else "None: ready to save and run."
         )
         self.query_one("#problems", Static).set_class(bool(problems), "error-text")
+        self.query_one("#problems", Static).set_class(bool(warnings) and not problems, "warning-text")
         self.sub_title = f"{self.entry.path.name}{' ● unsaved' if self.dirty else ''}"
         self.title = "Edit preset"
+
+    @work(thread=True, exclusive=True, group="rows", exit_on_error=False, name="count train rows")
+    def count_rows(self, cfg: Config) -> None:
+        # A large local file is read line by line to count its rows: never on the UI thread.
+        rows = count_train_rows(cfg)
+        self.app.call_from_thread(self.rows_counted, cfg.data, rows)
+
+    def rows_counted(self, data, rows: int | None) -> None:
+        if data != self.rows_for:
+            return  # the data settings changed again while counting; that count is coming
+        self.train_rows, self.counting_rows = rows, False
+        self.refresh_state()
 
     def set_field(self, path: str, value) -> None:
         if path not in self.field_errors and get_value(self.working, path) == value:
@@ -169,6 +264,75 @@ class PresetEditorScreen(EditorScreen):
     def select_changed(self, event: Select.Changed) -> None:
         if event.value is not Select.BLANK:
             self.set_field(path_of(event.select.id), event.value)
+
+    # ------------------------------------------------------------------ finding a field
+
+    async def mount_all_rows(self) -> None:
+        """Every row, at once: finding or jumping to a field needs the whole form."""
+        await self.mount_upto(len(self.form_items()))
+
+    async def action_find_field(self) -> None:
+        await self.mount_all_rows()
+        find = self.query_one("#find", Input)
+        find.display = True
+        find.focus()
+
+    @on(Input.Changed, "#find")
+    def find_changed(self, event: Input.Changed) -> None:
+        self.filter_form(event.value)
+
+    def filter_form(self, query: str) -> None:
+        """Show the rows whose key or help holds every word of `query`, under their group
+        titles; an empty query shows them all."""
+        words = query.lower().split()
+        group: Label | None = None
+        group_shown = False
+        for child in self.query_one("#form").children:
+            if isinstance(child, FieldRow):
+                haystack = f"{child.spec.path} {child.help_text}".lower()
+                child.display = all(w in haystack for w in words)
+                group_shown = group_shown or child.display
+            else:
+                if group is not None:
+                    group.display = group_shown or not words
+                group, group_shown = child, False
+        if group is not None:
+            group.display = group_shown or not words
+
+    @on(Input.Submitted, "#find")
+    def find_submitted(self) -> None:
+        shown = [r for r in self.query(FieldRow) if r.display]
+        if shown:
+            self.focus_row(shown[0])
+
+    def close_find(self) -> None:
+        find = self.query_one("#find", Input)
+        find.value = ""
+        find.display = False
+        self.filter_form("")
+
+    def focus_row(self, row: FieldRow) -> None:
+        widget = row.query_one(f"#{widget_id(row.spec.path)}")
+        if widget.disabled:
+            self.notify(f"{row.spec.path} is read-only: {row.spec.help}")
+        else:
+            widget.focus()
+        row.scroll_visible(animate=False)
+
+    async def jump_to_field(self, path: str) -> None:
+        """From the command palette: the field, with the whole form shown around it."""
+        await self.mount_all_rows()
+        self.close_find()
+        self.call_after_refresh(self.focus_row, next(r for r in self.query(FieldRow) if r.spec.path == path))
+
+    def action_back(self) -> None:
+        if self.query_one("#find", Input).display:
+            self.close_find()
+            first = next((r for r in self.query(FieldRow) if r.display), None)
+            if first is not None:
+                self.focus_row(first)
+            return
+        super().action_back()
 
     # ------------------------------------------------------------------ actions
 
@@ -207,8 +371,12 @@ class PresetEditorScreen(EditorScreen):
         self.entry = entry
         self.saved = self.working = entry.config or self.working
         self.field_errors = {}
-        self.refresh(recompose=True)
-        self.call_after_refresh(self.refresh_state)
+        self.call_later(self._show_working)
+
+    async def _show_working(self) -> None:
+        await self.recompose()
+        self.refresh_state()
+        self.call_after_refresh(self.mount_more)
 
     def ask_about_disk_change(self) -> None:
         def done(choice: str | None) -> None:
@@ -302,3 +470,6 @@ class PresetEditorScreen(EditorScreen):
         yield SystemCommand("Save preset as", "Save to a new preset file", self.action_save_as)
         yield SystemCommand("Check data", "Load the dataset and report rows, columns and lengths", self.action_preflight)
         yield SystemCommand("Show train command", "The orpo-train command for this preset", self.action_show_command)
+        for _, specs in grouped_fields():
+            for spec in specs:
+                yield SystemCommand(f"Field {spec.path}", spec.help, lambda path=spec.path: self.run_worker(self.jump_to_field(path)))

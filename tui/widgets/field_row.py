@@ -3,13 +3,14 @@ under them with the help text, or the error when there is one."""
 
 from __future__ import annotations
 
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Container
 from textual.widgets import Input, Label, Select, Static, Switch
 
-from trainer.pure.config import FieldSpec
+from trainer.pure.config import FieldSpec, iter_fields
 
-__all__ = ["FieldRow", "widget_id", "path_of", "as_text", "describe_range"]
+__all__ = ["FieldRow", "FormInput", "widget_id", "path_of", "as_text", "describe_range"]
 
 
 def widget_id(path: str) -> str:
@@ -42,6 +43,41 @@ def describe_range(spec: FieldSpec) -> str:
     return " · ".join(parts)
 
 
+class FormInput(Input):
+    """An input that keeps the order of keys typed faster than the app handles them.
+
+    A terminal delivers a quick burst (Tab, End, ctrl+u, 0.2) in one read, and the app queues
+    it all on the input focused when it arrives. Textual types printable keys at once but
+    looks bindings up (Tab, End, ctrl+u) only after the key has bubbled up to the app, so the
+    text used to land in the field being left and the bindings act on the next one. Here the
+    input's own bindings and Tab act on the spot, and keys queued after the focus has moved
+    on are passed to the widget that has it now."""
+
+    async def _on_key(self, event: events.Key) -> None:
+        focused = self.screen.focused
+        if focused is not None and focused is not self:
+            event.stop()
+            event.prevent_default()
+            focused.post_message(events.Key(event.key, event.character))
+            return
+        if event.key in ("tab", "shift+tab"):
+            event.stop()
+            event.prevent_default()
+            self.screen.focus_next() if event.key == "tab" else self.screen.focus_previous()
+            return
+        own = self._bindings.key_to_bindings.get(event.key)
+        if own:
+            event.stop()
+            event.prevent_default()
+            await self.run_action(own[0].action)
+            return
+        await super()._on_key(event)
+
+
+# The widest dotted key and the key's padding: a key never wraps mid-name where there is room.
+KEY_COLUMNS = max(len(f.path) for f in iter_fields()) + 2
+
+
 class FieldRow(Container):
     """Three widgets per field: the form has about fifty fields and Textual restyles widgets
     one by one, so every widget saved here makes the form open and react faster. The input's
@@ -49,16 +85,20 @@ class FieldRow(Container):
 
     # Switch:focus is named too: Switch's own focus rule would otherwise win over a plain
     # descendant selector and draw a three-row border in a one-row grid cell.
+    # Where a screen gives the keys less room (the narrow editor), a long key ends in an
+    # ellipsis on its one line instead of breaking in the middle of a name.
     DEFAULT_CSS = """
     FieldRow {
         layout: grid;
         grid-size: 2;
-        grid-columns: 32 1fr;
+        grid-columns: KEY_COLUMNS 1fr;
         height: auto;
     }
 
     FieldRow .key {
         padding: 0 1;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
     }
 
     FieldRow Switch, FieldRow Switch:focus {
@@ -80,13 +120,15 @@ class FieldRow(Container):
     FieldRow.invalid Input {
         background: $error 25%;
     }
-    """
+    """.replace("KEY_COLUMNS", str(KEY_COLUMNS))
 
     def __init__(self, spec: FieldSpec, value) -> None:
         super().__init__()
         self.spec, self.value = spec, value
         rng = describe_range(spec)
-        self.help_text = spec.help + (" [reserved: accepted, not used yet]" if spec.reserved else "") + (f"  ({rng})" if rng else "")
+        # A reserved key has no effect yet: editing it would only suggest it does. Its value
+        # (from the file, or the default) is shown, and saved back untouched.
+        self.help_text = ("read-only, reserved: " if spec.reserved else "") + spec.help + (f"  ({rng})" if rng else "")
         self._shown: str | None = None
 
     def compose(self) -> ComposeResult:
@@ -98,7 +140,7 @@ class FieldRow(Container):
         elif spec.choices:
             yield Select([(str(c), c) for c in spec.choices], value=self.value, allow_blank=False, id=wid, compact=True)
         else:
-            yield Input(as_text(spec, self.value), id=wid, compact=True)
+            yield FormInput(as_text(spec, self.value), id=wid, compact=True, disabled=spec.reserved)
         yield Static(self.help_text, classes="note", markup=False)
 
     def show_error(self, message: str | None) -> None:
