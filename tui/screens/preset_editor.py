@@ -81,8 +81,8 @@ class PresetEditorScreen(EditorScreen):
                 tooltip="Load the dataset and report on it", priority=True),
         Binding("ctrl+t", "show_command", "Command", id="editor.command", show=False, tooltip="Show the orpo-train command", priority=True),
         # ctrl+f from anywhere; `/` where it is not typed into a field (a switch, a select).
-        Binding("ctrl+f", "find_field", "Find", id="editor.find", tooltip="Show only the fields whose name or help matches",
-                priority=True),
+        Binding("ctrl+f", "find_field", "Find", id="editor.find", show=False,
+                tooltip="Show only the fields whose name or help matches", priority=True),
         Binding("slash", "find_field", "Find field", id="editor.find_slash", show=False),
         back_binding("editor", "Back to the preset list (asks about unsaved changes)", priority=False),
     ]
