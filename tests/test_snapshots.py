@@ -1,10 +1,12 @@
-"""Snapshot tests: the preset list and the preset editor at 80x24 and 160x48.
+"""Snapshot tests of every screen and dialog at 80x24 and 160x48: the preset list and editor,
+the runs list, a run's monitor, the four compare tabs, the queue, the dialogs and the F1 panel.
 
 The app is built through the same `make_app` factory the CLI uses, on the committed fixture
-presets in tests/fixtures/presets/. The screens show preset paths (the detail line, the train
-command, a broken file's error), so each test copies the fixtures into its own temporary
-folder, changes into it and passes the *relative* path `presets`: every machine and every
-clone, wherever it lives, then renders exactly the same characters.
+presets in tests/fixtures/presets/ and run folders in tests/fixtures/runs/. The screens show
+paths (the detail line, the train command, a broken file's error, the runs folder in a title),
+so each test copies the fixtures into its own temporary folder, changes into it and passes the
+*relative* paths `presets` and `runs`: every machine and every clone, wherever it lives, then
+renders exactly the same characters.
 
 Update the SVGs after an intended change with:
     pytest tests/test_snapshots.py --snapshot-update
@@ -14,6 +16,7 @@ and look at them before committing.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -91,3 +94,129 @@ def test_preset_editor(snap_compare, app_in_fixture_dir, size):
         await pilot.pause(0.5)
 
     assert snap_compare(app_in_fixture_dir(), terminal_size=SIZES[size], run_before=run_before)
+
+
+# ---------------------------------------------------------------------------- runs and dialogs
+#
+# The committed run folders in tests/fixtures/runs/ (one completed, one failed, one stopped,
+# and a queue) all have an ended_at, so every duration is fixed and no live clock is drawn.
+# Their start times are shown as local clock times: the tests pin the time zone to UTC.
+
+FIXTURE_RUNS = Path(__file__).parent / "fixtures" / "runs"
+COMPLETED, FAILED, STOPPED = "20240101-120000-demo", "20240101-130000-demo-2", "20240101-140000-demo-3"
+
+
+@pytest.fixture
+def app_with_runs(tmp_path, monkeypatch):
+    shutil.copytree(FIXTURE_PRESETS, tmp_path / "presets")
+    shutil.copytree(FIXTURE_RUNS, tmp_path / "runs")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield lambda: make_app(Path("presets"), Path("runs"))
+    monkeypatch.undo()
+    time.tzset()
+
+
+async def _settle(pilot) -> None:
+    for field in pilot.app.screen.query(Input):
+        field.cursor_blink = False
+    await pilot.wait_for_scheduled_animations()
+    await pilot.pause(0.3)
+
+
+async def _runs_list(pilot, name: str | None = None) -> None:
+    """F3, then the cursor on the run called `name`."""
+    await pilot.press("f3")
+    await pilot.pause()
+    screen = pilot.app.screen
+    assert type(screen).__name__ == "RunsScreen"
+    table = screen.query_one("#runs", DataTable)
+    if name is not None:
+        table.move_cursor(row=next(i for i in range(table.row_count) if str(table.get_row_at(i)[0]).endswith(name)))
+    await _settle(pilot)
+
+
+async def _compare(pilot, tab: str) -> None:
+    """The completed run marked first (it is "A"), then the failed one, then `c`."""
+    await _runs_list(pilot, COMPLETED)
+    await pilot.press("space")
+    await _runs_list(pilot, FAILED)
+    await pilot.press("space", "c")
+    await pilot.pause()
+    assert type(pilot.app.screen).__name__ == "CompareScreen"
+    await pilot.press(tab)
+    await _settle(pilot)
+
+
+async def _preset_key(pilot, key: str, expect: str) -> None:
+    await _highlight(pilot, "demo")
+    pilot.app.screen.query_one(DataTable).focus()
+    await pilot.press(key)
+    await pilot.pause()
+    assert type(pilot.app.screen).__name__ == expect
+    await _settle(pilot)
+
+
+async def _open_monitor(pilot):
+    await _runs_list(pilot, COMPLETED)
+    await pilot.press("enter")
+    await pilot.pause()
+    assert type(pilot.app.screen).__name__ == "MonitorScreen"
+    await _settle(pilot)
+
+
+async def _leave_prompt(pilot):
+    await _preset_key(pilot, "enter", "PresetEditorScreen")
+    await pilot.press("1", "escape")  # the focused field gets one more character: unsaved
+    await pilot.pause()
+    assert type(pilot.app.screen).__name__ == "LeavePrompt"
+    await _settle(pilot)
+
+
+async def _help(pilot):
+    await _runs_list(pilot, COMPLETED)
+    await pilot.press("f1")
+    await _settle(pilot)
+    assert pilot.app.screen.query("HelpPanel")
+
+
+
+
+SCREENS = {
+    "runs": lambda pilot: _runs_list(pilot, COMPLETED),
+    "monitor": _open_monitor,
+    "compare_diff": lambda pilot: _compare(pilot, "1"),
+    "compare_overlay": lambda pilot: _compare(pilot, "2"),
+    "compare_samples": lambda pilot: _compare(pilot, "3"),
+    "compare_summary": lambda pilot: _compare(pilot, "4"),
+    "queue": lambda pilot: _queue(pilot),
+    "delete_confirm": lambda pilot: _run_key(pilot, "d", "Confirm"),
+    "tags_prompt": lambda pilot: _run_key(pilot, "t", "AskName"),
+    "leave_prompt": _leave_prompt,
+    "show_command": lambda pilot: _preset_key(pilot, "x", "ShowCommand"),
+    "sweep": lambda pilot: _preset_key(pilot, "w", "SweepDialog"),
+    "help": _help,
+}
+
+
+async def _queue(pilot):
+    await pilot.press("f4")
+    await pilot.pause()
+    assert type(pilot.app.screen).__name__ == "QueueScreen"
+    await _settle(pilot)
+
+
+async def _run_key(pilot, key: str, expect: str):
+    await _runs_list(pilot, STOPPED)
+    await pilot.press(key)
+    await pilot.pause()
+    assert type(pilot.app.screen).__name__ == expect
+    await _settle(pilot)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("screen", SCREENS)
+def test_screen(snap_compare, app_with_runs, screen, size):
+    assert snap_compare(app_with_runs(), terminal_size=SIZES[size], run_before=SCREENS[screen])
