@@ -12,6 +12,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from trainer.pure.runs import list_runs
 from tui.crash_report import crash_line, write_crash_file
 from tui.launcher import LaunchError, stop_run
 from tui.messages import RunResumeRequested, RunStartRequested, RunStopRequested
@@ -158,6 +159,12 @@ class OrpoApp(App):
         yield from super().get_system_commands(screen)
         if isinstance(screen, OrpoScreen):
             yield from screen.commands()
+            # Not offered over a dialog: its caller waits for its answer (see action_go).
+            for mode, title in (("presets", "Presets"), ("runs", "Runs"), ("queue", "Queue")):
+                yield SystemCommand(f"Go to {title}", f"The {title.lower()} list", partial(self.action_go, mode))
+            # Listed afresh each time the palette opens, so a run started a moment ago is there.
+            for run_dir in list_runs(self.workspace.runs_dir):
+                yield SystemCommand(f"Run {run_dir.name}", "Open this run's monitor", partial(self.open_monitor, run_dir))
 
     def _handle_exception(self, error: Exception) -> None:
         """An error nothing else handled: keep its traceback in a crash file and say where,
