@@ -292,3 +292,24 @@ def _ends(values: Sequence[float]) -> tuple[int, ...]:
         return ()
     last = next(i for i in range(n - 1, -1, -1) if _isfinite(values[i]))
     return first, last
+
+
+def cursor_move(positions: Sequence[float], current: float | None, delta: int) -> float | None:
+    """Where a step cursor goes from ``current`` over sorted ``positions`` (the first press
+    shows the newest one; it stops at either end). None when there is nowhere to go."""
+    if not positions:
+        return None
+    if current is None:
+        at = len(positions) - 1
+    elif delta < 0:
+        at = max(bisect_left(positions, current) - 1, 0)
+    else:
+        at = min(bisect_right(positions, current), len(positions) - 1)
+    return positions[at]
+
+
+def index_at_or_before(steps: Sequence[float], x: float) -> int | None:
+    """The index of the last step at or before ``x``, or None when all come after it."""
+    at = bisect_right(steps, x) - 1
+    return at if at >= 0 else None
+

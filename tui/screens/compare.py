@@ -5,7 +5,6 @@ and a sortable summary that exports to CSV."""
 from __future__ import annotations
 
 import time
-from bisect import bisect_left, bisect_right
 from pathlib import Path
 
 from rich.text import Text
@@ -22,7 +21,7 @@ from trainer.pure.runs import atomic_write_text, run_label
 from tui.charts import ChartSeries
 from tui.compare import CompareError, config_diff, load_side, summaries_to_csv, summarize
 from tui.screens.base import OrpoScreen
-from tui.series import RunSeries, ema, last_n
+from tui.series import RunSeries, cursor_move, ema, index_at_or_before, last_n
 from tui.widgets.chart_view import ChartView
 from tui.workspace import Workspace
 
@@ -223,16 +222,9 @@ class CompareScreen(OrpoScreen):
         return sorted({x for s in self.overlay_series() for x in s.steps})
 
     def action_cursor(self, delta: int) -> None:
-        xs = self.cursor_positions()
-        if not xs:
-            return
-        if self.cursor is None:
-            at = len(xs) - 1
-        elif delta < 0:
-            at = max(bisect_left(xs, self.cursor) - 1, 0)
-        else:
-            at = min(bisect_right(xs, self.cursor), len(xs) - 1)
-        self.move_cursor(xs[at])
+        x = cursor_move(self.cursor_positions(), self.cursor, delta)
+        if x is not None:
+            self.move_cursor(x)
 
     def action_cursor_to(self, index: int) -> None:
         xs = self.cursor_positions()
@@ -250,8 +242,8 @@ class CompareScreen(OrpoScreen):
         unit = "s" if self.wall_clock else "step"
         parts = [f"{unit} {x:g}" if self.wall_clock else f"step {int(x)}"]
         for s in self.overlay_series():
-            at = bisect_right(list(s.steps), x) - 1
-            if at < 0:
+            at = index_at_or_before(list(s.steps), x)
+            if at is None:
                 parts.append(f"{s.label} –")
                 continue
             seen = "" if s.steps[at] == x else f" @{s.steps[at]:g}"

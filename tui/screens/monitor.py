@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from pathlib import Path
 
 from rich.text import Text
@@ -25,7 +25,7 @@ from tui.chart_specs import CHARTS, chart_series
 from tui.messages import RunResumeRequested, RunStopRequested
 from tui.runs_index import format_duration
 from tui.screens.base import OrpoScreen
-from tui.series import RunSeries
+from tui.series import RunSeries, cursor_move, index_at_or_before
 from tui.widgets.chart_view import ChartView
 from tui.workspace import Workspace
 
@@ -54,10 +54,7 @@ def _index_of(track, step: int) -> int | None:
 
 
 def _index_at_or_before(track, step: int) -> int | None:
-    if track is None:
-        return None
-    at = bisect_right(track.steps, step) - 1
-    return at if at >= 0 else None
+    return None if track is None else index_at_or_before(track.steps, step)
 
 
 def _value(value: float) -> str:
@@ -265,16 +262,9 @@ class MonitorScreen(OrpoScreen):
         return sorted(steps)
 
     def action_cursor(self, delta: int) -> None:
-        steps = self.cursor_steps()
-        if not steps:
-            return
-        if self.cursor_step is None:
-            at = len(steps) - 1  # the first press shows the newest report
-        elif delta < 0:
-            at = max(bisect_left(steps, self.cursor_step) - 1, 0)
-        else:
-            at = min(bisect_right(steps, self.cursor_step), len(steps) - 1)
-        self.move_cursor(steps[at])
+        step = cursor_move(self.cursor_steps(), self.cursor_step, delta)
+        if step is not None:
+            self.move_cursor(step)
 
     def action_cursor_to(self, index: int) -> None:
         steps = self.cursor_steps()
