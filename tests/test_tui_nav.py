@@ -6,6 +6,7 @@ from pathlib import Path
 
 from test_compare import T0, _config, _write_run
 from test_tui_compare import fixture_runs, open_compare
+from test_tui_fit import screen_lines
 from textual.widgets import DataTable, Input
 from textual.widgets.data_table import ColumnKey
 
@@ -124,7 +125,8 @@ def cell(table: DataTable, row: Path, key: str) -> str:
 
 
 def width(table: DataTable, key: str) -> int:
-    return table.columns[ColumnKey(key)].content_width
+    """The width the column is drawn at."""
+    return table.columns[ColumnKey(key)].get_render_width(table) - 2 * table.cell_padding
 
 
 async def test_later_longer_values_widen_their_column_and_long_notes_end_in_an_ellipsis(tmp_path):
@@ -133,12 +135,15 @@ async def test_later_longer_values_widen_their_column_and_long_notes_end_in_an_e
                                           "started_at": T0, "ended_at": T0 + 40})
     (a / "notes.md").write_text("word " * 40)
     app = make_app(tmp_path / "presets", runs)
-    async with app.run_test(size=(80, 24)) as pilot:
+    async with app.run_test(size=(160, 48)) as pilot:
         await pilot.press("f3")
         await pilot.pause()
         screen = app.screen
         table = screen.query_one(DataTable)
-        assert cell(table, a, "note").endswith("…") and len(cell(table, a, "note")) == 60
+        # The note takes the room the other columns leave, and says where it is cut.
+        shown = next(line for line in screen_lines(app) if a.name in line).rstrip()
+        start = shown[shown.index("word"):-1]
+        assert shown.endswith("…") and cell(table, a, "note").startswith(start) and len(cell(table, a, "note")) > len(start)
         atomic_write_json(a / "status.json", {"state": "stopped", "pid": None, "step": 74, "total_steps": 400,
                                               "started_at": T0, "ended_at": T0 + 40})
         screen.refresh_runs()

@@ -31,7 +31,7 @@ class OrpoApp(App):
     SUB_TITLE = "ORPO fine-tuning on MLX"
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", id="app.quit", tooltip="Quit orpo-tui (runs keep training)", priority=True),
-        Binding("question_mark,f1", "toggle_keys", "Keys", id="app.keys", show=False, tooltip="Show or hide the key help panel"),
+        Binding("f1,question_mark", "toggle_keys", "Keys", id="app.keys", tooltip="Show or hide the key help panel"),
         Binding("f2", "go('presets')", "Presets", id="app.presets", tooltip="The preset list"),
         Binding("f3", "go('runs')", "Runs", id="app.runs", tooltip="Every run, live"),
         Binding("f4", "go('queue')", "Queue", id="app.queue", tooltip="The sweep queue"),

@@ -20,11 +20,13 @@ from dataclasses import dataclass
 
 import plotext as plt
 
+from tui.fit import clip
 from tui.series import downsample
 
-__all__ = ["ChartSeries", "YScale", "layout_chart", "render_chart", "visible_lines", "WAITING", "PALETTE"]
+__all__ = ["ChartSeries", "YScale", "layout_chart", "render_chart", "visible_lines", "WAITING", "NO_VALUES", "PALETTE"]
 
 WAITING = "waiting for data…"
+NO_VALUES = "this run recorded no values"  # a finished run's chart of a metric it never logged
 NO_POSITIVE = "no positive values for a log scale"
 NO_FINITE = "no finite values to draw"
 TOO_SMALL = "(too small for a chart)"
@@ -87,6 +89,7 @@ def render_chart(
     log_y: bool = False,
     xlabel: str = "step",
     cursor: float | None = None,
+    empty: str = WAITING,
 ) -> str:
     """An ANSI string of exactly ``height`` rows, none wider than ``width`` columns.
 
@@ -96,12 +99,13 @@ def render_chart(
     hidden). A series with more points than the chart has room for is reduced by
     :func:`tui.series.downsample` (steps must be ascending), so passing a whole track is
     correct, only slower than passing it already reduced. With nothing left to draw the
-    chart area says so (:data:`WAITING` when there is no data at all).
+    chart area says so: ``empty`` when there is no data at all (:data:`WAITING` while the
+    data may still come, :data:`NO_VALUES` once it cannot).
 
     Every y label names the value of the row it is printed on (see :class:`YScale`).
     ``cursor``, an x value, draws a vertical marker there when it is inside the data.
     """
-    return layout_chart(series, width, height, title=title, log_y=log_y, xlabel=xlabel, cursor=cursor)[0]
+    return layout_chart(series, width, height, title=title, log_y=log_y, xlabel=xlabel, cursor=cursor, empty=empty)[0]
 
 
 def layout_chart(
@@ -113,6 +117,7 @@ def layout_chart(
     log_y: bool = False,
     xlabel: str = "step",
     cursor: float | None = None,
+    empty: str = WAITING,
 ) -> tuple[str, YScale | None]:
     """:func:`render_chart`, and the y scale it drew with (None when no plot was drawn)."""
     if width <= 0 or height <= 0:
@@ -131,7 +136,7 @@ def layout_chart(
     body_rows = height - 1
     scale = None
     if not any(xs for xs, _ in drawable):
-        body = _message(_empty_reason(series, log_y), width, body_rows)
+        body = _message(_empty_reason(series, log_y, empty), width, body_rows)
     elif width < _MIN_WIDTH or body_rows < _MIN_PLOT_ROWS:
         body = _message(TOO_SMALL, width, body_rows)
     else:
@@ -157,10 +162,10 @@ def _drawable(s: ChartSeries, log_y: bool, width: int) -> tuple[list, list]:
     return [xs[i] for i in keep], [ys[i] for i in keep]
 
 
-def _empty_reason(series: Sequence[ChartSeries], log_y: bool) -> str:
+def _empty_reason(series: Sequence[ChartSeries], log_y: bool, empty: str) -> str:
     values = [v for s in series for v in s.values]
     if not values:
-        return WAITING
+        return empty
     if log_y and any(math.isfinite(v) for v in values):
         return NO_POSITIVE
     return NO_FINITE
@@ -186,9 +191,9 @@ def _header(title: str, series: Sequence[ChartSeries], colors: list, width: int,
     if fitted is None:  # not even a few columns each: the first ones, and a mark for the rest
         return _header_cut(f"{note}  {title}".strip(), series, colors, width)
     if note and title_room < len(full):
-        shown = (_middle_cut(title, title_room - len(note) - 2, at_end=True) + "  " + note).strip()
+        shown = (clip(title, title_room - len(note) - 2) + "  " + note).strip()
     else:
-        shown = _middle_cut(full, title_room, at_end=True)
+        shown = clip(full, title_room)
     out = f"\x1b[1m{shown}\x1b[0m" if shown else ""
     for i, (s, color) in enumerate(zip(series, colors)):
         gap = "  " if shown or i else ""
@@ -218,13 +223,11 @@ def _fit_labels(labels: list[str], room: int) -> list[str] | None:
     return [_middle_cut(x, cap) for x in labels]
 
 
-def _middle_cut(text: str, room: int, at_end: bool = False) -> str:
+def _middle_cut(text: str, room: int) -> str:
     if len(text) <= room:
         return text
     if room <= 1:
-        return "…"[:room]
-    if at_end:
-        return text[: room - 1] + "…"
+        return clip(text, room)
     head = room // 2
     tail = room - 1 - head
     return text[:head] + "…" + (text[-tail:] if tail else "")
@@ -239,7 +242,7 @@ def _header_cut(title: str, series: Sequence[ChartSeries], colors: list, width: 
         room = width - used - gap - 2  # glyph and a space before the label
         if room < 1:
             break
-        label = s.label if len(s.label) <= room else s.label[: max(room - 1, 0)] + "…"
+        label = clip(s.label, room)
         out += " " * gap + _colored(glyph, color) + " " + label
         used += gap + 2 + len(label)
         if label != s.label:
@@ -248,7 +251,7 @@ def _header_cut(title: str, series: Sequence[ChartSeries], colors: list, width: 
 
 
 def _message(text: str, width: int, rows: int) -> str:
-    text = text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+    text = clip(text, width)
     lines = [""] * rows
     lines[(rows - 1) // 2] = text.center(width).rstrip()
     return "\n".join(lines)

@@ -25,6 +25,7 @@ from trainer.pure.run_folder import RunFolder
 from trainer.pure.runs import effective_state, read_status, run_label
 from trainer.pure.states import ACTIVE
 from tui.derived import count_train_rows
+from tui.fit import clip
 
 __all__ = [
     "CompareError",
@@ -199,7 +200,7 @@ def format_diff(rows: list[DiffRow], label_a: str, label_b: str, color: bool, wi
 
 
 def _fit(text: str, width: int) -> str:
-    return text.ljust(width) if len(text) <= width else text[: width - 1] + "…"
+    return clip(text, width).ljust(width)
 
 
 def _count_line(rows: Iterable[DiffRow]) -> str:

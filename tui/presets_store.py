@@ -21,6 +21,7 @@ from tomlkit.exceptions import TOMLKitError
 
 from trainer.pure.config import Config, ConfigError, config_from_dict, get_value, iter_fields, parse_preset_text, read_preset_text
 from trainer.pure.runs import atomic_write_text
+from trainer.pure.trainer_process import PROG, TRAINER, train_argv
 
 
 @dataclass(frozen=True)
@@ -247,9 +248,9 @@ def create(folder: Path, name: str, description: str = "") -> Path:
     return target
 
 
-def train_command(path: Path, runs_dir: Path | None = None) -> str:
-    """The exact shell command that trains this preset, quoted for copy and paste."""
-    args = ["orpo-train", str(path)]
-    if runs_dir is not None:
-        args += ["--runs-dir", str(runs_dir)]
-    return shlex.join(args)
+def train_command(path: Path, runs_dir: Path) -> str:
+    """The shell command that trains this preset into `runs_dir` (the app's runs folder) as
+    the app's own start does (the same arguments, run in the foreground), quoted for copy
+    and paste. Every place that shows the command calls this, so they all agree."""
+    args = train_argv(path, runs_dir, log_only=False)[len(TRAINER):]
+    return shlex.join([PROG, *args])

@@ -12,25 +12,34 @@ from textual import on
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Header, Static, TabbedContent, TabPane
 
 from trainer.pure.events import MetricsTail
 from trainer.pure.metrics import ORPO_METRICS, RATE_METRICS
 from trainer.pure.run_folder import RunFolder
 from trainer.pure.runs import atomic_write_text, run_label
-from tui.charts import ChartSeries
+from trainer.pure.states import ACTIVE
+from tui.charts import NO_VALUES, WAITING, ChartSeries
 from tui.compare import CompareError, config_diff, load_side, summaries_to_csv, summarize
+from tui.runs_index import format_duration
 from tui.screens.base import OrpoScreen
 from tui.series import RunSeries, cursor_move, ema, index_at_or_before, last_n
 from tui.widgets.chart_view import ChartView
+from tui.widgets.fit_footer import FitFooter
+from tui.widgets.fit_table import FitTable
 from tui.workspace import Workspace
 
 OVERLAY_METRICS = tuple(f"{kind} {name}" for name in ORPO_METRICS for kind in ("train", "val")) + tuple(
     f"train {name}" for name in RATE_METRICS)
 EXPORTS_DIR = ".exports"
-SUMMARY_COLUMNS = ("run", "preset", "state", "steps", "final_val_loss", "best_val_loss", "best_val_step",
-                   "final_val_accuracy", "final_val_margin", "final_val_log_odds_chosen", "mean_pairs_per_second",
-                   "max_peak_memory_gb", "duration_s")
+# The summary's columns (compare.summarize's keys) and their headers, in display order.
+SUMMARY_COLUMNS = {"run": "run", "preset": "preset", "state": "state", "steps": "steps", "final_val_loss": "val loss",
+                   "best_val_loss": "best val", "best_val_step": "best step", "final_val_accuracy": "val acc",
+                   "final_val_margin": "val margin", "final_val_log_odds_chosen": "val log-odds",
+                   "mean_pairs_per_second": "pairs/s", "max_peak_memory_gb": "peak GB", "duration_s": "duration"}
+# Too narrow for all of them (80 columns), these give way, the first first; the export keeps all.
+SUMMARY_DROPPED_FIRST = ("max_peak_memory_gb", "mean_pairs_per_second", "final_val_log_odds_chosen", "final_val_margin",
+                         "preset", "best_val_step", "steps")
 
 
 def load_series(run_dir: Path) -> RunSeries:
@@ -51,12 +60,28 @@ def nearest_common_step(a: list[dict], b: list[dict]) -> int | None:
     return min(steps_a, key=lambda x: min(abs(x - y) for y in steps_b))
 
 
-def cell(value) -> str:
+def cell(value, column: str = "") -> str:
     if value is None:
         return ""
+    if column == "duration_s":
+        return format_duration(value)
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def summary_columns(rows: list[dict], width: int, sort_key: str = "") -> list[str]:
+    """The summary's columns that fit `width` uncut: all, or all but the least telling."""
+    def needed(column: str) -> int:
+        header = len(SUMMARY_COLUMNS[column]) + (2 if column == sort_key else 0)  # and its sort arrow
+        return 2 + max([header] + [len(cell(row.get(column), column)) for row in rows])
+
+    columns = list(SUMMARY_COLUMNS)
+    for column in SUMMARY_DROPPED_FIRST:
+        if sum(map(needed, columns)) <= width:
+            break
+        columns.remove(column)
+    return columns
 
 
 class CompareScreen(OrpoScreen):
@@ -100,13 +125,14 @@ class CompareScreen(OrpoScreen):
         self.series = {run: load_series(run) for run in runs}
         self.rows = [summarize(run) for run in runs]
         self.sort_key, self.sort_reverse = "best_val_loss", False
+        self.summary_shown: list[str] = []
 
     def compose(self) -> ComposeResult:
         yield Header()
         with TabbedContent(initial="diff"):
             with TabPane("Config diff", id="diff"):
                 yield Static(id="diff-title")
-                yield DataTable(id="diff-table", cursor_type="row", zebra_stripes=True)
+                yield FitTable(id="diff-table", cursor_type="row", zebra_stripes=True, elastic=("a", "b"))
             with TabPane("Overlay", id="overlay"):
                 yield ChartView(id="overlay-chart")
                 yield Static(id="overlay-readout", markup=False)
@@ -117,9 +143,9 @@ class CompareScreen(OrpoScreen):
                     yield Static(id="samples-b", markup=False)
             with TabPane("Summary", id="summary"):
                 with Vertical():
-                    yield DataTable(id="summary-table", cursor_type="row", zebra_stripes=True)
-                    yield Static("click a column header (or enter on it) to sort · x exports CSV", classes="muted")
-        yield Footer(compact=True)
+                    yield FitTable(id="summary-table", cursor_type="row", zebra_stripes=True, elastic=("run", "preset"))
+                    yield Static(id="summary-note", classes="muted")
+        yield FitFooter()
 
     def on_mount(self) -> None:
         self.title = "Compare"
@@ -151,7 +177,8 @@ class CompareScreen(OrpoScreen):
             ("A ", "bold"), a.label, ("   B ", "bold"), b.label,
             f"   · {changed} differ" + (" (only differences shown: f for all)" if self.only_changed else " (f: only differences)")))
         table.clear(columns=True)
-        table.add_columns("key", "A", "B")
+        for key, label in (("key", "key"), ("a", "A"), ("b", "B")):
+            table.add_column(label, key=key)
         for r in rows:
             style = "bold yellow" if r.changed else ("dim" if not self.only_changed else "")
             key = Text(r.key, style="italic" if r.derived else "")
@@ -201,7 +228,8 @@ class CompareScreen(OrpoScreen):
             self.show_readout()
         self.query_one("#overlay-chart", ChartView).update_series(
             self.overlay_series, version=options, title=f"{metric}  ([ ] metric · m smooth · l log · a range · w step/time)",
-            log_y=self.log_y, xlabel="seconds since start" if self.wall_clock else "step")
+            log_y=self.log_y, xlabel="seconds since start" if self.wall_clock else "step",
+            empty=WAITING if any(row.get("state") in ACTIVE for row in self.rows) else NO_VALUES)
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action in ("cursor", "cursor_to"):
@@ -301,17 +329,28 @@ class CompareScreen(OrpoScreen):
 
     def show_summary(self) -> None:
         table = self.query_one("#summary-table", DataTable)
+        # The pane's width (the screen's, less its padding, while the tab is hidden).
+        columns = summary_columns(self.rows, table.size.width or self.size.width - 2, self.sort_key)
+        self.summary_shown = columns
         table.clear(columns=True)
-        for column in SUMMARY_COLUMNS:
+        for column in columns:
             arrow = (" ▼" if self.sort_reverse else " ▲") if column == self.sort_key else ""
-            table.add_column(column.replace("_", " ") + arrow, key=column)
+            table.add_column(SUMMARY_COLUMNS[column] + arrow, key=column)
 
         def key(row):
             value = row.get(self.sort_key)
             return (value is None, value if value is not None else 0)
 
         for row in sorted(self.rows, key=key, reverse=self.sort_reverse):
-            table.add_row(*(cell(row.get(c)) for c in SUMMARY_COLUMNS))
+            table.add_row(*(cell(row.get(c), c) for c in columns))
+        hidden = len(SUMMARY_COLUMNS) - len(columns)
+        more = f" · {hidden} more column{'s' if hidden > 1 else ''} when wider (the CSV has all)" if hidden else ""
+        self.query_one("#summary-note", Static).update(f"click a column header (or enter on it) to sort · x exports CSV{more}")
+
+    @on(FitTable.WidthChanged, "#summary-table")
+    def summary_resized(self, event: FitTable.WidthChanged) -> None:
+        if summary_columns(self.rows, event.width, self.sort_key) != self.summary_shown:
+            self.show_summary()
 
     @on(DataTable.HeaderSelected, "#summary-table")
     def header_selected(self, event: DataTable.HeaderSelected) -> None:

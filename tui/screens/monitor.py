@@ -13,7 +13,7 @@ from textual import work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
-from textual.widgets import Footer, Header, ProgressBar, Static
+from textual.widgets import Header, ProgressBar, Static
 
 from trainer.pure.events import MetricsTail
 from trainer.pure.metrics import LOSS, metric_label
@@ -22,11 +22,13 @@ from trainer.pure.runs import DAMAGED, effective_state, read_status
 from trainer.pure.states import ACTIVE, RESUMABLE, RunState
 from tui.alarms import health_alarms
 from tui.chart_specs import CHARTS, chart_series
+from tui.charts import NO_VALUES, WAITING
 from tui.messages import RunResumeRequested, RunStopRequested
 from tui.runs_index import format_duration
 from tui.screens.base import OrpoScreen
 from tui.series import RunSeries, cursor_move, index_at_or_before
 from tui.widgets.chart_view import ChartView
+from tui.widgets.fit_footer import FitFooter
 from tui.workspace import Workspace
 
 LOG_TAIL_BYTES = 64 * 1024
@@ -101,6 +103,8 @@ class MonitorScreen(OrpoScreen):
         self._shown: dict[str, Text | str] = {}
         self.samples_step: int | None = None  # None: the newest evaluation, following the run
         self.cursor_step: int | None = None  # None: no step cursor
+        self.active = True  # whether the run may still log: an empty chart waits for data
+        self._drawn_active: bool | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -118,7 +122,7 @@ class MonitorScreen(OrpoScreen):
         with Horizontal(id="bottom"):
             yield Static(id="log", markup=False)
             yield Static(id="samples", markup=False)
-        yield Footer(compact=True)
+        yield FitFooter()
 
     def on_mount(self) -> None:
         self.title, self.sub_title = "Monitor", self.run_dir.name
@@ -150,7 +154,8 @@ class MonitorScreen(OrpoScreen):
         # Six charts cost tens of milliseconds to draw on a slow CPU; curves that move every
         # report need not move more than every few seconds, so idle watching stays cheap.
         due = time.monotonic() - self._drawn_at >= CHART_MIN_INTERVAL
-        if self.series.version != self._drawn_version and due:
+        # A run that ends turns its empty charts from "waiting" to "none recorded" at once.
+        if (self.series.version != self._drawn_version and due) or self.active != self._drawn_active:
             self.redraw()
         # Samples are text, cheap to show: they need not wait for the next chart redraw.
         self.show_samples()
@@ -173,11 +178,13 @@ class MonitorScreen(OrpoScreen):
 
     def redraw(self) -> None:
         self._drawn_version, self._drawn_at = self.series.version, time.monotonic()
+        self._drawn_active = self.active
         for spec in CHARTS:
             # A callable source: the chart builds its series only when it really redraws.
             self.query_one(f"#chart-{spec.key}", ChartView).update_series(
                 lambda _width, spec=spec: chart_series(self.series, spec, smooth=self.smooth, last_n_reports=self.last_n),
-                version=(self.series.version, self.smooth, self.last_n), title=spec.title, log_y=self.log_y)
+                version=(self.series.version, self.smooth, self.last_n), title=spec.title, log_y=self.log_y,
+                empty=WAITING if self.active else NO_VALUES)
         self.show_alarms()
         self.show_samples()
 
@@ -195,7 +202,9 @@ class MonitorScreen(OrpoScreen):
             self.query_one(selector, Static).update(text, layout=layout)
 
     def show_status(self, status: dict) -> None:
-        state = self.workspace.stop_phase.get(self.run_dir) or effective_state(status or None)
+        written = effective_state(status or None)
+        self.active = written in ACTIVE
+        state = self.workspace.stop_phase.get(self.run_dir) or written
         step, total = int(status.get("step") or 0), int(status.get("total_steps") or 0)
         self.total_steps = total
         bar = self.query_one("#progress", ProgressBar)

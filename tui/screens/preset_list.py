@@ -10,7 +10,7 @@ from textual import on
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Header, Input, Static
 
 from trainer.pure.runs import TRASH_DIR, move_to_trash
 from tui import presets_store as store
@@ -18,6 +18,8 @@ from tui.messages import RunStartRequested
 from tui.screens.base import OrpoScreen
 from tui.widgets.ask_name import AskName
 from tui.widgets.confirm import Confirm
+from tui.widgets.fit_footer import FitFooter
+from tui.widgets.fit_table import FitTable
 from tui.widgets.show_command import ShowCommand
 from tui.widgets.sweep_dialog import SweepDialog
 from tui.workspace import Workspace
@@ -52,9 +54,9 @@ class PresetListScreen(OrpoScreen):
         yield Header()
         with Vertical(id="body"):
             yield Input(placeholder="Type to filter · ↑↓ choose · enter opens · tab to the list for actions", id="filter")
-            yield DataTable(id="presets", cursor_type="row", zebra_stripes=True)
+            yield FitTable(id="presets", cursor_type="row", zebra_stripes=True, elastic=("name", "description"))
             yield Static(id="detail")
-        yield Footer(compact=True)
+        yield FitFooter()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -133,7 +135,7 @@ class PresetListScreen(OrpoScreen):
             detail.update(Text.assemble((entry.path.name, "bold"), " does not load: ", (entry.problem, "red"),
                                         "  ·  t: open as text to fix it"))
         else:
-            detail.update(Text.assemble((str(entry.path), "bold"), "\n", store.train_command(entry.path)))
+            detail.update(Text.assemble((str(entry.path), "bold"), "\n", self.train_command(entry)))
 
     # ------------------------------------------------------------------ events
 
@@ -232,7 +234,12 @@ class PresetListScreen(OrpoScreen):
     def action_show_command(self) -> None:
         entry = self.highlighted
         if entry is not None:
-            self.app.push_screen(ShowCommand(f"Train {entry.name}", store.train_command(entry.path, self.workspace.runs_dir)))
+            self.app.push_screen(ShowCommand(f"Train {entry.name}", self.train_command(entry)))
+
+    def train_command(self, entry: store.PresetEntry) -> str:
+        """What the detail line and the command dialog both show: the command that trains
+        the preset into the runs folder this app watches."""
+        return store.train_command(entry.path, self.workspace.runs_dir)
 
     def _ask_then(self, title: str, value: str, do) -> None:
         def done(name: str | None) -> None:

@@ -7,11 +7,13 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from trainer.pure import queue as Q
 from trainer.pure.states import ITEM_SHOWN_AS, STATE_STYLE, ItemState
 from tui.screens.base import OrpoScreen
+from tui.widgets.fit_footer import FitFooter
+from tui.widgets.fit_table import FitTable
 from tui.workspace import Workspace
 
 
@@ -34,9 +36,9 @@ class QueueScreen(OrpoScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield DataTable(id="queue", cursor_type="row", zebra_stripes=True)
+        yield FitTable(id="queue", cursor_type="row", zebra_stripes=True, elastic=("label", "preset", "run"))
         yield Static(id="queue-status")
-        yield Footer(compact=True)
+        yield FitFooter()
 
     def on_mount(self) -> None:
         self.title, self.sub_title = "Queue", str(self.workspace.runs_dir / Q.QUEUE_FILE)

@@ -11,7 +11,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Header, Input, Static
 
 from trainer.pure.config import Config, get_value
 from trainer.pure.run_folder import RunFolder
@@ -25,6 +25,8 @@ from tui.runs_index import RunsIndex, RunSummary, format_duration
 from tui.screens.base import OrpoScreen
 from tui.widgets.ask_name import AskName
 from tui.widgets.confirm import Confirm
+from tui.widgets.fit_footer import FitFooter
+from tui.widgets.fit_table import FitTable
 from tui.workspace import Workspace
 
 HEAD_COLUMNS = (("run", "Run"), ("state", "State"), ("step", "Step"), ("loss", "Loss"), ("val_loss", "Val loss"),
@@ -32,8 +34,10 @@ HEAD_COLUMNS = (("run", "Run"), ("state", "State"), ("step", "Step"), ("loss", "
 PERF_COLUMNS = (("pairs_s", "Pairs/s"), ("peak_gb", "Peak GB"))
 TAIL_COLUMNS = (("started", "Started"), ("duration", "Duration"), ("tags", "Tags"), ("note", "Note"))
 WIDE = 120
-"""From this many columns on, the list shows every column; below, NARROW_DROPPED go."""
-NARROW_DROPPED = frozenset({"loss", "pairs_s", "peak_gb", "started"})
+"""From this many columns on, the list shows every column; below, NARROW_DROPPED go (the
+highlighted run's tags and note show below the list instead)."""
+NARROW_DROPPED = frozenset({"loss", "pairs_s", "peak_gb", "started", "tags", "note"})
+ELASTIC = ("run", "tags", "note")
 CONFIG = "cfg:"  # column keys of config settings that differ between the listed runs
 # Settings that differ between any two runs without telling their experiments apart.
 NOT_CONFIG_COLUMNS = ("description", "output.runs_dir", "output.name", "training.sample_prompts")
@@ -41,7 +45,6 @@ SHORT_NAMES = {"learning_rate": "lr", "grad_accumulation_steps": "grad acc", "mi
                "max_seq_length": "max len", "steps_per_eval": "eval every", "steps_per_report": "report every"}
 # The sorts `o` cycles through first, by column key and direction; every other column follows.
 SORTS = (("started", True), ("state", False), ("loss", False), ("val_acc", True))
-NOTE_WIDTH = 60
 PERF_MAX_AGE = 10.0  # seconds a live run's pairs/s and memory may lag its metrics
 
 
@@ -59,10 +62,6 @@ def sort_value(value) -> tuple:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return (0, value, "")
     return (1, 0, str(value))
-
-
-def clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 REFRESH_SECONDS = 2.0
@@ -109,9 +108,9 @@ class RunsScreen(OrpoScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Input(placeholder="/ filter by name, state, tag or note · enter back to the list", id="run-filter")
-        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield FitTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static(id="detail")
-        yield Footer(compact=True)
+        yield FitFooter()
 
     def on_mount(self) -> None:
         self.title, self.sub_title = "Runs", str(self.workspace.runs_dir)
@@ -134,13 +133,16 @@ class RunsScreen(OrpoScreen):
     # ------------------------------------------------------------------ table
 
     def columns(self) -> list[tuple[str, str]]:
-        wide = self.size.width >= WIDE
+        table = self.query_one(FitTable)
+        # The room the list has: the screen's, or less beside the F1 help panel.
+        wide = (table.size.width + 2 if table.size.width else self.size.width) >= WIDE
         keys = self.config_keys
         cols = [*HEAD_COLUMNS, *((CONFIG + k, config_label(k, keys)) for k in keys), *PERF_COLUMNS, *TAIL_COLUMNS]
         return [(k, label) for k, label in cols if wide or k not in NARROW_DROPPED]
 
-    def on_resize(self) -> None:
-        if hasattr(self, "index"):
+    @on(FitTable.WidthChanged)
+    def resized(self) -> None:
+        if hasattr(self, "index") and [k for k, _ in self.columns()] != [str(c.value) for c in self.query_one(FitTable).columns]:
             self.refresh_runs()
 
     def refresh_runs(self) -> None:
@@ -154,7 +156,7 @@ class RunsScreen(OrpoScreen):
                                 reverse=self.sort_reverse)
         label = dict(columns).get(self.sort_key, self.sort_key)
         self.sub_title = f"{self.workspace.runs_dir} · sorted by {label.lower()}"
-        table = self.query_one(DataTable)
+        table = self.query_one(FitTable)
         selected = self.selected_path
         if self.to_select is not None and str(self.to_select) in keys_of(self.summaries):
             selected, self.to_select = self.to_select, None
@@ -162,6 +164,8 @@ class RunsScreen(OrpoScreen):
         keys = [str(s.path) for s in self.summaries]
         if [str(c.value) for c in table.columns] != [k for k, _ in columns]:
             table.clear(columns=True)
+            # Names, notes and the settings that tell runs apart give way first at a narrow width.
+            table.elastic = frozenset(k for k, _ in columns if k in ELASTIC or k.startswith(CONFIG))
             for key, text in columns:
                 table.add_column(text, key=key)
         if keys != [str(k.value) for k in table.rows]:
@@ -171,9 +175,7 @@ class RunsScreen(OrpoScreen):
         else:
             for k, row in zip(keys, rows):
                 for column, value in zip(table.columns, row):
-                    if table.get_cell(k, column) != value:
-                        # A longer value widens its column: a cell is never cut short.
-                        table.update_cell(k, column, value, update_width=True)
+                    table.set_cell(k, column, value)
         if selected is not None and str(selected) in table.rows and self.selected_path != selected:
             table.move_cursor(row=table.get_row_index(str(selected)))
         self.show_detail()
@@ -242,7 +244,7 @@ class RunsScreen(OrpoScreen):
             "val_acc": fmt(s.val_acc, ".3f"), "pairs_s": fmt(raw["pairs_s"], ".3g"), "peak_gb": fmt(raw["peak_gb"], ".3g"),
             "started": datetime.fromtimestamp(s.started_at).strftime("%m-%d %H:%M") if s.started_at else "",
             "duration": format_duration(raw["duration"]), "tags": " ".join(s.tags),
-            "note": Text(clip(note, NOTE_WIDTH), style="red" if (s.alarm or s.error) else ""),
+            "note": Text(note, style="red" if (s.alarm or s.error) else ""),
         }
         for key in self.config_keys:
             value = raw[CONFIG + key]
@@ -278,6 +280,11 @@ class RunsScreen(OrpoScreen):
         lines = [str(s.path)]
         if s.error:
             lines.append(f"error: {s.error}")
+        shown = {k for k, _ in self.columns()}
+        if s.alarm and "note" not in shown:
+            lines.append(f"⚠ {s.alarm}")
+        if "note" not in shown:
+            lines += [f"{label}: {text}" for label, text in (("tags", " ".join(s.tags)), ("note", s.note)) if text]
         if s.state == RunState.CRASHED:
             lines.append("The trainer is gone without recording an end: press u to resume from its last checkpoint.")
         detail.update("\n".join(lines))

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from rich.text import Text
 from textual.widget import Widget
 
-from tui.charts import ChartSeries, render_chart
+from tui.charts import WAITING, ChartSeries, render_chart
 
 __all__ = ["ChartView", "SeriesSource"]
 
@@ -48,7 +48,7 @@ class ChartView(Widget):
     ) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self._source: SeriesSource = series
-        self._options = (title, log_y, xlabel)
+        self._options = (title, log_y, xlabel, WAITING)
         self._version = version
         self._cursor: float | None = None
         self._cache_key: tuple | None = None
@@ -67,15 +67,13 @@ class ChartView(Widget):
         title: str | None = None,
         log_y: bool | None = None,
         xlabel: str | None = None,
+        empty: str | None = None,
     ) -> bool:
         """Show new data. Returns False, and does nothing, when neither ``version`` nor any
-        option changed: the caller can call this on every tick."""
-        old_title, old_log, old_xlabel = self._options
-        options = (
-            old_title if title is None else title,
-            old_log if log_y is None else log_y,
-            old_xlabel if xlabel is None else xlabel,
-        )
+        option changed: the caller can call this on every tick. ``empty`` is what the chart
+        says while it has no data (see :func:`tui.charts.render_chart`)."""
+        new = (title, log_y, xlabel, empty)
+        options = tuple(old if value is None else value for old, value in zip(self._options, new))
         if version == self._version and options == self._options:
             return False
         self._source, self._version, self._options = series, version, options
@@ -104,9 +102,10 @@ class ChartView(Widget):
             return Text()
         source = self._source
         series = source(width) if callable(source) else source
-        title, log_y, xlabel = self._options
+        title, log_y, xlabel, empty = self._options
         self.renders += 1
-        text = Text.from_ansi(render_chart(series, width, height, title=title, log_y=log_y, xlabel=xlabel, cursor=self._cursor))
+        text = Text.from_ansi(render_chart(series, width, height, title=title, log_y=log_y, xlabel=xlabel,
+                                           cursor=self._cursor, empty=empty))
         text.no_wrap = True
         text.overflow = "crop"
         text.end = ""
