@@ -12,7 +12,7 @@ from textual import on
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Header, Static, TabbedContent, TabPane
 
 from trainer.pure.events import MetricsTail
 from trainer.pure.metrics import ORPO_METRICS, RATE_METRICS
@@ -23,6 +23,7 @@ from tui.compare import CompareError, config_diff, load_side, summaries_to_csv, 
 from tui.screens.base import OrpoScreen
 from tui.series import RunSeries, cursor_move, ema, index_at_or_before, last_n
 from tui.widgets.chart_view import ChartView
+from tui.widgets.keys_footer import KeysFooter
 from tui.workspace import Workspace
 
 OVERLAY_METRICS = tuple(f"{kind} {name}" for name in ORPO_METRICS for kind in ("train", "val")) + tuple(
@@ -119,7 +120,7 @@ class CompareScreen(OrpoScreen):
                 with Vertical():
                     yield DataTable(id="summary-table", cursor_type="row", zebra_stripes=True)
                     yield Static("click a column header (or enter on it) to sort · x exports CSV", classes="muted")
-        yield Footer(compact=True)
+        yield KeysFooter(compact=True)
 
     def on_mount(self) -> None:
         self.title = "Compare"

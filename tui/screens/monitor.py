@@ -13,7 +13,7 @@ from textual import work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
-from textual.widgets import Footer, Header, ProgressBar, Static
+from textual.widgets import Header, ProgressBar, Static
 
 from trainer.pure.events import MetricsTail
 from trainer.pure.metrics import LOSS, metric_label
@@ -27,6 +27,7 @@ from tui.runs_index import format_duration
 from tui.screens.base import OrpoScreen
 from tui.series import RunSeries, cursor_move, index_at_or_before
 from tui.widgets.chart_view import ChartView
+from tui.widgets.keys_footer import KeysFooter
 from tui.workspace import Workspace
 
 LOG_TAIL_BYTES = 64 * 1024
@@ -118,7 +119,7 @@ class MonitorScreen(OrpoScreen):
         with Horizontal(id="bottom"):
             yield Static(id="log", markup=False)
             yield Static(id="samples", markup=False)
-        yield Footer(compact=True)
+        yield KeysFooter(compact=True)
 
     def on_mount(self) -> None:
         self.title, self.sub_title = "Monitor", self.run_dir.name

@@ -6,11 +6,12 @@ import importlib.util
 from pathlib import Path
 
 from textual.app import ComposeResult
-from textual.widgets import Footer, Header, TextArea
+from textual.widgets import Header, TextArea
 
 from trainer.pure.run_folder import RunFolder
 from tui.run_notes import read_notes, write_notes
 from tui.screens.editing import TextDocumentScreen, back_binding, save_binding
+from tui.widgets.keys_footer import KeysFooter
 
 
 class NotesScreen(TextDocumentScreen):
@@ -24,7 +25,7 @@ class NotesScreen(TextDocumentScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield TextArea(self.original, id="notes", language="markdown" if _has_markdown() else None)
-        yield Footer(compact=True)
+        yield KeysFooter(compact=True)
 
     def on_mount(self) -> None:
         self.title, self.sub_title = "Notes", self.run_dir.name

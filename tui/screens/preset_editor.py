@@ -12,7 +12,7 @@ from textual import on, work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Footer, Header, Input, Label, Select, Static, Switch
+from textual.widgets import Header, Input, Label, Select, Static, Switch
 
 from trainer.pure.config import (
     Config,
@@ -33,6 +33,7 @@ from tui.screens.editing import EditorScreen, back_binding, save_binding
 from tui.widgets.ask_name import AskName
 from tui.widgets.confirm import Confirm
 from tui.widgets.field_row import FieldRow, path_of, widget_id
+from tui.widgets.keys_footer import KeysFooter
 from tui.widgets.show_command import ShowCommand
 from tui.workspace import Workspace
 
@@ -127,7 +128,7 @@ class PresetEditorScreen(EditorScreen):
                 yield Static(id="problems", markup=False)
                 yield Label("Data check (ctrl+b)", classes="side-title")
                 yield Static("Not run yet.", id="preflight", markup=False)
-        yield Footer(compact=True)
+        yield KeysFooter(compact=True)
 
     def form_items(self) -> list[str | FieldSpec]:
         """The form from top to bottom: group titles (str) and fields."""
@@ -155,9 +156,9 @@ class PresetEditorScreen(EditorScreen):
         self.mount_rest_after_footer()
 
     def mount_rest_after_footer(self, tries: int = 10) -> None:
-        """The footer fills in its keys a few refreshes after the screen shows (once the
-        focus settles): it belongs in the first paint, not behind the rest of the form."""
-        if self.query_one(Footer).children or not tries:
+        """The footer composes its keys once it has mounted, which can be after the screen's
+        on_mount: they belong in the first paint, not behind the rest of the form."""
+        if self.query_one(KeysFooter).children or not tries:
             self.call_after_refresh(self.mount_more)
         else:
             self.set_timer(0.02, lambda: self.mount_rest_after_footer(tries - 1))

@@ -10,7 +10,7 @@ from textual import on
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Header, Input, Static
 
 from trainer.pure.runs import TRASH_DIR, move_to_trash
 from tui import presets_store as store
@@ -18,6 +18,7 @@ from tui.messages import RunStartRequested
 from tui.screens.base import OrpoScreen
 from tui.widgets.ask_name import AskName
 from tui.widgets.confirm import Confirm
+from tui.widgets.keys_footer import KeysFooter
 from tui.widgets.show_command import ShowCommand
 from tui.widgets.sweep_dialog import SweepDialog
 from tui.workspace import Workspace
@@ -54,7 +55,7 @@ class PresetListScreen(OrpoScreen):
             yield Input(placeholder="Type to filter · ↑↓ choose · enter opens · tab to the list for actions", id="filter")
             yield DataTable(id="presets", cursor_type="row", zebra_stripes=True)
             yield Static(id="detail")
-        yield Footer(compact=True)
+        yield KeysFooter(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)

@@ -7,11 +7,12 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from trainer.pure import queue as Q
 from trainer.pure.states import ITEM_SHOWN_AS, STATE_STYLE, ItemState
 from tui.screens.base import OrpoScreen
+from tui.widgets.keys_footer import KeysFooter
 from tui.workspace import Workspace
 
 
@@ -36,7 +37,7 @@ class QueueScreen(OrpoScreen):
         yield Header()
         yield DataTable(id="queue", cursor_type="row", zebra_stripes=True)
         yield Static(id="queue-status")
-        yield Footer(compact=True)
+        yield KeysFooter(compact=True)
 
     def on_mount(self) -> None:
         self.title, self.sub_title = "Queue", str(self.workspace.runs_dir / Q.QUEUE_FILE)

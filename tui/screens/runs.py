@@ -11,7 +11,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Header, Input, Static
 
 from trainer.pure.config import Config, get_value
 from trainer.pure.run_folder import RunFolder
@@ -25,6 +25,7 @@ from tui.runs_index import RunsIndex, RunSummary, format_duration
 from tui.screens.base import OrpoScreen
 from tui.widgets.ask_name import AskName
 from tui.widgets.confirm import Confirm
+from tui.widgets.keys_footer import KeysFooter
 from tui.workspace import Workspace
 
 HEAD_COLUMNS = (("run", "Run"), ("state", "State"), ("step", "Step"), ("loss", "Loss"), ("val_loss", "Val loss"),
@@ -111,7 +112,7 @@ class RunsScreen(OrpoScreen):
         yield Input(placeholder="/ filter by name, state, tag or note · enter back to the list", id="run-filter")
         yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static(id="detail")
-        yield Footer(compact=True)
+        yield KeysFooter(compact=True)
 
     def on_mount(self) -> None:
         self.title, self.sub_title = "Runs", str(self.workspace.runs_dir)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from textual.app import ComposeResult
-from textual.widgets import Footer, Header, Static, TextArea
+from textual.widgets import Header, Static, TextArea
 
 from trainer.pure.config import ConfigError, parse_preset_text
 from trainer.pure.runs import atomic_write_text
 from tui.screens.editing import TextDocumentScreen, back_binding, save_binding
+from tui.widgets.keys_footer import KeysFooter
 
 
 class TextEditorScreen(TextDocumentScreen):
@@ -29,7 +30,7 @@ class TextEditorScreen(TextDocumentScreen):
         yield Header()
         yield Static(id="status", markup=False)
         yield TextArea(self.original, id="text", show_line_numbers=True, tab_behavior="indent")
-        yield Footer(compact=True)
+        yield KeysFooter(compact=True)
 
     def on_mount(self) -> None:
         self.title, self.sub_title = "Preset as text", self.path.name
