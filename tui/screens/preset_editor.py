@@ -59,17 +59,6 @@ def grouped_fields() -> list[tuple[str, list[FieldSpec]]]:
     return out
 
 
-def warm_up(app) -> None:
-    """Parse the editor's stylesheet ahead of its first opening. Textual reads a screen's CSS
-    file when the screen is first shown and then re-parses the whole app's stylesheet, which
-    would otherwise be paid between the key press and the editor's first paint."""
-    path = Path(__file__).with_name(PresetEditorScreen.CSS_PATH)
-    if not app.stylesheet.has_source(str(path), ""):
-        app.stylesheet.read(path)
-        app.stylesheet.reparse()
-        app.stylesheet.update(app)
-
-
 class PresetEditorScreen(EditorScreen):
     CSS_PATH = "preset_editor.tcss"
     # Below 110 columns the side panel moves under the form (see the -narrow rules).
@@ -96,10 +85,6 @@ class PresetEditorScreen(EditorScreen):
     def __init__(self, workspace: Workspace, entry: store.PresetEntry) -> None:
         super().__init__()
         assert entry.config is not None
-        # The breakpoint class set before the first paint: added on the first resize instead,
-        # it would restyle every widget of the form once more.
-        width = self.app.size.width
-        self.add_class(next(name for edge, name in reversed(self.HORIZONTAL_BREAKPOINTS) if width >= edge))
         self.workspace = workspace
         self.entry = entry
         self.saved: Config = entry.config
