@@ -10,6 +10,7 @@ from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.widget import AwaitMount
 from textual.worker import Worker, WorkerState
 
 from trainer.pure.runs import list_runs
@@ -43,7 +44,7 @@ class OrpoApp(App):
         super().__init__()
         self.workspace = Workspace(presets_dir, runs_dir)
         self.crash: str | None = None  # the one line to print after an unexpected error
-        self.holding_frames = True  # see delay_update
+        self.holding_frames = True  # see switch_mode
         # Added here rather than in MODES: the list screens are built with the workspace.
         for mode, screen in MODE_SCREENS.items():
             self.add_mode(mode, partial(self.mode_screen, screen))
@@ -57,13 +58,20 @@ class OrpoApp(App):
         screen._css_update_count = self._css_update_count
         return screen
 
+    def switch_mode(self, mode: str) -> AwaitMount:
+        """Textual's, without its hold on frames (delay_update). The hold is meant to hide a
+        screen while it mounts, but the screens here paint only once mounted, and the timer
+        that ends the hold runs late while the loop is busy mounting: the first frame of the
+        runs list (F3), or of a started run's monitor, was drawn and thrown away, and shown
+        only with the next one."""
+        self.holding_frames = False
+        try:
+            return super().switch_mode(mode)
+        finally:
+            self.holding_frames = True
+
     def delay_update(self, delay: float = 0.05) -> None:
-        """Textual holds back every frame when it switches modes, to hide the new mode's
-        screen while it mounts, until a timer ends the hold; while the loop is busy mounting,
-        that timer runs late. A started run's monitor, pushed above the runs list at once,
-        hides the list by itself: there the hold would only throw away the monitor's first
-        frame (open_monitor turns it off)."""
-        if self.holding_frames:
+        if self.holding_frames:  # still held where Textual asks outside a mode switch
             super().delay_update(delay)
 
     def on_mount(self) -> None:
@@ -111,11 +119,7 @@ class OrpoApp(App):
         list, never to a view left open there earlier), with the new run selected."""
         from tui.screens.monitor import MonitorScreen
 
-        self.holding_frames = False
-        try:
-            self.switch_mode("runs")
-        finally:
-            self.holding_frames = True
+        self.switch_mode("runs")
         runs_list = self.screen_stack[0]
         if isinstance(runs_list, RunsScreen):
             runs_list.select_run(run_dir)

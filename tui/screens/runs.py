@@ -203,7 +203,8 @@ class RunsScreen(OrpoScreen):
             table.move_cursor(row=table.get_row_index(str(selected)))
         self.show_detail()
         if self.index.pending and not self.index.loading:
-            self.load_runs()
+            # After the frame being drawn: the thread competes with it for the interpreter.
+            self.call_after_refresh(self.load_runs)
 
     @work(thread=True, group="runs-index", exit_on_error=False, name="read runs")
     def load_runs(self) -> None:
