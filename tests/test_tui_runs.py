@@ -153,3 +153,28 @@ async def test_a_started_runs_monitor_does_not_wait_for_the_runs_list(tmp_path, 
         await pilot.pause()
         assert isinstance(app.screen, RunsScreen) and refreshes
         assert app.screen.selected.path == a and app.screen.query_one(DataTable).row_count == 2
+
+
+async def test_quitting_stops_the_lists_background_read_at_the_next_file(tmp_path, monkeypatch):
+    # Quitting while the list read a folder of long runs waited for every one of them (the
+    # read thread is joined at exit): seconds on a blank terminal.
+    from tui import runs_index
+
+    runs = tmp_path / "runs"
+    _two_runs(runs)
+    monkeypatch.setattr(runs_index, "INLINE_BYTES", 0)
+    reads = []
+    read = runs_index._Latest.read
+
+    def slow_read(run):
+        reads.append(run)
+        time.sleep(0.5)
+        return read(run)
+
+    monkeypatch.setattr(runs_index._Latest, "read", staticmethod(slow_read))
+    app = make_app(tmp_path, runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f3")
+        await wait_until(pilot, lambda: reads, 10, "the background read")
+    time.sleep(1.2)  # the read under way ends; no other starts
+    assert len(reads) == 1

@@ -144,6 +144,9 @@ class RunsScreen(OrpoScreen):
         self.ticker.pause()
         self.shown.clear()
 
+    def on_unmount(self) -> None:
+        self.shown.clear()  # quitting: a background read stops at the next file, not the last
+
     def on_screen_resume(self) -> None:
         if self.app.screen is not self:
             return  # on the way to a screen pushed above it (a started run's monitor)
