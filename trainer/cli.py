@@ -30,8 +30,8 @@ from trainer.pure.run_folder import RunFolder, checkpoint_step
 from trainer.pure.run_lock import RunBusy, RunLock
 from trainer.pure.runs import create_run_dir, read_status, write_status
 from trainer.pure.states import RunState
-from trainer.pure.trainer_process import PROG, ExitCode
-from trainer.reporter import RunFolderReporter
+from trainer.pure.trainer_process import BACKENDS, LAUNCHER_PID_ENV, PROG, RANK_ENV, ExitCode
+from trainer.reporter import LogReporter, RunFolderReporter
 from trainer.run_control import RunLog, StopFlag
 
 # Changing these on resume only moves the finish line or the reporting rhythm; anything else
@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", metavar="DIR", help="where run folders go (default: output.runs_dir)")
     p.add_argument("--log-only", action="store_true",
                    help="after the run directory line, send all output to its train.log (for launchers such as orpo-tui)")
+    p.add_argument("--np", type=int, metavar="N", help="train on N local ranks (data parallel, MLX distributed)")
+    p.add_argument("--backend", choices=BACKENDS, default="any", help="MLX distributed backend for the ranks")
+    # A rank of a distributed run, started by the launcher above (or by mlx.launch).
+    p.add_argument("--rank-of", metavar="RUN_DIR", help=argparse.SUPPRESS)
+    p.add_argument("--from-checkpoint", metavar="DIR", help=argparse.SUPPRESS)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset value, e.g. --set training.iters=50 (repeatable)")
     return p
@@ -69,7 +74,7 @@ def _fail_line(message: str) -> int:
     return ExitCode.BAD_INPUT
 
 
-def _install_stop_handlers(stop, run_dir: Path) -> None:
+def _install_stop_handlers(stop, run_dir: Path, leader: bool = True) -> None:
     """First SIGINT/SIGTERM: finish the step, save, exit 130. A second one: stop at once
     (the last checkpoint stays valid). SIGHUP is ignored so a dropped SSH link does not end
     a run started from a bare shell."""
@@ -79,7 +84,7 @@ def _install_stop_handlers(stop, run_dir: Path) -> None:
             raise KeyboardInterrupt
         stop.request(signal.Signals(signum).name)
         # Visible at once to anyone watching the run, before the current step ends.
-        if (read_status(run_dir) or {}).get("state") == RunState.RUNNING:
+        if leader and (read_status(run_dir) or {}).get("state") == RunState.RUNNING:
             write_status(run_dir, state=RunState.STOPPING)
 
     signal.signal(signal.SIGINT, handler)
@@ -88,10 +93,20 @@ def _install_stop_handlers(stop, run_dir: Path) -> None:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
+def _check_world(cfg, ranks: int) -> None:
+    if ranks < 1:
+        raise BadInput(f"--np {ranks}: must be at least 1")
+    for key, value in (("training.batch_size", cfg.training.batch_size),):
+        if value % ranks:
+            raise BadInput(f"{key} = {value} does not divide evenly across {ranks} ranks; "
+                           f"choose a multiple of {ranks}")
+
+
 def _new_run(args):
     cfg = load_preset(args.preset)
     cfg = apply_overrides(cfg, args.overrides)
     check(cfg, args.preset)
+    _check_world(cfg, args.np or 1)
     runs_dir = Path(args.runs_dir or cfg.output.runs_dir).expanduser()
     label = cfg.output.name or Path(args.preset).stem
     run_dir = create_run_dir(runs_dir, label)
@@ -116,6 +131,7 @@ def _resume_run(args):
     try:
         cfg = apply_overrides(load_preset(folder.config), args.overrides)
         check(cfg, str(folder.config))
+        _check_world(cfg, args.np or 1)
         ckpt = folder.latest_checkpoint()
         done = checkpoint_step(ckpt) if ckpt else 0
         if done >= cfg.training.iters:
@@ -141,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return fuse_main(argv[1:])
     args = _parser().parse_args(argv)
+    if args.rank_of:
+        return _rank_main(args)
     if bool(args.preset) == bool(args.resume):
         return _fail_line("give either a PRESET file or --resume RUN_DIR")
     try:
@@ -156,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             dump_toml(cfg, folder.config)
             write_status(run_dir, state=RunState.PENDING, pid=os.getpid(), started_at=time.time(),
                          total_steps=cfg.training.iters, step=0)
+        if args.np and args.np > 1:
+            write_status(run_dir, world_size=args.np)
     except (ConfigError, BadInput) as exc:
         return _fail_line(str(exc))
     except OSError as exc:  # a read-only or full runs folder
@@ -163,11 +183,40 @@ def main(argv: list[str] | None = None) -> int:
     print(run_dir, flush=True)
     if args.log_only:
         _redirect_output(folder.log)
-    code = run(cfg, run_dir, ckpt, resuming=bool(args.resume), echo=not args.log_only)
+    if args.np and args.np > 1:
+        code = _launch_ranks(args, run_dir, ckpt)
+    else:
+        code = run(cfg, run_dir, ckpt, resuming=bool(args.resume), echo=not args.log_only)
     # Every write to the folder is done: let a resume in at once rather than after the
     # interpreter and the MLX stack have torn down, which can take seconds.
     lock.release()
     return code
+
+
+def _launch_ranks(args, run_dir: Path, ckpt) -> int:
+    """This process holds the lock and supervises; the ranks train (trainer/ranks.py)."""
+    from trainer.ranks import launch
+
+    if args.resume:
+        log = RunLog(RunFolder(run_dir).log, echo=not args.log_only)
+        _tidy_before_resume(RunFolder(run_dir), ckpt, log)
+        log.close()
+    return launch(run_dir, args.np, ckpt, args.backend, args.log_only)
+
+
+def _rank_main(args) -> int:
+    """One rank of a distributed run: the run folder and its config exist (the launcher made
+    them and holds the lock); rank 0 writes the folder, the others only their own log."""
+    run_dir = Path(args.rank_of)
+    folder = RunFolder(run_dir)
+    try:
+        cfg = load_preset(folder.config)
+    except ConfigError as exc:
+        return _fail_line(str(exc))
+    ckpt = Path(args.from_checkpoint) if args.from_checkpoint else None
+    rank = int(os.environ.get(RANK_ENV, "0"))
+    return run(cfg, run_dir, ckpt, resuming=ckpt is not None,
+               echo=not args.log_only and rank == 0, rank=rank, backend=args.backend)
 
 
 def _redirect_output(log_path: Path) -> None:
@@ -179,12 +228,17 @@ def _redirect_output(log_path: Path) -> None:
     os.close(fd)
 
 
-def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True) -> int:
+def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True, rank: int | None = None, backend: str = "any") -> int:
+    """Train in this process. `rank` is set for a rank of a distributed run: the ranks join
+    their group first, and only rank 0 writes the run folder (the others their own log)."""
     folder = RunFolder(run_dir)
     stop = StopFlag()
-    _install_stop_handlers(stop, run_dir)
-    log = RunLog(folder.log, echo=echo)
-    reporter = RunFolderReporter(run_dir, log)
+    leader = not rank
+    _install_stop_handlers(stop, run_dir, leader)
+    log = RunLog(folder.rank_log(rank or 0), echo=echo)
+    launcher = os.environ.get(LAUNCHER_PID_ENV) if rank is not None else None
+    reporter = RunFolderReporter(run_dir, log, pid=int(launcher) if launcher else None) if leader else LogReporter(log)
+    failed = _failed if leader else _rank_failed
     try:
         # The MLX stack is imported only now, inside the guard: config errors above are
         # reported without paying for it, and a broken install fails the run with its reason.
@@ -194,33 +248,46 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True) -> int:
         from trainer.model import ModelError
     except Exception as exc:  # noqa: BLE001 - an install problem; the traceback goes to the log
         log(traceback.format_exc().rstrip())
-        return _failed(run_dir, log, f"cannot load the training stack: {describe(exc)}", ExitCode.ERROR)
+        return failed(run_dir, log, f"cannot load the training stack: {describe(exc)}", ExitCode.ERROR)
     try:
-        if resuming:
+        team = None
+        if rank is not None:
+            from trainer.team import join
+
+            team = join(backend)
+            log(f"rank {team.rank} of {team.size} ({backend} backend)")
+        if resuming and rank is None:  # a launcher tidies before it starts the ranks
             _tidy_before_resume(folder, ckpt, log)
+        if team is not None and not team.leader:
+            team.barrier()  # rank 0 builds or fetches the model first; the others then read it
         prep = prepare(cfg, log)
-        if not resuming:
+        if team is not None and team.leader:
+            team.barrier()
+        if not resuming and leader:
             cfg = replace_value(cfg, "model.resolved_path", str(prep.resolved_path))
             dump_toml(cfg, folder.config)
         outcome: dict = {}  # early stop details for the final status event
-        state = train(run_dir, cfg, prep, reporter, stop, ckpt, outcome)
+        state = train(run_dir, cfg, prep, reporter, stop, ckpt, outcome, team)
     except (DataError, ModelError, ConfigError) as exc:
-        return _failed(run_dir, log, str(exc), ExitCode.BAD_INPUT)
+        return failed(run_dir, log, str(exc), ExitCode.BAD_INPUT)
     except (TrainingError, SaveError) as exc:
-        return _failed(run_dir, log, str(exc), ExitCode.ERROR)
+        return failed(run_dir, log, str(exc), ExitCode.ERROR)
     except OSError as exc:  # a full disk or a folder made read-only under the run
         log(traceback.format_exc().rstrip())
-        return _failed(run_dir, log, f"{exc.filename or run_dir}: {exc.strerror or exc}", ExitCode.ERROR)
+        return failed(run_dir, log, f"{exc.filename or run_dir}: {exc.strerror or exc}", ExitCode.ERROR)
     except KeyboardInterrupt:
         log(f"stopped at once by a second {stop.reason or 'signal'}; the last checkpoint is kept")
-        write_status(run_dir, state=RunState.STOPPED, ended_at=time.time())
+        if leader:
+            write_status(run_dir, state=RunState.STOPPED, ended_at=time.time())
         return ExitCode.STOPPED
     except Exception as exc:  # anything unexpected: full traceback in the log, one line out
         log(traceback.format_exc().rstrip())
-        return _failed(run_dir, log, describe(exc), ExitCode.ERROR)
+        return failed(run_dir, log, describe(exc), ExitCode.ERROR)
     finally:
         reporter.close()
         log.close()
+    if not leader:
+        return ExitCode.STOPPED if state == RunState.STOPPED else ExitCode.OK
     write_status(run_dir, state=state, ended_at=time.time())
     _event(run_dir, state, **outcome)
     if state == RunState.STOPPED:
@@ -258,6 +325,13 @@ def _event(run_dir: Path, state: str, **extra) -> None:
     step = (read_status(run_dir) or {}).get("step", 0)
     with MetricsWriter(RunFolder(run_dir).metrics) as writer:
         writer.write("status", step, state=str(state), **extra)
+
+
+def _rank_failed(run_dir: Path, log, message: str, code: int) -> int:
+    """A rank other than 0 fails: its log and stderr say why; the launcher records it."""
+    log(f"failed: {message}")
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+    return code
 
 
 def _failed(run_dir: Path, log, message: str, code: int) -> int:

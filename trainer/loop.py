@@ -43,6 +43,11 @@ from trainer.reporter import Reporter
 from trainer.run_control import StopFlag
 from trainer.samples import generate_samples, sample_prompts
 from trainer.step import ShapeBoundedStep, build_schedule, evaluate, make_train_step, step_seed
+from trainer.team import Team
+
+# What one step adds up over its micro-batches (and, on a team, over the ranks): the share-
+# weighted ORPO metrics, the tokens, and the ranks' stop votes.
+STEP_VECTOR = (*M.ORPO_METRICS, "tokens", "stop_votes")
 
 
 class TrainingError(Exception):
@@ -134,11 +139,17 @@ class ReportWindow:
 
 
 def train(run_dir: Path, cfg: Config, prep: Prepared, reporter: Reporter, stop: StopFlag, resume_from: Path | None,
-          outcome: dict | None = None) -> RunState:
+          outcome: dict | None = None, team: Team | None = None) -> RunState:
     """Train until `training.iters`, early stopping (`training.patience`), a stop request, or
     an error. Returns the final state (`completed` or `stopped`); raises TrainingError for a
     diverged run. `outcome`, when given, receives what the final status event should add
-    (`early_stopped`, `best_step`)."""
+    (`early_stopped`, `best_step`).
+
+    On a `team` of several ranks (trainer/team.py) every rank runs this with the same
+    config; each trains on its share of every global batch, all of them take every decision
+    (report, stop, early stop, failure) from the same combined numbers, and only the leader
+    writes the run folder."""
+    team = team or Team()
     t = cfg.training
     started = time.perf_counter()
     model, pad_id = prep.model, prep.tokenizer.pad_token_id
@@ -156,7 +167,8 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, reporter: Reporter, stop: 
         start_step = state["step"]
         best = BestTracker.from_state(state)
         earlier_wall = float(state.get("wall_time_s", 0.0))
-        restore_best(run_dir, resume_from, best, prep.adapter_cfg)
+        if team.leader:
+            restore_best(run_dir, resume_from, best, prep.adapter_cfg)
         reporter.on_resume(resume_from, start_step)
 
     train_batches = D.make_batches(prep.train_pairs, t.batch_size)
@@ -165,16 +177,19 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, reporter: Reporter, stop: 
         valid_index = valid_index[: t.val_batches]
     # Fast layouts are used only where they give the plain numbers on this model (checked on
     # a real batch); each batch then takes the layout that runs fewer positions.
+    # Every rank checks on the whole first global batch, so all of them choose alike.
     first_pairs = [prep.train_pairs[i] for i in train_batches[0]]
     layout = BatchLayout(pad_id, *choose_layouts(model, first_pairs, pad_id, cfg.orpo.beta, prep.use_scores))
     for note in layout.notes(first_pairs):
         reporter.log(note)
 
-    valid_batches = []  # the same at every evaluation: collated once
+    valid_batches = []  # the same at every evaluation: collated once (this rank's shares)
     for idx in valid_index:
-        arrays, extra, _ = layout.device_batch([prep.valid_pairs[i] for i in idx])
-        valid_batches.append((len(idx), arrays, *extra))
-    step_fn = ShapeBoundedStep(lambda: make_train_step(model, optimizer, cfg, prep.use_scores))
+        if mine := team.share(idx):
+            arrays, extra, _ = layout.device_batch([prep.valid_pairs[i] for i in mine])
+            valid_batches.append((len(mine), arrays, *extra))
+    valid_pairs_total = sum(map(len, valid_index))
+    step_fn = ShapeBoundedStep(lambda: make_train_step(model, optimizer, cfg, prep.use_scores, team.distributed))
     qat_switch = qat.QatSwitch(model, cfg.qat.enable, cfg.qat.start_step)  # gates are data in the compiled step
     qat_switch.at(start_step)
     prompts = sample_prompts(prep, t.sample_prompts)
@@ -186,19 +201,21 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, reporter: Reporter, stop: 
     def checkpoint(step: int) -> None:
         extra = {"micro_batches": step * t.grad_accumulation_steps, "train_batches": len(train_batches), "seed": t.seed,
                  **best.to_state(), "wall_time_s": wall_time()}
+        if not team.leader:
+            return
         ckpt = save_checkpoint(run_dir, step, model, optimizer, extra, before_rename=lambda tmp: keep_best_in_checkpoint(run_dir, tmp))
         publish_adapters(run.adapters, ckpt / ADAPTER_WEIGHTS, prep.adapter_cfg)
         reporter.on_checkpoint(step, ckpt)
 
     def validate(step: int) -> None:
-        if not valid_batches or t.steps_per_eval == 0:
+        if not valid_pairs_total or t.steps_per_eval == 0:
             return
         tic = time.perf_counter()
-        values = evaluate(model, valid_batches, cfg, prep.use_scores)
+        values = evaluate(model, valid_batches, cfg, prep.use_scores, team, valid_pairs_total)
         reporter.on_val(step, {**values, M.VAL_TIME: time.perf_counter() - tic})
-        if best.update(step, values[M.LOSS]) and t.keep_best:
+        if best.update(step, values[M.LOSS]) and t.keep_best and team.leader:
             reporter.on_new_best(step, save_best(run_dir, model, prep.adapter_cfg), values[M.LOSS])
-        if prompts:
+        if prompts and team.leader:
             for i, (prompt, completion) in enumerate(generate_samples(model, prep.tokenizer, prompts, t.sample_max_tokens)):
                 reporter.on_sample(step, i, prompt, completion)
 
@@ -210,20 +227,42 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, reporter: Reporter, stop: 
     step = start_step
     last_saved = start_step if resume_from is not None else -1
     early_stopped = False
-    while step < t.iters and not stop.requested and not early_stopped:
+    # The ranks stop together: each step's combined numbers carry every rank's stop vote.
+    votes = 0.0
+
+    def stopping() -> bool:
+        return votes > 0 if team.distributed else stop.requested
+
+    while step < t.iters and not stopping() and not early_stopped:
         # mlx cannot restore a saved RNG state, so dropout draws from a key derived from
         # (seed, step): a resumed run draws exactly what an uninterrupted one would.
         mx.random.seed(step_seed(t.seed, step))
         if qat_switch.at(step):
             reporter.log(f"step {step}: quantization-aware training on")
         grad = None
+        combined = mx.zeros((len(STEP_VECTOR),))  # this rank's part of the step's sums
+        pairs = 0
         for micro in range(t.grad_accumulation_steps):
             index = step * t.grad_accumulation_steps + micro
             idx = D.batch_at(train_batches, t.seed, index)
-            arrays, extra, b = layout.device_batch([prep.train_pairs[i] for i in idx])
-            metrics, grad = step_fn(*arrays, grad, micro == t.grad_accumulation_steps - 1, *extra)
-            window.add(metrics, b["tokens"], len(idx))
-        mx.eval(window.sums, model.state, optimizer.state)
+            pairs += len(idx)
+            mine = team.share(idx)
+            # A rank whose share is empty (an epoch's short last batch) runs a pair at weight 0.
+            share = len(mine) / len(idx)
+            arrays, extra, b = layout.device_batch([prep.train_pairs[i] for i in (mine or idx[:1])])
+            last = micro == t.grad_accumulation_steps - 1
+            if team.distributed:
+                weight = mx.array(share * team.size, dtype=mx.float32)
+                metrics, grad = step_fn(*arrays, grad, last, *extra, *(None,) * (2 - len(extra)), weight)
+            else:
+                metrics, grad = step_fn(*arrays, grad, last, *extra)
+            combined = combined + mx.stack([*(metrics[k] * share for k in M.ORPO_METRICS),
+                                            mx.array(float(b["tokens"]) if mine else 0.0), mx.array(0.0)])
+        if team.distributed:  # a stop request on any rank stops them all after this step
+            combined = team.total(combined + mx.array([0.0] * (len(STEP_VECTOR) - 1) + [float(stop.requested)]))
+        window.add({k: combined[i] for i, k in enumerate(M.ORPO_METRICS)}, combined[-2], pairs)
+        mx.eval(window.sums, window.tokens, combined, model.state, optimizer.state)
+        votes = combined[-1].item()
         step += 1
         window.steps += 1
         loss_so_far = window.sums[M.LOSS].item()
@@ -233,12 +272,12 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, reporter: Reporter, stop: 
             raise TrainingError(f"loss became {loss_so_far} at step {step} (learning_rate {t.learning_rate}); "
                                 f"last good checkpoint: {good.name if good else 'none'}")
 
-        if step % t.steps_per_report == 0 or step == t.iters or stop.requested:
+        if step % t.steps_per_report == 0 or step == t.iters or stopping():
             elapsed = window.elapsed()
             values = window.means()
             values.update({
                 M.LEARNING_RATE: float(optimizer.learning_rate.item()),
-                M.TOKENS_PER_SECOND: window.tokens / elapsed,
+                M.TOKENS_PER_SECOND: float(window.tokens) / elapsed,
                 M.PAIRS_PER_SECOND: window.pairs / elapsed,
                 M.PEAK_MEMORY_GB: _peak_memory_gb(),
             })
@@ -258,8 +297,9 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, reporter: Reporter, stop: 
     if last_saved != step:  # the final step, or where a stop request or early stop ended the loop
         checkpoint(step)
     state = RunState.COMPLETED if step >= t.iters or early_stopped else RunState.STOPPED
-    write_summary(run_dir, state=state, steps_done=step, total_steps=t.iters, early_stopped=early_stopped,
-                  best_val_loss=best.best_val_loss, best_step=best.best_step, wall_time_s=wall_time())
+    if team.leader:
+            write_summary(run_dir, state=state, steps_done=step, total_steps=t.iters, early_stopped=early_stopped,
+                      best_val_loss=best.best_val_loss, best_step=best.best_step, wall_time_s=wall_time())
     if outcome is not None and early_stopped:
         outcome.update(early_stopped=True, best_step=best.best_step)
     return state

@@ -55,10 +55,26 @@ class Reporter:
         """The greedy completion of sample prompt `index`."""
 
 
-class RunFolderReporter(Reporter):
-    """Reports as events in the run's metrics stream, its status file and its log."""
+class LogReporter(Reporter):
+    """Only the log lines: a distributed run's ranks other than 0, which write nothing else."""
 
-    def __init__(self, run_dir: Path, log: Callable[[str], None]):
+    def __init__(self, log: Callable[[str], None]):
+        self._log = log
+
+    def log(self, message: str) -> None:
+        self._log(message)
+
+    def close(self) -> None:
+        pass
+
+
+class RunFolderReporter(Reporter):
+    """Reports as events in the run's metrics stream, its status file and its log.
+
+    `pid`: the process the status names (a distributed run's launcher; else this one)."""
+
+    def __init__(self, run_dir: Path, log: Callable[[str], None], pid: int | None = None):
+        self.pid = pid or os.getpid()
         self.run = RunFolder(run_dir)
         self._log = log
         self._writer: MetricsWriter | None = None
@@ -89,7 +105,7 @@ class RunFolderReporter(Reporter):
 
     def on_start(self, step: int, total_steps: int, resumed: bool) -> None:
         self.total_steps = total_steps
-        write_status(self.run.root, state=RunState.RUNNING, pid=os.getpid(), step=step, total_steps=total_steps, error=None,
+        write_status(self.run.root, state=RunState.RUNNING, pid=self.pid, step=step, total_steps=total_steps, error=None,
                      ended_at=None)
         self.writer.write("status", step, state=RunState.RUNNING, resumed=resumed)
 

@@ -15,8 +15,10 @@ from mlx.utils import tree_map
 
 from trainer.loss import gathered_sequence_logps, orpo_loss, sequence_logps
 from trainer.model import output_head
+from trainer.pure import metrics as M
 from trainer.pure.config import Config
 from trainer.shared_prefix import shared_sequence_logps
+from trainer.team import Team
 
 
 def build_schedule(cfg: Config) -> Callable[[mx.array], mx.array] | float:
@@ -50,21 +52,30 @@ def make_loss_fn(beta: float, use_scores: bool):
     return loss_fn
 
 
-def make_train_step(model: nn.Module, optimizer: optim.Optimizer, cfg: Config, use_scores: bool):
+def make_train_step(model: nn.Module, optimizer: optim.Optimizer, cfg: Config, use_scores: bool, distributed: bool = False):
     """One micro-batch forward/backward, compiled with the model, optimizer and RNG state as
     implicit inputs and outputs (mlx-lm's pattern), so `mx.eval` once per step is the only
-    host synchronisation."""
+    host synchronisation.
+
+    `distributed`: the step takes one more argument, `weight`, this rank's share of the
+    micro-batch's pairs times the number of ranks (trainer/team.py); its gradient is scaled
+    by it, and the accumulated gradient is averaged over the ranks before clipping and the
+    update, so every rank applies the gradient of the whole global batch."""
     value_and_grad = nn.value_and_grad(model, make_loss_fn(cfg.orpo.beta, use_scores))
     accum = cfg.training.grad_accumulation_steps
     max_norm = cfg.training.max_grad_norm
     state = [model.state, optimizer.state, mx.random.state]
 
     @partial(mx.compile, inputs=state, outputs=state)
-    def step(inputs, targets, mask, scores, prev_grad, do_update, gather=None, shared=None):
+    def step(inputs, targets, mask, scores, prev_grad, do_update, gather=None, shared=None, weight=None):
         (_, metrics), grad = value_and_grad(model, inputs, targets, mask, scores, gather, shared)
+        if weight is not None:
+            grad = tree_map(lambda g: g * weight, grad)
         if prev_grad is not None:
             grad = tree_map(lambda a, b: a + b, grad, prev_grad)
         if do_update:
+            if distributed:
+                grad = nn.average_gradients(grad)
             if accum > 1:
                 grad = tree_map(lambda g: g / accum, grad)
             if max_norm > 0:
@@ -114,18 +125,24 @@ class ShapeBoundedStep:
         return self.fn(*args)
 
 
-def evaluate(model: nn.Module, batches: list[tuple[int, tuple[mx.array, ...]]], cfg: Config, use_scores: bool) -> dict[str, float]:
+def evaluate(model: nn.Module, batches: list[tuple[int, tuple[mx.array, ...]]], cfg: Config, use_scores: bool,
+             team: Team | None = None, total_pairs: int | None = None) -> dict[str, float]:
     """Pair-weighted means of the ORPO metrics over `(pairs, device arrays)` batches that
-    were collated once for the whole run."""
+    were collated once for the whole run. On a team each rank holds its shares of the
+    validation batches: the pair-weighted sums are added over the ranks and divided by
+    `total_pairs`, the pairs of the whole validation set."""
     loss_fn = make_loss_fn(cfg.orpo.beta, use_scores)
     model.eval()
-    totals: dict[str, mx.array] = {}
+    totals = mx.zeros((len(M.ORPO_METRICS),))
     count = 0
     for n_pairs, arrays, *extra in batches:
         _, metrics = loss_fn(model, *arrays, *extra)
-        for k, v in metrics.items():
-            totals[k] = totals.get(k, 0.0) + v * n_pairs
+        totals = totals + mx.stack([metrics[k] for k in M.ORPO_METRICS]) * n_pairs
         count += n_pairs
         mx.eval(totals)
+    if team is not None:
+        totals = team.total(totals)
+        count = total_pairs if total_pairs is not None else count
     model.train()
-    return {k: v.item() / count for k, v in totals.items()}
+    values = totals.tolist()
+    return {k: v / count for k, v in zip(M.ORPO_METRICS, values)}

@@ -9,6 +9,8 @@ the trainer writes it, the app reads it. Its layout (the contract, also in READM
 ``status.json``                         state, pid, step, total_steps, error (atomic replace)
 ``metrics.jsonl``                       one JSON event per line (see trainer.pure.events)
 ``train.log``                           the trainer's human-readable output
+``train.rank<N>.log``                   rank N's output in a distributed run (N >= 1;
+                                        rank 0 writes train.log and everything else)
 ``summary.json``                        what a finished or stopped run came to
 ``train.lock``                          flock-held by the trainer writing the folder
 ``adapters/adapters.safetensors``       latest adapters, mlx-lm format, with
@@ -76,6 +78,10 @@ class RunFolder:
     @property
     def log(self) -> Path:
         return self.root / "train.log"
+
+    def rank_log(self, rank: int) -> Path:
+        """The output of rank `rank` >= 1 of a distributed run (rank 0's is train.log)."""
+        return self.log if rank == 0 else self.root / f"train.rank{rank}.log"
 
     @property
     def lock(self) -> Path:

@@ -27,13 +27,24 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ExitCode", "TRAINER", "PROG", "train_argv", "resume_argv", "preflight_argv", "read_run_dir",
+__all__ = ["RANK_ENV", "HOSTFILE_ENV", "LAUNCHER_PID_ENV", "BACKENDS",  # noqa: RUF100
+           "ExitCode", "TRAINER", "PROG", "train_argv", "resume_argv", "preflight_argv", "read_run_dir",
            "error_line", "set_args"]
 
 PROG = "orpo-train"
 # The trainer as a module of the interpreter running the caller: the same environment, and
 # no dependence on console scripts being on PATH.
 TRAINER = (sys.executable, "-m", "trainer")
+
+
+# Set for every rank of a distributed run (by mlx.launch, or by our own launcher for local
+# ranks): its rank, and the file naming every rank's address (the ring backend's hostfile).
+RANK_ENV = "MLX_RANK"
+HOSTFILE_ENV = "MLX_HOSTFILE"
+# The pid of the launcher supervising the ranks: the run's status names it, so stopping the
+# run signals the launcher, which passes the signal on to every rank.
+LAUNCHER_PID_ENV = "ORPO_TUI_LAUNCHER_PID"
+BACKENDS = ("any", "ring", "mpi")
 
 
 class ExitCode(IntEnum):

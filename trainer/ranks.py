@@ -1,0 +1,181 @@
+"""Starting and supervising the local ranks of a distributed run (no mlx here).
+
+`orpo-train PRESET --np N` stays the one process whoever started the run knows about: it
+holds the run's lock, its pid is in the status, and it starts N rank processes of its own
+(`python -m trainer --rank-of RUN_DIR`) with the environment MLX's ring backend reads
+(MLX_RANK and MLX_HOSTFILE, as `mlx.launch` sets them). It passes SIGINT/SIGTERM on to every
+rank (each rank is in its own session, so a terminal's Ctrl-C reaches the ranks once, through
+here), and watches them: when a rank dies, the others would wait for it forever inside an
+all-reduce, so they are killed at once and the run is marked failed with the rank's last
+error line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from trainer.pure.events import MetricsWriter
+from trainer.pure.run_folder import RunFolder
+from trainer.pure.runs import read_status, write_status
+from trainer.pure.states import RunState
+from trainer.pure.trainer_process import HOSTFILE_ENV, LAUNCHER_PID_ENV, PROG, RANK_ENV, TRAINER, ExitCode
+
+POLL_S = 0.2
+CLEAN_EXITS = (ExitCode.OK, ExitCode.STOPPED)
+
+
+def free_ports(n: int) -> list[int]:
+    """n TCP ports nobody listens on now (the ranks bind them a moment later)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def ring_hostfile(n: int) -> str:
+    """The ring backend's hostfile for n ranks on this machine: one address per rank."""
+    return json.dumps([[f"127.0.0.1:{port}"] for port in free_ports(n)])
+
+
+def rank_argv(run_dir: Path, checkpoint: Path | None, backend: str, log_only: bool) -> list[str]:
+    argv = [*TRAINER, "--rank-of", str(run_dir), "--backend", backend]
+    if checkpoint is not None:
+        argv += ["--from-checkpoint", str(checkpoint)]
+    return argv + (["--log-only"] if log_only else [])
+
+
+def last_error(run_dir: Path, rank: int) -> str:
+    """The line a rank left that best says why it ended: its `orpo-train:` line, else the
+    last line of its log."""
+    path = RunFolder(run_dir).rank_log(rank)
+    try:
+        with path.open("rb") as fh:
+            fh.seek(max(path.stat().st_size - 8192, 0))
+            lines = [ln.strip() for ln in fh.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no output"
+    for line in reversed(lines):
+        if line.startswith(f"{PROG}: "):
+            return line.removeprefix(f"{PROG}: ")
+    return lines[-1] if lines else "no output"
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class Ranks:
+    """The rank processes of one run, started and watched by this process."""
+
+    def __init__(self, run_dir: Path, n: int, checkpoint: Path | None, backend: str, log_only: bool):
+        self.run_dir, self.n = run_dir, n
+        self.folder = RunFolder(run_dir)
+        self.argv = rank_argv(run_dir, checkpoint, backend, log_only)
+        self.procs: list[subprocess.Popen] = []
+        self.signals = 0
+
+    def start(self) -> None:
+        fd, hostfile = tempfile.mkstemp(prefix="orpo-hosts-", suffix=".json")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(ring_hostfile(self.n))
+        self.hostfile = Path(hostfile)
+        base = {**os.environ, HOSTFILE_ENV: hostfile, LAUNCHER_PID_ENV: str(os.getpid())}
+        for rank in range(self.n):
+            env = {**base, RANK_ENV: str(rank)}
+            if rank == 0:  # rank 0 speaks where this process does (the terminal, or train.log)
+                out = None
+            else:
+                out = open(self.folder.rank_log(rank), "ab")
+            try:
+                self.procs.append(subprocess.Popen(self.argv, env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+                                                   start_new_session=True))
+            finally:
+                if out is not None:
+                    out.close()
+
+    def forward(self, signum: int) -> None:
+        self.signals += 1
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    p.send_signal(signum)
+                except ProcessLookupError:
+                    pass
+
+    def kill_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    p.kill()
+                except ProcessLookupError:
+                    pass
+        for p in self.procs:
+            p.wait()
+
+    def supervise(self) -> int:
+        """Wait for every rank; the run's exit code. A rank that fails (or dies) ends them all."""
+        try:
+            while True:
+                codes = [p.poll() for p in self.procs]
+                for rank, code in enumerate(codes):
+                    if code is not None and code not in CLEAN_EXITS:
+                        return self._failed(rank, code)
+                if all(c is not None for c in codes):
+                    return codes[0]
+                time.sleep(POLL_S)
+        finally:
+            self.kill_all()
+            self.hostfile.unlink(missing_ok=True)
+
+    def _failed(self, rank: int, code: int) -> int:
+        self.kill_all()
+        status = read_status(self.run_dir) or {}
+        if rank == 0 and status.get("state") == RunState.FAILED and status.get("error"):
+            why = status["error"]  # rank 0 recorded its own failure
+        else:
+            why = last_error(self.run_dir, rank)
+        message = f"rank {rank} {describe_exit(code)}: {why}"
+        write_status(self.run_dir, state=RunState.FAILED, error=message, ended_at=time.time())
+        try:
+            with MetricsWriter(self.folder.metrics) as writer:
+                writer.write("status", status.get("step", 0), state=str(RunState.FAILED), error=message)
+        except OSError:
+            pass
+        print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+        return code if code == ExitCode.BAD_INPUT else ExitCode.ERROR
+
+
+def launch(run_dir: Path, n: int, checkpoint: Path | None, backend: str, log_only: bool) -> int:
+    ranks = Ranks(run_dir, n, checkpoint, backend, log_only)
+
+    def handler(signum, _frame):
+        ranks.forward(signum)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    ranks.start()
+    return ranks.supervise()
+
+
+__all__ = ["launch", "Ranks", "ring_hostfile", "last_error", "rank_argv"]
