@@ -1,0 +1,134 @@
+"""Data-parallel runs on MLX's ring backend with real rank processes on this machine.
+
+A run on two ranks must be the same experiment as on one: the same global batches, the same
+logged numbers at every step and the same adapters. Stopping reaches every rank, and a dead
+rank ends the run as failed instead of leaving the others waiting in an all-reduce.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import mlx.core as mx
+import pytest
+
+from tests.trainer_helpers import DEMO, first_line, run_trainer, start_trainer, train_steps, wait_for_step
+from trainer.pure import metrics as M
+from trainer.pure.events import read_events
+from trainer.pure.run_folder import RunFolder
+from trainer.pure.runs import read_status
+from trainer.pure.trainer_process import RANK_ENV, ExitCode
+
+# Small and quick; two micro-batches per step so accumulation is covered, and the 70
+# validation pairs end in a short batch whose shares are uneven.
+SMALL = ["--set", "training.iters=6", "--set", "training.batch_size=4", "--set", "training.grad_accumulation_steps=2",
+         "--set", "training.steps_per_report=1", "--set", "training.steps_per_eval=3", "--set", "training.sample_prompts=0",
+         "--set", "training.save_every=100"]
+LONG = ["--set", "training.iters=400", "--set", "training.batch_size=4", "--set", "training.steps_per_report=1",
+        "--set", "training.steps_per_eval=0", "--set", "training.sample_prompts=0", "--set", "training.save_every=1000"]
+
+
+def _events(run_dir: Path, kind: str) -> list[dict]:
+    return [e for e in read_events(RunFolder(run_dir).metrics) if e["event"] == kind]
+
+
+def _rank_pids(run_dir: Path) -> dict[int, int]:
+    """The live rank processes of a run, by rank (from /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if b"--rank-of" not in argv or str(run_dir).encode() not in argv:
+                continue
+            env = dict(item.split(b"=", 1) for item in (entry / "environ").read_bytes().split(b"\0") if b"=" in item)
+        except OSError:
+            continue
+        found[int(env[RANK_ENV.encode()])] = int(entry.name)
+    return found
+
+
+def test_two_ranks_log_and_learn_what_one_process_does(tmp_path):
+    one = run_trainer(str(DEMO), "--runs-dir", str(tmp_path / "one"), *SMALL)
+    assert one.returncode == 0, one.stderr
+    two = run_trainer(str(DEMO), "--runs-dir", str(tmp_path / "two"), "--np", "2", "--backend", "ring", *SMALL)
+    assert two.returncode == 0, two.stderr
+    a, b = Path(one.stdout.splitlines()[0]), Path(two.stdout.splitlines()[0])
+    assert read_status(b)["state"] == "completed" and read_status(b)["world_size"] == 2
+
+    for kind in ("train", "val"):
+        ea, eb = _events(a, kind), _events(b, kind)
+        assert [e["step"] for e in ea] == [e["step"] for e in eb]
+        assert len(ea) >= (6 if kind == "train" else 3)
+        for x, y in zip(ea, eb):
+            for name in (*M.ORPO_METRICS, *((M.LEARNING_RATE,) if kind == "train" else ())):
+                assert y[name] == pytest.approx(x[name], abs=1e-4), (kind, x["step"], name)
+
+    wa = mx.load(str(RunFolder(a).adapter_weights))
+    wb = mx.load(str(RunFolder(b).adapter_weights))
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert mx.abs(wa[key] - wb[key]).max().item() < 1e-5, key
+
+    # Rank 1 wrote its own log and nothing else.
+    names_a = {p.name for p in a.iterdir()}
+    names_b = {p.name for p in b.iterdir()}
+    assert names_b - names_a == {RunFolder(b).rank_log(1).name}
+    assert "rank 1 of 2" in RunFolder(b).rank_log(1).read_text()
+
+
+def test_batch_that_does_not_divide_across_ranks_is_one_line_exit_2(tmp_path):
+    done = run_trainer(str(DEMO), "--runs-dir", str(tmp_path), "--np", "3", "--set", "training.batch_size=4")
+    assert done.returncode == ExitCode.BAD_INPUT
+    assert done.stderr.strip().splitlines()[-1] == (
+        "orpo-train: training.batch_size = 4 does not divide evenly across 3 ranks; choose a multiple of 3")
+    assert not (tmp_path.exists() and any(tmp_path.iterdir()))
+
+
+def test_sigint_stops_every_rank_with_a_checkpoint_and_resume_on_one_rank_completes(tmp_path):
+    proc = start_trainer(str(DEMO), "--runs-dir", str(tmp_path), "--np", "2", "--backend", "ring", *LONG)
+    run_dir = first_line(proc)
+    wait_for_step(run_dir, 2, proc)
+    ranks = _rank_pids(run_dir)
+    assert sorted(ranks) == [0, 1]
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == ExitCode.STOPPED, proc.stderr.read()
+    assert _rank_pids(run_dir) == {}
+    status = read_status(run_dir)
+    assert status["state"] == "stopped"
+    ckpt = RunFolder(run_dir).latest_checkpoint()
+    assert ckpt is not None
+    stopped_at = json.loads((ckpt / "state.json").read_text())["step"]
+
+    # The checkpoint is global state: it resumes on any number of ranks.
+    done = run_trainer("--resume", str(run_dir), "--set", f"training.iters={stopped_at + 3}")
+    assert done.returncode == 0, done.stderr
+    assert read_status(run_dir)["state"] == "completed"
+    assert train_steps(run_dir) == list(range(1, stopped_at + 4))
+
+
+def test_a_dead_rank_fails_the_run_naming_it(tmp_path):
+    proc = start_trainer(str(DEMO), "--runs-dir", str(tmp_path), "--np", "2", "--backend", "ring", *LONG)
+    run_dir = first_line(proc)
+    wait_for_step(run_dir, 1, proc)
+    ranks = _rank_pids(run_dir)
+    os.kill(ranks[1], signal.SIGKILL)
+    killed = time.monotonic()
+    try:
+        code = proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert time.monotonic() - killed < 60
+    assert code == ExitCode.ERROR
+    status = read_status(run_dir)
+    assert status["state"] == "failed"
+    assert status["error"].startswith("rank 1 was killed by SIGKILL")
+    assert _rank_pids(run_dir) == {}
+    assert proc.stderr.read().strip().splitlines()[-1].startswith("orpo-train: rank 1 was killed by SIGKILL")
