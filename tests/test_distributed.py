@@ -73,8 +73,13 @@ def test_two_ranks_log_and_learn_what_one_process_does(tmp_path):
     wa = mx.load(str(RunFolder(a).adapter_weights))
     wb = mx.load(str(RunFolder(b).adapter_weights))
     assert wa.keys() == wb.keys()
+    # Not 1e-5: AdamW divides each gradient by its own running magnitude, so a weight whose
+    # gradient is near zero (LoRA's A while B is still near its zero start) moves by a
+    # float-rounding-sized accident. One process that merely sums the same 4 pairs of each
+    # batch in reverse order ends 2 steps 1.3e-4 away from itself on such a weight; the split
+    # over ranks is a change of summation order of the same kind.
     for key in wa:
-        assert mx.abs(wa[key] - wb[key]).max().item() < 1e-5, key
+        assert mx.abs(wa[key] - wb[key]).max().item() < 1e-3, key
 
     # Rank 1 wrote its own log and nothing else.
     names_a = {p.name for p in a.iterdir()}
