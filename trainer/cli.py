@@ -15,6 +15,7 @@ trainer.pure.run_folder.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import shutil
 import signal
@@ -30,6 +31,7 @@ from trainer.pure.run_folder import RunFolder, checkpoint_step
 from trainer.pure.run_lock import RunBusy, RunLock
 from trainer.pure.runs import create_run_dir, read_status, write_status
 from trainer.pure.states import RunState
+from trainer.pure.train_log import failure_line, start_line
 from trainer.pure.trainer_process import PROG, ExitCode
 from trainer.reporter import RunFolderReporter
 from trainer.run_control import RunLog, StopFlag
@@ -160,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail_line(str(exc))
     except OSError as exc:  # a read-only or full runs folder
         return _fail_line(f"{exc.filename or 'run folder'}: {exc.strerror or exc}")
+    _log_fatal_errors(folder.log)
     print(run_dir, flush=True)
     if args.log_only:
         _redirect_output(folder.log)
@@ -168,6 +171,27 @@ def main(argv: list[str] | None = None) -> int:
     # interpreter and the MLX stack have torn down, which can take seconds.
     lock.release()
     return code
+
+
+# faulthandler writes through this file's descriptor when the process dies on a fatal signal
+# (SIGABRT, SIGSEGV, SIGBUS...); it must stay open for the whole life of the process.
+_FATAL_LOG = None
+
+
+def _log_fatal_errors(log_path: Path) -> None:
+    """Mark where this trainer's part of train.log begins (trainer.pure.crash_cause reads
+    from there), and have a fatal signal dump every thread's stack into the log. The log
+    gets a descriptor of its own, so the dump lands there with or without --log-only and
+    whatever later happens to fds 1 and 2."""
+    global _FATAL_LOG
+    marker = RunLog(log_path, echo=False)
+    marker(start_line(os.getpid()))
+    marker.close()
+    try:
+        _FATAL_LOG = open(log_path, "ab", buffering=0)
+    except OSError:
+        return  # the run goes on; a crash would then show as killed with no error written
+    faulthandler.enable(file=_FATAL_LOG, all_threads=True)
 
 
 def _redirect_output(log_path: Path) -> None:
@@ -264,7 +288,7 @@ def _failed(run_dir: Path, log, message: str, code: int) -> int:
     """Record a failure everywhere that still takes it. On a full disk some of these writes
     fail too; the status is written first and has its own fallback, and nothing here may
     raise over the message the user needs."""
-    log(f"failed: {message}")
+    log(failure_line(message))
     for record in (lambda: write_status(run_dir, state=RunState.FAILED, error=message, ended_at=time.time()),
                    lambda: _event(run_dir, RunState.FAILED, error=message)):
         try:

@@ -21,7 +21,7 @@ from trainer.pure.states import RESUMABLE, STATE_STYLE, RunState
 from tui.compare import CompareError, differing_keys, display_value, load_side, summarize
 from tui.messages import RunResumeRequested, RunStartRequested, RunStopRequested
 from tui.run_notes import parse_tags, write_tags
-from tui.runs_index import RunsIndex, RunSummary, format_duration
+from tui.runs_index import RunsIndex, RunSummary, format_duration, shown_duration
 from tui.screens.base import OrpoScreen
 from tui.widgets.ask_name import AskName
 from tui.widgets.confirm import Confirm
@@ -224,8 +224,7 @@ class RunsScreen(OrpoScreen):
             "run": s.name, "state": s.state, "step": s.step, "loss": s.loss, "val_loss": s.val_loss,
             "val_acc": s.val_acc, "started": s.started_at or 0, "tags": " ".join(s.tags), "note": s.note,
             "pairs_s": perf.get("mean_pairs_per_second"), "peak_gb": perf.get("max_peak_memory_gb"),
-            # A live run's clock runs on; a finished one counts the time it trained.
-            "duration": s.duration if s.active else perf.get("duration_s", s.duration),
+            "duration": shown_duration(s, perf),
         }
         for key in self.config_keys:
             values[CONFIG + key] = get_value(config, key) if config is not None else None
@@ -234,7 +233,8 @@ class RunsScreen(OrpoScreen):
     def row(self, s: RunSummary, columns: list[tuple[str, str]]) -> tuple:
         raw = self._raw[s.path]
         state = self.workspace.stop_phase.get(s.path) or s.state
-        note = s.alarm or s.error or s.note
+        # Why a crashed run died comes before any alarm about its curves.
+        note = (s.error if s.state == RunState.CRASHED else None) or s.alarm or s.error or s.note
         mark = f"{self.marked.index(s.path) + 1}● " if s.path in self.marked else ""
         cells = {
             "run": mark + s.name, "state": Text(str(state), style=STATE_STYLE.get(s.state, "")),
@@ -277,7 +277,7 @@ class RunsScreen(OrpoScreen):
             return
         lines = [str(s.path)]
         if s.error:
-            lines.append(f"error: {s.error}")
+            lines.append(f"{'crashed' if s.state == RunState.CRASHED else 'error'}: {s.error}")
         if s.state == RunState.CRASHED:
             lines.append("The trainer is gone without recording an end: press u to resume from its last checkpoint.")
         detail.update("\n".join(lines))
