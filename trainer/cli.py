@@ -24,6 +24,7 @@ import time
 import traceback
 from pathlib import Path
 
+from trainer.keep_awake import KeepAwake
 from trainer.pure.config import ConfigError, apply_overrides, check, dump_toml, load_preset, replace_value
 from trainer.pure.events import MetricsWriter
 from trainer.pure.messages import describe
@@ -47,6 +48,7 @@ RESUME_SETTABLE = (
     "training.patience",
     "training.sample_prompts",
     "training.sample_max_tokens",
+    "training.prevent_sleep",
 )
 
 
@@ -209,6 +211,9 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True) -> int:
     _install_stop_handlers(stop, run_dir)
     log = RunLog(folder.log, echo=echo)
     reporter = RunFolderReporter(run_dir, log)
+    # Started before the MLX stack loads, and reported after: a failing inhibitor has
+    # exited by then, so its reason costs the run no wait.
+    awake = KeepAwake.start(f"training {run_dir.name}") if cfg.training.prevent_sleep else None
     try:
         # The MLX stack is imported only now, inside the guard: config errors above are
         # reported without paying for it, and a broken install fails the run with its reason.
@@ -218,7 +223,13 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True) -> int:
         from trainer.model import ModelError
     except Exception as exc:  # noqa: BLE001 - an install problem; the traceback goes to the log
         log(traceback.format_exc().rstrip())
+        if awake is not None:
+            awake.release()
         return _failed(run_dir, log, f"cannot load the training stack: {describe(exc)}", ExitCode.ERROR)
+    if awake is not None:
+        awake.report(log)
+    else:
+        log("sleep is not prevented: training.prevent_sleep = false")
     try:
         if resuming:
             _tidy_before_resume(folder, ckpt, log)
@@ -243,6 +254,8 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True) -> int:
         log(traceback.format_exc().rstrip())
         return _failed(run_dir, log, describe(exc), ExitCode.ERROR)
     finally:
+        if awake is not None:
+            awake.release()  # the run is over: nothing more to keep the machine awake for
         reporter.close()
         log.close()
     write_status(run_dir, state=state, ended_at=time.time())

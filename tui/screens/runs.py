@@ -36,7 +36,8 @@ WIDE = 120
 NARROW_DROPPED = frozenset({"loss", "pairs_s", "peak_gb", "started"})
 CONFIG = "cfg:"  # column keys of config settings that differ between the listed runs
 # Settings that differ between any two runs without telling their experiments apart.
-NOT_CONFIG_COLUMNS = ("description", "output.runs_dir", "output.name", "training.sample_prompts")
+NOT_CONFIG_COLUMNS = ("description", "output.runs_dir", "output.name", "training.sample_prompts",
+                      "training.prevent_sleep")
 SHORT_NAMES = {"learning_rate": "lr", "grad_accumulation_steps": "grad acc", "min_learning_rate": "min lr",
                "max_seq_length": "max len", "steps_per_eval": "eval every", "steps_per_report": "report every"}
 # The sorts `o` cycles through first, by column key and direction; every other column follows.
