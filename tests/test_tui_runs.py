@@ -75,3 +75,60 @@ def test_runs_index_lists_damaged_runs_with_their_reason(tmp_path):
     assert by_name["a"].state == "stopped" and by_name["a"].error == 'status.json: total_steps = "x" is not valid'
     assert by_name["b"].state == "unknown" and by_name["b"].error == "status.json is empty"
     assert by_name["c"].state == "stopped" and by_name["c"].error.startswith("metrics.jsonl: cannot be read")
+
+
+METAL = ("libc++abi: terminating due to uncaught exception of type std::runtime_error: "
+         "[metal::malloc] Resource limit exceeded")
+
+
+def _crashed_run(runs_dir, log_lines):
+    import json
+
+    from trainer.pure.train_log import stamped, start_line
+
+    run = runs_dir / "20240101-120000-demo"
+    run.mkdir(parents=True)
+    (run / "config.toml").write_text("")
+    # "running" with no pid: a trainer gone without recording its end.
+    (run / "status.json").write_text(json.dumps({"state": "running", "pid": None, "step": 4, "total_steps": 10,
+                                                 "started_at": 1704110400.0}))
+    (run / "train.log").write_text("\n".join([stamped(start_line(99)), *log_lines]) + "\n")
+    return run
+
+
+def test_runs_index_reads_a_crashed_runs_log_again_only_when_it_changes(tmp_path):
+    from tui.runs_index import RunsIndex
+
+    run = _crashed_run(tmp_path, ["Fatal Python error: Aborted"])
+    index = RunsIndex(tmp_path)
+    assert [s.error for s in index.refresh()] == ["Fatal Python error: Aborted"]
+    for _ in range(5):
+        index.refresh()
+    assert index._latest[run].cause.reads == 1
+    with (run / "train.log").open("a") as fh:
+        fh.write(METAL + "\n")
+    assert [(s.state, s.error) for s in index.refresh()] == [("crashed", METAL)]
+    assert index._latest[run].cause.reads == 2
+
+
+async def test_a_crashed_run_shows_why_in_the_list_and_the_monitor(tmp_path):
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    _crashed_run(tmp_path / "runs", [METAL, "Fatal Python error: Aborted", "", "Current thread 0x1 (most recent call first):"])
+    app = make_app(presets, tmp_path / "runs")
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("f3")
+        await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), 10, "the runs list")
+        screen = app.screen
+        table = screen.query_one(DataTable)
+        await wait_until(pilot, lambda: table.row_count == 1, 10, "the crashed run")
+        row = [str(c) for c in table.get_row_at(0)]
+        assert row[1] == "crashed" and row[-1] == METAL[:59] + "…"  # the note column, clipped
+        detail = str(screen.query_one("#detail").render())
+        assert f"crashed: {METAL}" in detail and "press u to resume" in detail
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 10, "the monitor")
+        monitor = app.screen
+        await wait_until(pilot, lambda: "crashed: " in str(monitor.query_one("#alarms").render()), 10, "the cause")
+        assert f"✖ crashed: {METAL}" in str(monitor.query_one("#alarms").render())
+        assert str(monitor.query_one("#state").render()).startswith("crashed")

@@ -15,6 +15,7 @@ trainer.pure.run_folder.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ import time
 import traceback
 from pathlib import Path
 
+from trainer.keep_awake import KeepAwake
 from trainer.pure.config import ConfigError, apply_overrides, check, dump_toml, load_preset, replace_value
 from trainer.pure.events import MetricsWriter
 from trainer.pure.messages import describe
@@ -30,6 +32,7 @@ from trainer.pure.run_folder import RunFolder, checkpoint_step
 from trainer.pure.run_lock import RunBusy, RunLock
 from trainer.pure.runs import create_run_dir, read_status, write_status
 from trainer.pure.states import RunState
+from trainer.pure.train_log import failure_line, start_line
 from trainer.pure.trainer_process import PROG, ExitCode
 from trainer.reporter import RunFolderReporter
 from trainer.run_control import RunLog, StopFlag
@@ -45,6 +48,7 @@ RESUME_SETTABLE = (
     "training.patience",
     "training.sample_prompts",
     "training.sample_max_tokens",
+    "training.prevent_sleep",
 )
 
 
@@ -160,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail_line(str(exc))
     except OSError as exc:  # a read-only or full runs folder
         return _fail_line(f"{exc.filename or 'run folder'}: {exc.strerror or exc}")
+    _log_fatal_errors(folder.log)
     print(run_dir, flush=True)
     if args.log_only:
         _redirect_output(folder.log)
@@ -168,6 +173,27 @@ def main(argv: list[str] | None = None) -> int:
     # interpreter and the MLX stack have torn down, which can take seconds.
     lock.release()
     return code
+
+
+# faulthandler writes through this file's descriptor when the process dies on a fatal signal
+# (SIGABRT, SIGSEGV, SIGBUS...); it must stay open for the whole life of the process.
+_FATAL_LOG = None
+
+
+def _log_fatal_errors(log_path: Path) -> None:
+    """Mark where this trainer's part of train.log begins (trainer.pure.crash_cause reads
+    from there), and have a fatal signal dump every thread's stack into the log. The log
+    gets a descriptor of its own, so the dump lands there with or without --log-only and
+    whatever later happens to fds 1 and 2."""
+    global _FATAL_LOG
+    marker = RunLog(log_path, echo=False)
+    marker(start_line(os.getpid()))
+    marker.close()
+    try:
+        _FATAL_LOG = open(log_path, "ab", buffering=0)
+    except OSError:
+        return  # the run goes on; a crash would then show as killed with no error written
+    faulthandler.enable(file=_FATAL_LOG, all_threads=True)
 
 
 def _redirect_output(log_path: Path) -> None:
@@ -185,6 +211,9 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True) -> int:
     _install_stop_handlers(stop, run_dir)
     log = RunLog(folder.log, echo=echo)
     reporter = RunFolderReporter(run_dir, log)
+    # Started before the MLX stack loads, and reported after: a failing inhibitor has
+    # exited by then, so its reason costs the run no wait.
+    awake = KeepAwake.start(f"training {run_dir.name}") if cfg.training.prevent_sleep else None
     try:
         # The MLX stack is imported only now, inside the guard: config errors above are
         # reported without paying for it, and a broken install fails the run with its reason.
@@ -194,7 +223,13 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True) -> int:
         from trainer.model import ModelError
     except Exception as exc:  # noqa: BLE001 - an install problem; the traceback goes to the log
         log(traceback.format_exc().rstrip())
+        if awake is not None:
+            awake.release()
         return _failed(run_dir, log, f"cannot load the training stack: {describe(exc)}", ExitCode.ERROR)
+    if awake is not None:
+        awake.report(log)
+    else:
+        log("sleep is not prevented: training.prevent_sleep = false")
     try:
         if resuming:
             _tidy_before_resume(folder, ckpt, log)
@@ -219,6 +254,8 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True) -> int:
         log(traceback.format_exc().rstrip())
         return _failed(run_dir, log, describe(exc), ExitCode.ERROR)
     finally:
+        if awake is not None:
+            awake.release()  # the run is over: nothing more to keep the machine awake for
         reporter.close()
         log.close()
     write_status(run_dir, state=state, ended_at=time.time())
@@ -264,7 +301,7 @@ def _failed(run_dir: Path, log, message: str, code: int) -> int:
     """Record a failure everywhere that still takes it. On a full disk some of these writes
     fail too; the status is written first and has its own fallback, and nothing here may
     raise over the message the user needs."""
-    log(f"failed: {message}")
+    log(failure_line(message))
     for record in (lambda: write_status(run_dir, state=RunState.FAILED, error=message, ended_at=time.time()),
                    lambda: _event(run_dir, RunState.FAILED, error=message)):
         try:

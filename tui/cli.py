@@ -2,7 +2,8 @@
 
 Also the comparison subcommands, which print and exit without starting the app:
 `orpo-tui diff A B [--all]`, `orpo-tui export RUN [--out FILE]`,
-`orpo-tui summary [RUN...] [--runs-dir DIR] [--csv]`. They are dispatched on the first argument before the
+`orpo-tui summary [RUN...] [--runs-dir DIR] [--csv]`, and the runs list for a plain shell,
+`orpo-tui ls [--runs-dir DIR] [--json]`. They are dispatched on the first argument before the
 app's own parser, so the app's flags stay as they were, and they never import textual.
 Exit codes: 0 done, 2 a path that is not a run or preset (one line on stderr).
 """
@@ -10,6 +11,7 @@ Exit codes: 0 done, 2 a path that is not a run or preset (one line on stderr).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -23,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in _SUBCOMMANDS:
         return _compare_main(argv)
+    if argv[:1] == ["ls"]:
+        return _ls_main(argv[1:])
     parser = argparse.ArgumentParser(prog="orpo-tui", description="Terminal experiment manager for ORPO on MLX.")
     parser.add_argument("--presets", metavar="DIR", help="folder of preset TOML files (default: the repo's presets/)")
     parser.add_argument("--runs-dir", metavar="DIR", help="folder of run directories (default: the repo's runs/)")
@@ -117,6 +121,39 @@ def _summary(args: argparse.Namespace) -> str:
     for line in skipped:
         print(f"orpo-tui summary: {line}", file=sys.stderr)
     return summaries_to_csv(rows) if args.csv else format_summaries(rows)
+
+
+def _ls_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="orpo-tui ls", description="The runs list: state (a crashed run's cause), "
+                                     "step, loss, val loss, val accuracy, started, duration.")
+    parser.add_argument("--runs-dir", metavar="DIR", help="the runs folder (default: the app's)")
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts (keys: see README)")
+    args = parser.parse_args(argv)
+    runs_dir = resolve_folders(None, args.runs_dir).runs
+    if not runs_dir.is_dir():
+        print(f"orpo-tui ls: {runs_dir}: no such runs folder", file=sys.stderr)
+        return 2
+
+    from tui.runs_table import format_ls, json_ready, ls_records
+
+    records = ls_records(runs_dir)
+    if args.json:
+        _out(json.dumps(json_ready(records), indent=2, allow_nan=False))
+    elif records:
+        _out(format_ls(records))
+    else:
+        print(f"no runs in {runs_dir}", file=sys.stderr)
+    return 0
+
+
+def _out(text: str) -> None:
+    """Print, letting a reader that stopped early (`| head`) end the output quietly."""
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes stdout again at exit; pointing it at /dev/null keeps that quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

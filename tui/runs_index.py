@@ -7,12 +7,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trainer.pure.crash_cause import LogCause
 from trainer.pure.events import MetricsTail
 from trainer.pure.metrics import LOSS, REWARDS_ACCURACIES
 from trainer.pure.run_folder import RunFolder
 from trainer.pure.run_lock import holder
 from trainer.pure.runs import DAMAGED, effective_state, list_runs, read_status
-from trainer.pure.states import ACTIVE
+from trainer.pure.states import ACTIVE, RunState
 from tui.alarms import health_alarms
 from tui.run_notes import first_line, read_notes, read_tags
 from tui.series import RunSeries
@@ -74,6 +75,7 @@ class RunSummary:
 @dataclass
 class _Latest:
     tail: MetricsTail
+    cause: LogCause
     series: RunSeries = field(default_factory=RunSeries)
     alarm: str | None = None
     alarm_version: int = -1
@@ -89,7 +91,10 @@ class RunsIndex:
         for run in list_runs(self.runs_dir):
             read = read_status(run)
             status = read or {}
-            latest = self._latest.setdefault(run, _Latest(MetricsTail(RunFolder(run).metrics)))
+            latest = self._latest.get(run)
+            if latest is None:
+                folder = RunFolder(run)
+                latest = self._latest[run] = _Latest(MetricsTail(folder.metrics), LogCause(folder.log))
             events = latest.tail.read_new()
             if events:
                 latest.series.add(events)
@@ -99,19 +104,29 @@ class RunsIndex:
                 alarms = health_alarms(latest.series, total_steps=total or None)
                 latest.alarm = alarms[0].message if alarms else None
             last_train, last_val = latest.series.last_train, latest.series.last_val
+            state = effective_state(read)
             out.append(RunSummary(
-                path=run, state=effective_state(read),
+                path=run, state=state,
                 step=int(status.get("step") or 0), total=total,
                 loss=last_train.get(LOSS), val_loss=last_val.get(LOSS), val_acc=last_val.get(REWARDS_ACCURACIES),
                 started_at=status.get("started_at"), ended_at=status.get("ended_at"),
-                # A damaged file is shown as the run's problem, in one line, like an error.
-                error=status.get("error") or status.get(DAMAGED) or latest.tail.problem,
+                # Why a crashed run died first; a damaged file is shown as the run's problem,
+                # in one line, like an error.
+                error=(latest.cause.current() if state == RunState.CRASHED else None)
+                or status.get("error") or status.get(DAMAGED) or latest.tail.problem
+                or (None if read is not None else f"no {RunFolder(run).status.name}"),
                 pid=status.get("pid"), alarm=latest.alarm,
                 tags=tuple(read_tags(run)), note=first_line(read_notes(run)), held_by=holder(run),
             ))
         for gone in set(self._latest) - {s.path for s in out}:
             del self._latest[gone]
         return out
+
+
+def shown_duration(s: RunSummary, summary: dict) -> float | None:
+    """The duration a list shows: a live run's clock runs on; a finished one counts the time
+    it trained, over all its attempts (``duration_s`` of tui.compare.summarize)."""
+    return s.duration if s.active else summary.get("duration_s", s.duration)
 
 
 def format_duration(seconds: float | None) -> str:

@@ -176,6 +176,9 @@ class TrainingConfig:
         50, "Save a resumable checkpoint every this many steps", min=1, max=MAX_STEPS, unit="steps"
     )
     keep_best: bool = opt(True, "Keep the adapters of the best validation loss in adapters/best beside the latest")
+    prevent_sleep: bool = opt(
+        True, "Keep the machine awake while the run trains (caffeinate on macOS, systemd-inhibit on Linux)"
+    )
     patience: int = opt(
         0,
         "Stop early after this many evaluations without a new best validation loss (0 = off)",

@@ -54,6 +54,7 @@ __all__ = [
     "MetricsTail",
     "read_events",
     "last_step",
+    "encode_value",
 ]
 
 SCHEMA_VERSION = 1
@@ -88,6 +89,12 @@ def _encode(value: Any) -> Any:
     if callable(item):
         return _encode(item())
     raise TypeError(f"cannot write {type(value).__name__} to metrics.jsonl")
+
+
+def encode_value(value: Any) -> Any:
+    """``value`` as it may go into strict JSON the way metrics.jsonl writes it: non-finite
+    floats as the strings ``"nan"``, ``"inf"``, ``"-inf"``."""
+    return _encode(value)
 
 
 class MetricsWriter:

@@ -15,6 +15,7 @@ from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
 from textual.widgets import Header, ProgressBar, Static
 
+from trainer.pure.crash_cause import LogCause
 from trainer.pure.events import MetricsTail
 from trainer.pure.metrics import LOSS, metric_label
 from trainer.pure.run_folder import RunFolder
@@ -92,6 +93,7 @@ class MonitorScreen(OrpoScreen):
         self.run_dir = run_dir
         self.series = RunSeries()
         self.tail = MetricsTail(RunFolder(run_dir).metrics)
+        self.cause = LogCause(RunFolder(run_dir).log)
         self.smooth = False
         self.log_y = False
         self.last_n: int | None = None
@@ -217,8 +219,10 @@ class MonitorScreen(OrpoScreen):
         parts = [f"{state}", f"step {step}/{total}", format_duration(elapsed)]
         if state == RunState.RUNNING and (eta := self.eta(step, total)) is not None:
             parts.append(f"ETA {format_duration(eta)}")
-        # A damaged status or metrics file is the run's problem to show, like an error.
-        error = status.get("error") or status.get(DAMAGED) or self.tail.problem
+        # Why a crashed run died, else a damaged status or metrics file is the run's problem
+        # to show, like an error.
+        cause = self.cause.current() if state == RunState.CRASHED else None
+        error = (f"crashed: {cause}" if cause else None) or status.get("error") or status.get(DAMAGED) or self.tail.problem
         if error != self.error:
             self.error = error
             self.show_alarms()
