@@ -12,7 +12,8 @@ computed).
 The schema (version 1), by event:
 
 - ``train``: the ORPO metrics averaged over the steps since the last report, plus
-  ``learning_rate``, ``tokens_per_second``, ``pairs_per_second``, ``peak_memory_gb``.
+  ``learning_rate``, ``tokens_per_second``, ``pairs_per_second``, and the memory metrics
+  ``peak_memory_gb``, ``active_memory_gb``, ``cache_memory_gb``, ``rss_gb``.
 - ``val``: the ORPO metrics over the validation batches, plus ``val_time`` (seconds).
   Step 0 is the untrained baseline.
 - ``checkpoint``: ``path`` (relative to the run folder); ``best: true`` and ``val_loss`` for
