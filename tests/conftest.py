@@ -1,6 +1,8 @@
 """Every test runs offline, with caches in a temporary folder: nothing reaches a hub and
 nothing touches the user's ~/.cache. Set before any test module imports `datasets`, which
-reads HF_HOME at import time."""
+reads HF_HOME at import time. The user's settings file is out of reach too: a
+`notify_command` there must not run for every test run (tests that want one write their own
+under XDG_CONFIG_HOME)."""
 
 import os
 import tempfile
@@ -10,6 +12,7 @@ _ROOT = Path(tempfile.mkdtemp(prefix="orpo-tui-tests-"))
 os.environ["HF_HOME"] = str(_ROOT / "hf")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["XDG_CONFIG_HOME"] = str(_ROOT / "config")
 # The built-in model is shared by the whole session: building it once is enough.
 os.environ.setdefault("ORPO_TUI_CACHE", str(_ROOT / "cache"))
 

@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     # Every write to the folder is done: let a resume in at once rather than after the
     # interpreter and the MLX stack have torn down, which can take seconds.
     lock.release()
+    _notify(run_dir, echo=not args.log_only)
     return code
 
 
@@ -194,6 +195,19 @@ def _log_fatal_errors(log_path: Path) -> None:
     except OSError:
         return  # the run goes on; a crash would then show as killed with no error written
     faulthandler.enable(file=_FATAL_LOG, all_threads=True)
+
+
+def _notify(run_dir: Path, echo: bool) -> None:
+    """The user's notify_command, once the run's end is on record (its lines go to train.log)."""
+    from trainer.notify import notify_run_end
+
+    log = RunLog(RunFolder(run_dir).log, echo=echo)
+    try:
+        notify_run_end(run_dir, log)
+    except KeyboardInterrupt:  # Ctrl-C while waiting on the command: the run is over anyway
+        pass
+    finally:
+        log.close()
 
 
 def _redirect_output(log_path: Path) -> None:

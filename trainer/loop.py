@@ -20,6 +20,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
+import psutil
 from mlx.utils import tree_flatten
 
 from trainer import data as D
@@ -93,8 +94,18 @@ def prepare(cfg: Config, log: Callable[[str], None]) -> Prepared:
     return Prepared(model, tokenizer, train_pairs, valid_pairs, adapter_cfg, use_scores, path, valid_prompted)
 
 
-def _peak_memory_gb() -> float:
-    return mx.get_peak_memory() / 1e9
+_SELF = psutil.Process()
+
+
+def _memory_gb() -> dict[str, float]:
+    """Memory at a report: MLX's peak, live arrays and buffer cache, and the process's
+    resident set (which also holds what MLX does not count: Python, the tokenizer, data)."""
+    return {
+        M.PEAK_MEMORY_GB: mx.get_peak_memory() / 1e9,
+        M.ACTIVE_MEMORY_GB: mx.get_active_memory() / 1e9,
+        M.CACHE_MEMORY_GB: mx.get_cache_memory() / 1e9,
+        M.RSS_GB: _SELF.memory_info().rss / 1e9,
+    }
 
 
 class ReportWindow:
@@ -240,7 +251,7 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, reporter: Reporter, stop: 
                 M.LEARNING_RATE: float(optimizer.learning_rate.item()),
                 M.TOKENS_PER_SECOND: window.tokens / elapsed,
                 M.PAIRS_PER_SECOND: window.pairs / elapsed,
-                M.PEAK_MEMORY_GB: _peak_memory_gb(),
+                **_memory_gb(),
             })
             reporter.on_train(step, values)
             window.reset()

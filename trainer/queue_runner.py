@@ -10,7 +10,9 @@ records the outcome, and exits when nothing is left to run. While items run it k
 machine awake (trainer.keep_awake), from the first item to the last. SIGTERM and SIGINT
 (Ctrl-C on a runner started by hand) both ask the running trainer to save and stop, record
 it as stopped, and end the runner; SIGHUP is ignored. A damaged queue.json stops the runner
-with a line in queue.log; it is never overwritten.
+with a line in queue.log; it is never overwritten. A trainer that died without recording its end (killed,
+a Metal abort) cannot run the user's notify_command; the runner runs it for that trainer
+(trainer/notify.py), with the run's state as crashed.
 
 No mlx, no textual: the runner only starts trainers.
 """
@@ -28,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from trainer.keep_awake import KeepAwake
+from trainer.notify import notify_run_end
 from trainer.pure import queue as Q
 from trainer.pure.config import ConfigError, apply_overrides, load_preset
-from trainer.pure.runs import pid_alive, read_status, sanitize_label
-from trainer.pure.states import ItemState, item_state_after
+from trainer.pure.runs import effective_state, pid_alive, read_status, sanitize_label
+from trainer.pure.states import ItemState, RunState, item_state_after
 from trainer.pure.trainer_process import ExitCode, read_run_dir, train_argv
 
 POLL_S = 1.0
@@ -125,6 +128,9 @@ class _Runner:
             _log(f"{item['id']} {item['label']}: run {run_dir} (pid {proc.pid})")
         code = self._wait(item["id"], proc)
         self._finish(item["id"], code)
+        if run_dir and effective_state(read_status(run_dir)) == RunState.CRASHED:
+            # The trainer notifies of its own end; one that died before it could, we tell of.
+            notify_run_end(Path(run_dir), _log)
 
     def _wait(self, item_id: str, proc: subprocess.Popen) -> int:
         """Wait for the trainer, passing on a cancel from the app or our own stop signal."""

@@ -16,7 +16,7 @@ import os
 import shutil
 import sys
 
-from tui.settings import resolve_folders
+from tui.settings import load_notify, resolve_folders
 
 _SUBCOMMANDS = ("diff", "export", "summary")
 
@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from tui.app import make_app  # textual is loaded only when the app really starts
 
-    app = make_app(folders.presets, folders.runs)
+    notify, problems = load_notify()
+    app = make_app(folders.presets, folders.runs, notify, problems)
     app.run()
     if app.crash:
         print(app.crash, file=sys.stderr)

@@ -1,15 +1,17 @@
 """Where the app finds presets and runs: command-line flags, then the app's settings file
-(`~/.config/orpo-tui/settings.toml` with `presets_dir` / `runs_dir`), then the repo's folders.
+(`~/.config/orpo-tui/settings.toml` with `presets_dir` / `runs_dir`), then the repo's folders;
+and how it tells the user that a run ended (`notify_terminal`; trainer/pure/user_settings.py).
 
 The file is named settings.toml so that "config.toml" means one thing in this project: the
 resolved config in a run folder."""
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from trainer.pure.user_settings import NotifySettings, notify_settings, read_user_settings, user_settings_path
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -20,8 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def user_config_path() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "orpo-tui" / "settings.toml"
+    # The trainer reads the same file (its notify_command): one definition of where it is.
+    return user_settings_path()
 
 
 @dataclass(frozen=True)
@@ -44,3 +46,10 @@ def resolve_folders(presets: str | None, runs: str | None, config_file: Path | N
         return Path(value).expanduser().resolve() if value else default
 
     return Folders(pick(presets, "presets_dir", REPO / "presets"), pick(runs, "runs_dir", REPO / "runs"))
+
+
+def load_notify(config_file: Path | None = None) -> tuple[NotifySettings, list[str]]:
+    """The notification settings, and the lines to show for keys that are wrong."""
+    saved, problem = read_user_settings(config_file)
+    settings, problems = notify_settings(saved, config_file)
+    return settings, ([problem] if problem else []) + problems
