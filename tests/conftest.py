@@ -12,7 +12,10 @@ _ROOT = Path(tempfile.mkdtemp(prefix="orpo-tui-tests-"))
 os.environ["HF_HOME"] = str(_ROOT / "hf")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+# A developer's own settings file (~/.config/orpo-tui/settings.toml) must not steer where a
+# test's runs go, nor may a test write into the real user folders.
 os.environ["XDG_CONFIG_HOME"] = str(_ROOT / "config")
+os.environ["XDG_DATA_HOME"] = str(_ROOT / "data")
 # The built-in model is shared by the whole session: building it once is enough.
 os.environ.setdefault("ORPO_TUI_CACHE", str(_ROOT / "cache"))
 

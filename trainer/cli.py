@@ -25,7 +25,8 @@ import traceback
 from pathlib import Path
 
 from trainer.keep_awake import KeepAwake
-from trainer.pure.config import ConfigError, apply_overrides, check, dump_toml, load_preset, replace_value
+from trainer.pure.app_folders import SettingsError, resolve_folders
+from trainer.pure.config import ConfigError, OutputConfig, apply_overrides, check, dump_toml, load_preset, replace_value
 from trainer.pure.events import MetricsWriter
 from trainer.pure.messages import describe
 from trainer.pure.run_folder import RunFolder, checkpoint_step
@@ -60,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="ORPO fine-tuning on MLX.")
     p.add_argument("preset", nargs="?", help="preset TOML file to train")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or crashed run")
-    p.add_argument("--runs-dir", metavar="DIR", help="where run folders go (default: output.runs_dir)")
+    p.add_argument("--runs-dir", metavar="DIR",
+                   help="where run folders go (default: output.runs_dir; left at 'runs', the app's runs folder)")
     p.add_argument("--log-only", action="store_true",
                    help="after the run directory line, send all output to its train.log (for launchers such as orpo-tui)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -96,10 +98,25 @@ def _new_run(args):
     cfg = load_preset(args.preset)
     cfg = apply_overrides(cfg, args.overrides)
     check(cfg, args.preset)
-    runs_dir = Path(args.runs_dir or cfg.output.runs_dir).expanduser()
+    runs_dir = _runs_dir(args.runs_dir, cfg.output.runs_dir)
     label = cfg.output.name or Path(args.preset).stem
     run_dir = create_run_dir(runs_dir, label)
     return cfg, run_dir, None, RunLock(run_dir).acquire()
+
+
+def _runs_dir(flag: str | None, configured: str) -> Path:
+    """--runs-dir, else the preset's output.runs_dir as written (relative to the current
+    folder), except that the default `runs` means the app's runs folder (the settings file's
+    runs_dir, a checkout's runs/, or an installed tool's user folder), so a run started here
+    is listed in the app whichever folder the shell is in."""
+    if flag:
+        return Path(flag).expanduser()
+    if configured != OutputConfig().runs_dir:
+        return Path(configured).expanduser()
+    try:
+        return resolve_folders(None, None).runs
+    except SettingsError as exc:
+        raise BadInput(str(exc)) from None
 
 
 def _resume_run(args):

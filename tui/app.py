@@ -199,6 +199,14 @@ class OrpoApp(App):
         else:
             self.action_show_help_panel()
 
+    def action_show_help_panel(self) -> None:
+        """F1 (and the palette's "Keys"): the key help, headed by the folders in use."""
+        # Imported here: the panel brings Textual's Markdown widget, which start-up need not load.
+        from tui.widgets.help_panel import FoldersHelpPanel
+
+        if not self.screen.query("HelpPanel"):
+            self.screen.mount(FoldersHelpPanel(self.workspace.presets_dir, self.workspace.runs_dir))
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         if isinstance(screen, OrpoScreen):

@@ -16,7 +16,7 @@ import os
 import shutil
 import sys
 
-from tui.settings import load_notify, resolve_folders
+from tui.settings import app_folders, load_notify, seed_user_presets
 
 _SUBCOMMANDS = ("diff", "export", "summary")
 
@@ -28,10 +28,18 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["ls"]:
         return _ls_main(argv[1:])
     parser = argparse.ArgumentParser(prog="orpo-tui", description="Terminal experiment manager for ORPO on MLX.")
-    parser.add_argument("--presets", metavar="DIR", help="folder of preset TOML files (default: the repo's presets/)")
-    parser.add_argument("--runs-dir", metavar="DIR", help="folder of run directories (default: the repo's runs/)")
+    parser.add_argument("--presets", metavar="DIR",
+                        help="folder of preset TOML files (default: presets_dir in the settings file, else a checkout's "
+                             "presets/, else the user's, e.g. ~/.config/orpo-tui/presets; F1 shows the one in use)")
+    parser.add_argument("--runs-dir", metavar="DIR",
+                        help="folder of run directories (default: runs_dir in the settings file, else a checkout's runs/, "
+                             "else the user's, e.g. ~/.local/share/orpo-tui/runs)")
     args = parser.parse_args(argv)
-    folders = resolve_folders(args.presets, args.runs_dir)
+    folders = app_folders(args.presets, args.runs_dir)
+    try:
+        seed_user_presets(folders.presets)
+    except OSError as exc:  # the list then says the folder is empty; the app still starts
+        print(f"orpo-tui: could not create {folders.presets}: {exc.strerror or exc}", file=sys.stderr)
 
     from tui.app import make_app  # textual is loaded only when the app really starts
 
@@ -113,7 +121,7 @@ def _summary(args: argparse.Namespace) -> str:
     if args.runs:
         paths = [Path(run) for run in args.runs]
     else:
-        runs_dir = resolve_folders(None, args.runs_dir).runs
+        runs_dir = app_folders(None, args.runs_dir).runs
         # Oldest first, as a shell glob over the stamped names lists them.
         paths = list(reversed(list_runs(runs_dir)))
         if not paths:
@@ -130,7 +138,7 @@ def _ls_main(argv: list[str]) -> int:
     parser.add_argument("--runs-dir", metavar="DIR", help="the runs folder (default: the app's)")
     parser.add_argument("--json", action="store_true", help="print JSON for scripts (keys: see README)")
     args = parser.parse_args(argv)
-    runs_dir = resolve_folders(None, args.runs_dir).runs
+    runs_dir = app_folders(None, args.runs_dir).runs
     if not runs_dir.is_dir():
         print(f"orpo-tui ls: {runs_dir}: no such runs folder", file=sys.stderr)
         return 2

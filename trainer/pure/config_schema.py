@@ -200,7 +200,8 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class OutputConfig:
-    runs_dir: str = opt("runs", "Folder that holds the run directories", nonempty=True)
+    runs_dir: str = opt("runs", "Where orpo-train puts runs without --runs-dir (the default `runs`: the app's runs folder)",
+                        nonempty=True)
     name: str = opt("", "Label for the run folder name instead of the preset file name (optional)")
 
 

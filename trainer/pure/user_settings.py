@@ -49,8 +49,9 @@ TERMINAL_KINDS = ("bell", "osc9", "osc777")
 
 
 def user_settings_path() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "orpo-tui" / SETTINGS_FILE
+    # The XDG spec says a relative value is invalid and to be ignored.
+    base = os.environ.get("XDG_CONFIG_HOME", "")
+    return (Path(base) if base and os.path.isabs(base) else Path.home() / ".config") / "orpo-tui" / SETTINGS_FILE
 
 
 def read_user_settings(path: Path | None = None) -> tuple[dict, str | None]:
