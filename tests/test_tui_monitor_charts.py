@@ -159,6 +159,8 @@ async def test_the_monitor_paints_before_it_reads_a_long_run(tmp_path, monkeypat
 
     runs = tmp_path / "runs"
     run = signed_run(runs, steps=200)
+    # Long: over the size the monitor reads before its first frame.
+    monkeypatch.setattr("tui.screens.monitor.INLINE_METRICS_BYTES", run.metrics.stat().st_size - 1)
     reads = []
 
     class Tail(MetricsTail):
@@ -175,6 +177,21 @@ async def test_the_monitor_paints_before_it_reads_a_long_run(tmp_path, monkeypat
         await wait_until(pilot, lambda: screen.series.last_step == 200, 10, "the metrics")
         assert reads[0] is False  # the first, whole-file read was off the event loop
         await wait_until(pilot, lambda: "loss" in screen.query_one("#chart-loss", ChartView).render().plain, 10, "a chart")
+
+
+async def test_a_short_runs_charts_are_in_the_monitors_first_frame(tmp_path):
+    # A run of a few hundred reports was painted empty first, its metrics read in a thread
+    # after that frame and the charts drawn in a second one: two layouts and two paints
+    # before the user saw a curve. Its metrics are now read while the screen mounts.
+    runs = tmp_path / "runs"
+    run = signed_run(runs, steps=300)
+    app = make_app(tmp_path, runs)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        screen = MonitorScreen(app.workspace, run.root)
+        await app.push_screen(screen)  # returns once the screen is mounted, before it paints
+        assert screen.series.last_step == 300
+        assert [v.version for v in screen.query(ChartView)] == [(screen.series.version, False, None)] * 6
 
 
 def _events(run, kind):

@@ -1,5 +1,6 @@
 """Runs from the app: a real `orpo-train` started, watched, stopped and resumed through Pilot."""
 
+import threading
 import time
 
 from textual.widgets import DataTable
@@ -104,11 +105,11 @@ def test_runs_index_reads_a_crashed_runs_log_again_only_when_it_changes(tmp_path
     assert [s.error for s in index.refresh()] == ["Fatal Python error: Aborted"]
     for _ in range(5):
         index.refresh()
-    assert index._latest[run].cause.reads == 1
+    assert index._causes[run].reads == 1
     with (run / "train.log").open("a") as fh:
         fh.write(METAL + "\n")
     assert [(s.state, s.error) for s in index.refresh()] == [("crashed", METAL)]
-    assert index._latest[run].cause.reads == 2
+    assert index._causes[run].reads == 2
 
 
 async def test_a_crashed_run_shows_why_in_the_list_and_the_monitor(tmp_path):
@@ -133,3 +134,105 @@ async def test_a_crashed_run_shows_why_in_the_list_and_the_monitor(tmp_path):
         await wait_until(pilot, lambda: "crashed: " in str(monitor.query_one("#alarms").render()), 10, "the cause")
         assert f"✖ crashed: {METAL}" in str(monitor.query_one("#alarms").render())
         assert str(monitor.query_one("#state").render()).startswith("crashed")
+
+
+def _two_runs(runs):
+    from test_compare import T0, _config, _write_run
+
+    a = _write_run(runs, "20240101-120000-base", _config(0.1, 8), [1.5, 1.2, 1.3], started_at=T0, ended_at=T0 + 40)
+    b = _write_run(runs, "20240101-130000-base-2", _config(0.2, 16), [1.4, 1.3, 1.1], started_at=T0 + 60,
+                   ended_at=T0 + 100)
+    return a, b
+
+
+def test_runs_index_lists_at_once_and_leaves_long_metrics_to_load(tmp_path, monkeypatch):
+    # The first refresh of a folder of long runs parsed every metrics file, then summarized
+    # each (reading it again), before the runs list or a started run's monitor could show:
+    # seconds. Past a byte budget the metrics are now left to `load`, run in a thread.
+    from tui import runs_index
+    from tui.runs_index import RunsIndex
+
+    a, b = _two_runs(tmp_path)
+    # Room for one run: its metrics read once into the list's numbers, once into the summary's.
+    monkeypatch.setattr(runs_index, "INLINE_BYTES", 2 * (b / "metrics.jsonl").stat().st_size)
+    index = RunsIndex(tmp_path)
+    by_name = {s.name: s for s in index.refresh()}
+    first, second = by_name[b.name], by_name[a.name]  # newest first: b takes the budget
+    assert not first.loading and first.val_loss == 1.1 and first.perf["mean_pairs_per_second"] == 20.0
+    assert second.loading and second.loss is None and second.val_loss is None and second.perf is None
+    assert second.state == "completed" and second.step == 30  # status.json is read at once all the same
+    assert index.pending
+
+    assert index.load()
+    by_name = {s.name: s for s in index.refresh()}
+    assert not by_name[a.name].loading and by_name[a.name].val_loss == 1.3
+    assert by_name[a.name].perf["max_peak_memory_gb"] == 3.0
+    assert not index.pending and not index.load()
+
+
+async def test_the_list_marks_numbers_still_being_read_then_shows_them(tmp_path, monkeypatch):
+    from tui import runs_index
+
+    runs = tmp_path / "runs"
+    a, b = _two_runs(runs)
+    monkeypatch.setattr(runs_index, "INLINE_BYTES", 0)
+    release = threading.Event()
+    load = runs_index.RunsIndex.load
+    monkeypatch.setattr(runs_index.RunsIndex, "load", lambda self, **kw: release.wait(10) and load(self, **kw))
+    app = make_app(tmp_path, runs)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("f3")
+        await pilot.pause()
+        table = app.screen.query_one(DataTable)
+        row = [str(c) for c in table.get_row(str(a))]
+        assert row[:3] == [a.name, "completed", "30/0"] and row[4:6] == ["…", "…"]  # val loss, val acc
+        release.set()
+        await wait_until(pilot, lambda: str(table.get_cell(str(a), "val_loss")) == "1.3000", 10, "the numbers")
+        assert str(table.get_cell(str(a), "pairs_s")) == "20"
+
+
+async def test_a_started_runs_monitor_does_not_wait_for_the_runs_list(tmp_path, monkeypatch):
+    # Starting a run opens its monitor above the runs list, which the app builds then: it
+    # read every run's metrics before the monitor could show. It reads them once it shows.
+    from tui.runs_index import RunsIndex
+
+    runs = tmp_path / "runs"
+    a, b = _two_runs(runs)
+    refreshes = []
+    refresh = RunsIndex.refresh
+    monkeypatch.setattr(RunsIndex, "refresh", lambda self: refreshes.append(1) or refresh(self))
+    app = make_app(tmp_path, runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.open_monitor(a)
+        await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 10, "the monitor")
+        await pilot.pause(0.3)
+        assert refreshes == []
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, RunsScreen) and refreshes
+        assert app.screen.selected.path == a and app.screen.query_one(DataTable).row_count == 2
+
+
+async def test_quitting_stops_the_lists_background_read_at_the_next_file(tmp_path, monkeypatch):
+    # Quitting while the list read a folder of long runs waited for every one of them (the
+    # read thread is joined at exit): seconds on a blank terminal.
+    from tui import runs_index
+
+    runs = tmp_path / "runs"
+    _two_runs(runs)
+    monkeypatch.setattr(runs_index, "INLINE_BYTES", 0)
+    reads = []
+    read = runs_index._Latest.read
+
+    def slow_read(run):
+        reads.append(run)
+        time.sleep(0.5)
+        return read(run)
+
+    monkeypatch.setattr(runs_index._Latest, "read", staticmethod(slow_read))
+    app = make_app(tmp_path, runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f3")
+        await wait_until(pilot, lambda: reads, 10, "the background read")
+    time.sleep(1.2)  # the read under way ends; no other starts
+    assert len(reads) == 1

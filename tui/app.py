@@ -11,6 +11,7 @@ from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.widget import AwaitMount
 from textual.worker import Worker, WorkerState
 
 from trainer.pure.run_end import APP_NAME, RunEnd
@@ -25,8 +26,10 @@ from tui.screens.preset_list import PresetListScreen
 from tui.screens.queue import QueueScreen
 from tui.screens.runs import RunsScreen
 from tui.terminal_notify import notification
+from tui.warm_up import warm_up
 from tui.workspace import Workspace
 
+WARM_UP_AFTER_S = 0.5
 MODE_SCREENS = {"presets": PresetListScreen, "runs": RunsScreen, "queue": QueueScreen}
 WATCH_SECONDS = 2.0  # how often the app looks for runs that ended, whatever screen is open
 END_SEVERITY = {RunState.COMPLETED: "information", RunState.STOPPED: "warning"}  # else "error"
@@ -51,15 +54,43 @@ class OrpoApp(App):
         self.crash: str | None = None  # the one line to print after an unexpected error
         self.end_notices = notify or NotifySettings()
         self.settings_problems = list(settings_problems)
+        self.holding_frames = True  # see switch_mode
         # Added here rather than in MODES: the list screens are built with the workspace.
         for mode, screen in MODE_SCREENS.items():
-            self.add_mode(mode, partial(screen, self.workspace))
+            self.add_mode(mode, partial(self.mode_screen, screen))
+
+    def mode_screen(self, screen_class: type[OrpoScreen]) -> OrpoScreen:
+        """A mode's list screen, made the first time the mode is shown. Textual restyles the
+        whole app and parses all its CSS again, twice, when it switches to a screen that has
+        not seen the app's latest CSS refresh; a screen made now, styled as it mounts, has
+        missed none. Marked so, a first F3 or a first started run skips that work."""
+        screen = screen_class(self.workspace)
+        screen._css_update_count = self._css_update_count
+        return screen
+
+    def switch_mode(self, mode: str) -> AwaitMount:
+        """Textual's, without its hold on frames (delay_update). The hold is meant to hide a
+        screen while it mounts, but the screens here paint only once mounted, and the timer
+        that ends the hold runs late while the loop is busy mounting: the first frame of the
+        runs list (F3), or of a started run's monitor, was drawn and thrown away, and shown
+        only with the next one."""
+        self.holding_frames = False
+        try:
+            return super().switch_mode(mode)
+        finally:
+            self.holding_frames = True
+
+    def delay_update(self, delay: float = 0.05) -> None:
+        if self.holding_frames:  # still held where Textual asks outside a mode switch
+            super().delay_update(delay)
 
     def on_mount(self) -> None:
         self.switch_mode("presets")
         for line in self.settings_problems:
             self.notify(line, severity="warning", timeout=15)
         self.set_interval(WATCH_SECONDS, self.watch_runs)
+        # Once the first screen shows: what opening the editor or a monitor would pay first.
+        self.set_timer(WARM_UP_AFTER_S, lambda: self.run_worker(warm_up(self), name="warm up", exit_on_error=False))
 
     # ------------------------------------------------------------------ run ends
 
@@ -156,8 +187,10 @@ class OrpoApp(App):
             self.call_from_thread(self.notify, f"Not started: {exc}", severity="error", timeout=10)
             return
         self.call_from_thread(self.workspace.watch.expect, run_dir)
-        self.call_from_thread(self.notify, f"Started {run_dir.name}")
+        # The monitor first: a note posted before it would be drawn on the screen being left,
+        # then drawn again on the monitor, on the way to the monitor's first frame.
         self.call_from_thread(self.open_monitor, run_dir)
+        self.call_from_thread(self.notify, f"Started {run_dir.name}")
 
     @work(thread=True, exit_on_error=False, name="resume run")
     def resume_run(self, run_dir: Path, overrides: list[str] | None = None) -> None:

@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 
 from trainer.pure.events import encode_value
-from tui.compare import summarize
-from tui.runs_index import RunsIndex, RunSummary, format_duration, shown_duration
+from tui.runs_index import RunsIndex, format_duration, shown_duration
 
 __all__ = ["JSON_KEYS", "ls_records", "json_ready", "format_ls"]
 
@@ -37,24 +36,19 @@ _COLUMNS = (("run", "RUN"), ("state", "STATE"), ("step", "STEP"), ("loss", "LOSS
             ("val_accuracy", "VAL ACC"), ("started_at", "STARTED"), ("duration_s", "DURATION"), ("error", "ERROR"))
 
 
-def _trained(s: RunSummary) -> dict:
-    if s.active:
-        return {}
-    try:
-        return summarize(s.path)
-    except (OSError, ValueError):  # a damaged folder: the wall-clock duration will do
-        return {}
-
-
 def ls_records(runs_dir: Path) -> list[dict]:
     """One record per run folder under ``runs_dir``, newest first, keyed :data:`JSON_KEYS`."""
+    index = RunsIndex(Path(runs_dir))
+    index.refresh()
+    while index.pending and index.load():  # a shell waits for every number, unlike the live list
+        index.refresh()
     return [{
         "run": s.name, "path": str(s.path), "state": str(s.state), "error": s.error,
         "step": s.step, "total_steps": s.total or None,
         "loss": s.loss, "val_loss": s.val_loss, "val_accuracy": s.val_acc,
         "started_at": s.started_at, "ended_at": None if s.active else s.ended_at,
-        "duration_s": shown_duration(s, _trained(s)),
-    } for s in RunsIndex(Path(runs_dir)).refresh()]
+        "duration_s": shown_duration(s, s.perf or {}),
+    } for s in index.refresh()]
 
 
 def json_ready(records: list[dict]) -> list[dict]:

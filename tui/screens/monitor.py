@@ -37,6 +37,9 @@ from tui.workspace import Workspace
 LOG_TAIL_BYTES = 64 * 1024
 CHART_MIN_INTERVAL = 5.0  # seconds between chart redraws while data streams in
 RESOURCES_INTERVAL = CHART_MIN_INTERVAL  # the resource line moves with the charts
+# A metrics file up to this size (about a thousand reports, read in tens of milliseconds) is
+# read before the screen's first frame, which then holds the charts.
+INLINE_METRICS_BYTES = 512 * 1024
 
 
 def tail_text(path: Path, lines: int) -> str:
@@ -134,10 +137,18 @@ class MonitorScreen(OrpoScreen):
 
     def on_mount(self) -> None:
         self.title, self.sub_title = "Monitor", self.run_dir.name
-        # The screen paints first; a long run's metrics (20k reports take a second to parse)
-        # are read in a thread, and the charts drawn once they are in.
         self.show_status(read_status(self.run_dir) or {})
-        self.call_after_refresh(self.catch_up)
+        try:
+            size = RunFolder(self.run_dir).metrics.stat().st_size
+        except OSError:
+            size = 0
+        if size <= INLINE_METRICS_BYTES:
+            # The first frame shows the charts: one layout and one paint, not two.
+            self.start_polling(self.tail.read_new())
+        else:
+            # The screen paints first; a long run's metrics (20k reports take a second to
+            # parse) are read in a thread, and the charts drawn once they are in.
+            self.call_after_refresh(self.catch_up)
 
     @work(thread=True, exit_on_error=False, group="monitor-catch-up")
     def catch_up(self) -> None:
@@ -145,10 +156,15 @@ class MonitorScreen(OrpoScreen):
         self.app.call_from_thread(self._caught_up, events)
 
     def _caught_up(self, events: list[dict]) -> None:
-        if not self.is_mounted:
-            return
+        if self.is_mounted:
+            self.start_polling(events)
+
+    def start_polling(self, events: list[dict]) -> None:
+        """Show the metrics read so far, then follow the run."""
         self.series.add(events)
         self.poll()
+        # Before the first layout the log box has no height to fill yet.
+        self.call_after_refresh(self.show_log)
         self.set_interval(1.0, self.poll)
 
     # ------------------------------------------------------------------ polling

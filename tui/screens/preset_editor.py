@@ -59,17 +59,6 @@ def grouped_fields() -> list[tuple[str, list[FieldSpec]]]:
     return out
 
 
-def warm_up(app) -> None:
-    """Parse the editor's stylesheet ahead of its first opening. Textual reads a screen's CSS
-    file when the screen is first shown and then re-parses the whole app's stylesheet, which
-    would otherwise be paid between the key press and the editor's first paint."""
-    path = Path(__file__).with_name(PresetEditorScreen.CSS_PATH)
-    if not app.stylesheet.has_source(str(path), ""):
-        app.stylesheet.read(path)
-        app.stylesheet.reparse()
-        app.stylesheet.update(app)
-
-
 class PresetEditorScreen(EditorScreen):
     CSS_PATH = "preset_editor.tcss"
     # Below 110 columns the side panel moves under the form (see the -narrow rules).
@@ -96,10 +85,6 @@ class PresetEditorScreen(EditorScreen):
     def __init__(self, workspace: Workspace, entry: store.PresetEntry) -> None:
         super().__init__()
         assert entry.config is not None
-        # The breakpoint class set before the first paint: added on the first resize instead,
-        # it would restyle every widget of the form once more.
-        width = self.app.size.width
-        self.add_class(next(name for edge, name in reversed(self.HORIZONTAL_BREAKPOINTS) if width >= edge))
         self.workspace = workspace
         self.entry = entry
         self.saved: Config = entry.config
@@ -156,8 +141,8 @@ class PresetEditorScreen(EditorScreen):
         self.mount_rest_after_footer()
 
     def mount_rest_after_footer(self, tries: int = 10) -> None:
-        """The footer fills in its keys a few refreshes after the screen shows (once the
-        focus settles): it belongs in the first paint, not behind the rest of the form."""
+        """The footer composes its keys once it has mounted, which can be after the screen's
+        on_mount: they belong in the first paint, not behind the rest of the form."""
         if self.query_one(FitFooter).children or not tries:
             self.call_after_refresh(self.mount_more)
         else:

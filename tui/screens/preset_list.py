@@ -64,13 +64,6 @@ class PresetListScreen(OrpoScreen):
             table.add_column(label, key=key)
         self.reload()
         self.query_one("#filter", Input).focus()
-        # Most sessions open a preset next: its module and stylesheet are loaded while idle.
-        self.set_timer(0.5, self.warm_up_editor)
-
-    def warm_up_editor(self) -> None:
-        from tui.screens.preset_editor import warm_up
-
-        warm_up(self.app)
 
     def on_screen_resume(self) -> None:
         # Coming back from the editor or another mode: files may have changed. The resume

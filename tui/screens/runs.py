@@ -3,12 +3,12 @@ is where runs are stopped, resumed, extended and deleted."""
 
 from __future__ import annotations
 
-import time
+import threading
 from datetime import datetime
 from pathlib import Path
 
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.widgets import DataTable, Header, Input, Static
@@ -18,7 +18,7 @@ from trainer.pure.run_folder import RunFolder
 from trainer.pure.run_lock import RunBusy
 from trainer.pure.runs import trash_run
 from trainer.pure.states import RESUMABLE, STATE_STYLE, RunState
-from tui.compare import CompareError, differing_keys, display_value, load_side, summarize
+from tui.compare import CompareError, differing_keys, display_value, load_side
 from tui.messages import RunResumeRequested, RunStartRequested, RunStopRequested
 from tui.run_notes import parse_tags, write_tags
 from tui.runs_index import RunsIndex, RunSummary, format_duration, shown_duration
@@ -46,7 +46,6 @@ SHORT_NAMES = {"learning_rate": "lr", "grad_accumulation_steps": "grad acc", "mi
                "max_seq_length": "max len", "steps_per_eval": "eval every", "steps_per_report": "report every"}
 # The sorts `o` cycles through first, by column key and direction; every other column follows.
 SORTS = (("started", True), ("state", False), ("loss", False), ("val_acc", True))
-PERF_MAX_AGE = 10.0  # seconds a live run's pairs/s and memory may lag its metrics
 
 
 def config_label(key: str, keys: list[str]) -> str:
@@ -76,6 +75,18 @@ def fmt(value: float | None, spec: str = ".4f") -> str:
     return "" if value is None else format(value, spec)
 
 
+LOADING = "…"  # in a cell whose number is still being read: not blank, which would say "none"
+
+
+def still_loading(s: RunSummary) -> set[str]:
+    """The columns whose numbers the index has not read yet (see tui.runs_index)."""
+    keys = {"loss", "val_loss", "val_acc"} if s.loading else set()
+    if s.perf is None:
+        # A live run's duration is its clock; a finished one's comes from the summary.
+        keys |= {"pairs_s", "peak_gb"} | (set() if s.active else {"duration"})
+    return keys
+
+
 class RunsScreen(OrpoScreen):
     CSS_PATH = "runs.tcss"
     BINDINGS = [
@@ -101,10 +112,12 @@ class RunsScreen(OrpoScreen):
         self.sort_key, self.sort_reverse = SORTS[0]
         self.config_keys: list[str] = []
         self._configs: dict[Path, tuple[int, Config | None]] = {}
-        self._perf: dict[Path, tuple[tuple, float, dict]] = {}
         self._raw: dict[Path, dict] = {}
         self.marked: list[Path] = []  # in marking order: the first is "A" in a diff
         self.to_select: Path | None = None  # a run just started, selected once it is listed
+        # Set while the list is on top: it refreshes only then, and only then are the runs it
+        # could not read at once read in the background (see refresh_runs, load_runs).
+        self.shown = threading.Event()
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -118,6 +131,8 @@ class RunsScreen(OrpoScreen):
         self.index = RunsIndex(self.workspace.runs_dir)
         table = self.query_one(DataTable)
         table.focus()
+        if self.app.screen is self:
+            self.shown.set()
         self.refresh_runs()
         # Every refresh that changes a cell re-renders the whole DataTable (about 20 ms
         # here); two seconds keeps the list live at half the cost of one.
@@ -126,8 +141,15 @@ class RunsScreen(OrpoScreen):
     # Textual keeps a covered screen's timers running: pause while the monitor is on top.
     def on_screen_suspend(self) -> None:
         self.ticker.pause()
+        self.shown.clear()
+
+    def on_unmount(self) -> None:
+        self.shown.clear()  # quitting: a background read stops at the next file, not the last
 
     def on_screen_resume(self) -> None:
+        if self.app.screen is not self:
+            return  # on the way to a screen pushed above it (a started run's monitor)
+        self.shown.set()
         self.refresh_runs()
         self.ticker.resume()
 
@@ -147,6 +169,11 @@ class RunsScreen(OrpoScreen):
             self.refresh_runs()
 
     def refresh_runs(self) -> None:
+        if not self.shown.is_set():
+            # Covered, by a monitor or a dialog: nobody sees the list, and it refreshes when
+            # it shows again. (A run started from a preset opens its monitor above a list
+            # that has not been shown yet: the monitor should not wait for it.)
+            return
         self.workspace.launcher.reap()
         query = self.query_one("#run-filter", Input).value
         summaries = [s for s in self.index.refresh() if s.matches(query)]
@@ -180,6 +207,16 @@ class RunsScreen(OrpoScreen):
         if selected is not None and str(selected) in table.rows and self.selected_path != selected:
             table.move_cursor(row=table.get_row_index(str(selected)))
         self.show_detail()
+        if self.index.pending and not self.index.loading:
+            # After the frame being drawn: the thread competes with it for the interpreter.
+            self.call_after_refresh(self.load_runs)
+
+    @work(thread=True, group="runs-index", exit_on_error=False, name="read runs")
+    def load_runs(self) -> None:
+        """The metrics the list could not read at once (see tui.runs_index), then the list
+        again; it stops while another screen covers the list."""
+        if self.index.load(keep_going=self.shown.is_set):
+            self.app.call_from_thread(self.refresh_runs)
 
     def config_of(self, run: Path) -> Config | None:
         config = RunFolder(run).config
@@ -200,28 +237,9 @@ class RunsScreen(OrpoScreen):
         configs = [c for c in (self.config_of(s.path) for s in summaries) if c is not None]
         return differing_keys(configs, skip=NOT_CONFIG_COLUMNS)
 
-    def perf(self, s: RunSummary) -> dict:
-        """compare.summarize's numbers, read again only when the run's files changed (and
-        for a live run at most every PERF_MAX_AGE seconds: it reads all the metrics)."""
-        folder = RunFolder(s.path)
-        try:
-            stamp: tuple = (folder.metrics.stat().st_size, folder.status.stat().st_mtime_ns)
-        except OSError:
-            stamp = ()
-        cached = self._perf.get(s.path)
-        now = time.monotonic()
-        if cached is not None and (cached[0] == stamp or (s.active and now - cached[1] < PERF_MAX_AGE)):
-            return cached[2]
-        try:
-            values = summarize(s.path)
-        except (OSError, ValueError):
-            values = {}
-        self._perf[s.path] = (stamp, now, values)
-        return values
-
     def raw(self, s: RunSummary) -> dict:
         """The values behind the cells, which sorting uses."""
-        perf = self.perf(s)
+        perf = s.perf or {}
         config = self.config_of(s.path)
         values = {
             "run": s.name, "state": s.state, "step": s.step, "loss": s.loss, "val_loss": s.val_loss,
@@ -247,6 +265,7 @@ class RunsScreen(OrpoScreen):
             "duration": format_duration(raw["duration"]), "tags": " ".join(s.tags),
             "note": Text(note, style="red" if (s.alarm or s.error) else ""),
         }
+        cells.update(dict.fromkeys(still_loading(s), LOADING))
         for key in self.config_keys:
             value = raw[CONFIG + key]
             cells[CONFIG + key] = "" if value is None else display_value(value)

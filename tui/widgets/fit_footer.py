@@ -6,15 +6,17 @@ fits and marks what does not: when the keys are too many, the palette key shorte
 "^p …" (the palette lists every command), then the screen's own keys go from the last one,
 and only then the app's (quit, F1 help, F2-F4). It is a split of the screen rather than a
 dock, so the F1 help panel, which splits the screen to the right, sits above it and the
-footer keeps the whole width.
+footer keeps the whole width. Like KeysFooter, it shows its keys in the screen's first
+frame and rebuilds only when they change.
 """
 
 from __future__ import annotations
 
 from rich.cells import cell_len
-from textual.widgets import Footer, Label
+from textual.widgets import Label
 
 from tui.fit import ELLIPSIS
+from tui.widgets.keys_footer import KeysFooter
 
 __all__ = ["FitFooter"]
 
@@ -52,7 +54,7 @@ def fitted(screen_keys: list, app_keys: list, palette, width: int) -> tuple[list
     return screen_keys + app_keys, short
 
 
-class FitFooter(Footer):
+class FitFooter(KeysFooter):
     DEFAULT_CSS = """
     FitFooter {
         dock: none;
