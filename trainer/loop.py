@@ -79,9 +79,7 @@ def prepare(cfg: Config, log: Callable[[str], None], force: bool = False) -> Pre
     if len(train_pairs) < cfg.training.batch_size:
         raise D.DataError(f"{splits.source}: {len(train_pairs)} train pairs, fewer than training.batch_size = {cfg.training.batch_size}")
     memory.apply_limits(cfg, log)
-    fit = memory.check_run(cfg, path, train_pairs, valid_pairs, D.pad_id(tokenizer), force)
-    if fit:
-        log(f"memory: {fit}")
+    log("memory: " + memory.check_run(cfg, path, train_pairs, valid_pairs, D.pad_id(tokenizer), force))
     model, tokenizer, path = load_base(path, cfg, tokenizer)  # a quantized base: its cached quantized copy
     # Seeded here, after the base is loaded (building the built-in model reseeds mlx), so the
     # adapter initialisation and dropout depend on training.seed alone.

@@ -126,13 +126,15 @@ def run_estimate(cfg: Config, model_path: Path, train_pairs: Sequence[D.Pair], v
 
 
 def check_run(cfg: Config, model_path: Path, train_pairs: Sequence[D.Pair], valid_pairs: Sequence[D.Pair],
-              pad_id: int, force: bool) -> str | None:
+              pad_id: int, force: bool) -> str:
     """The fit verdict line for the log; raises DoesNotFit when the estimated peak exceeds
-    the device's memory and `force` is not given. None when there is nothing to compare."""
+    the device's memory and `force` is not given."""
     est = run_estimate(cfg, model_path, train_pairs, valid_pairs, pad_id)
+    if est is None:
+        return f"no estimate: {model_path}/config.json does not give the model's shape"
     device = device_memory()
-    if est is None or device is None:
-        return None
+    if device is None:
+        return verdict(est.peak_bytes, None, REAL_LENGTHS)
     line = verdict(est.peak_bytes, device, REAL_LENGTHS)
     if not fits(est.peak_bytes, device):
         if not force:

@@ -99,7 +99,10 @@ def preflight(cfg: Config) -> dict[str, Any]:
             )
     report["over_max_seq_length"] = over
     report["tokens"] = tokens
-    report["memory"] = _memory(cfg, model_path, tokenizer, split_pairs)
+    try:
+        report["memory"] = _memory(cfg, model_path, tokenizer, split_pairs)
+    except Exception:  # noqa: BLE001 - the estimate must not cost the user the data report; stderr has why
+        traceback.print_exc()
     report["first_row"] = first_row(splits.train[0], tokenizer, d.max_seq_length)
     return report
 
