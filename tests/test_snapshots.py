@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Input
 
+from trainer.pure.system_memory import DEVICE_MEMORY_ENV
 from tui.app import make_app
 
 FIXTURE_PRESETS = Path(__file__).parent / "fixtures" / "presets"
@@ -35,6 +36,8 @@ def app_in_fixture_dir(tmp_path, monkeypatch):
     shutil.copytree(FIXTURE_PRESETS, tmp_path / "presets")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("NO_COLOR", raising=False)  # read by App(); it would turn colours off
+    # The editor's memory verdict compares with this machine's memory: pin it.
+    monkeypatch.setenv(DEVICE_MEMORY_ENV, "16")
 
     def build():
         return make_app(Path("presets"), Path("runs"))
@@ -112,6 +115,7 @@ def app_with_runs(tmp_path, monkeypatch):
     shutil.copytree(FIXTURE_RUNS, tmp_path / "runs")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv(DEVICE_MEMORY_ENV, "16")  # the editor's memory verdict, as above
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     yield lambda: make_app(Path("presets"), Path("runs"))

@@ -3,6 +3,7 @@
     orpo-train PRESET.toml [--runs-dir DIR] [--set section.key=value ...]
     orpo-train --resume RUN_DIR [--set training.iters=N ...]
     orpo-train preflight PRESET.toml [--set ...]   (a JSON report on the data; see preflight.py)
+    orpo-train estimate PRESET.toml [--set ...] [--json]   (the run's peak memory; see estimate_cli.py)
     orpo-train fuse RUN_DIR [--best] [--quantize BITS] [--out DIR]   (a standalone model; see fuse.py)
     orpo-train import-yaml FILE.yaml [--out PRESET.toml]   (from an mlx-lm-lora config; see interop.py)
     orpo-train export-yaml PRESET.toml [--out FILE.yaml]   (to an mlx-lm-lora config)
@@ -67,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="after the run directory line, send all output to its train.log (for launchers such as orpo-tui)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset value, e.g. --set training.iters=50 (repeatable)")
+    p.add_argument("--force", action="store_true",
+                   help="train even when the memory estimate exceeds the device's memory")
     return p
 
 
@@ -157,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         from trainer.pure.interop import main as interop_main
 
         return interop_main(argv)
+    if argv[:1] == ["estimate"]:
+        from trainer.estimate_cli import main as estimate_main  # loads mlx: only when asked
+
+        return estimate_main(argv[1:])
     if argv[:1] == ["fuse"]:
         from trainer.fuse import main as fuse_main  # loads mlx: only when asked
 
@@ -185,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     print(run_dir, flush=True)
     if args.log_only:
         _redirect_output(folder.log)
-    code = run(cfg, run_dir, ckpt, resuming=bool(args.resume), echo=not args.log_only)
+    code = run(cfg, run_dir, ckpt, resuming=bool(args.resume), echo=not args.log_only, force=args.force)
     # Every write to the folder is done: let a resume in at once rather than after the
     # interpreter and the MLX stack have torn down, which can take seconds.
     lock.release()
@@ -236,7 +243,7 @@ def _redirect_output(log_path: Path) -> None:
     os.close(fd)
 
 
-def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True) -> int:
+def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True, force: bool = False) -> int:
     folder = RunFolder(run_dir)
     stop = StopFlag()
     _install_stop_handlers(stop, run_dir)
@@ -251,6 +258,7 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True) -> int:
         from trainer.checkpoints import SaveError
         from trainer.data import DataError
         from trainer.loop import TrainingError, prepare, train
+        from trainer.memory import DoesNotFit
         from trainer.model import ModelError
     except Exception as exc:  # noqa: BLE001 - an install problem; the traceback goes to the log
         log(traceback.format_exc().rstrip())
@@ -264,13 +272,13 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True) -> int:
     try:
         if resuming:
             _tidy_before_resume(folder, ckpt, log)
-        prep = prepare(cfg, log)
+        prep = prepare(cfg, log, force=force)
         if not resuming:
             cfg = replace_value(cfg, "model.resolved_path", str(prep.resolved_path))
             dump_toml(cfg, folder.config)
         outcome: dict = {}  # early stop details for the final status event
         state = train(run_dir, cfg, prep, reporter, stop, ckpt, outcome)
-    except (DataError, ModelError, ConfigError) as exc:
+    except (DataError, ModelError, ConfigError, DoesNotFit) as exc:
         return _failed(run_dir, log, str(exc), ExitCode.BAD_INPUT)
     except (TrainingError, SaveError) as exc:
         return _failed(run_dir, log, str(exc), ExitCode.ERROR)
