@@ -24,6 +24,7 @@ from textual.widgets import DataTable, Input
 
 from trainer.pure.system_memory import DEVICE_MEMORY_ENV
 from tui.app import make_app
+from tui.widgets.keys_footer import KeysFooter
 
 FIXTURE_PRESETS = Path(__file__).parent / "fixtures" / "presets"
 
@@ -157,6 +158,13 @@ async def _compare(pilot, tab: str) -> None:
 async def _preset_key(pilot, key: str, expect: str) -> None:
     await _highlight(pilot, "demo")
     pilot.app.screen.query_one(DataTable).focus()
+    # The table's keys (s, w, n) join the footer a refresh after the focus; the dialog must
+    # open over the footer as a user would see it, not over the one before (a race under load).
+    footer = pilot.app.screen.query_one(KeysFooter)
+    for _ in range(100):
+        await pilot.pause(0.02)
+        if footer._shown == footer.shown_keys():
+            break
     await pilot.press(key)
     await pilot.pause()
     assert type(pilot.app.screen).__name__ == expect

@@ -236,3 +236,18 @@ async def test_quitting_stops_the_lists_background_read_at_the_next_file(tmp_pat
         await wait_until(pilot, lambda: reads, 10, "the background read")
     time.sleep(1.2)  # the read under way ends; no other starts
     assert len(reads) == 1
+
+
+def test_a_crashed_runs_duration_stops_at_its_last_sign_of_life(tmp_path):
+    # A crashed run has no ended_at: its duration ran on with the wall clock (a run dead
+    # for a year showed 8760h). It ends at the newest write to its status, metrics or log.
+    import os
+
+    from tui.runs_index import RunsIndex
+
+    run = _crashed_run(tmp_path, ["Fatal Python error: Aborted"])
+    started = 1704110400.0
+    for name in ("status.json", "train.log", "config.toml"):
+        os.utime(run / name, (started + 30, started + 30))
+    (s,) = RunsIndex(tmp_path).refresh()
+    assert s.state == "crashed" and s.duration == 30.0

@@ -20,7 +20,7 @@ from trainer.pure.events import MetricsTail
 from trainer.pure.metrics import LOSS, REWARDS_ACCURACIES
 from trainer.pure.run_folder import RunFolder
 from trainer.pure.run_lock import holder
-from trainer.pure.runs import DAMAGED, effective_state, list_runs, read_status
+from trainer.pure.runs import DAMAGED, effective_state, list_runs, read_status, run_end_time
 from trainer.pure.states import ACTIVE, RunState
 from tui.alarms import health_alarms
 from tui.compare import summarize
@@ -77,7 +77,7 @@ class RunSummary:
     def duration(self) -> float | None:
         if not self.started_at:
             return None
-        end = None if self.active else self.ended_at
+        end = run_end_time(self.path, self.state, {"ended_at": self.ended_at})
         return max((end or time.time()) - self.started_at, 0.0)
 
     @property

@@ -20,7 +20,7 @@ from trainer.pure.crash_cause import LogCause
 from trainer.pure.events import MetricsTail
 from trainer.pure.metrics import LOSS, metric_label
 from trainer.pure.run_folder import RunFolder
-from trainer.pure.runs import DAMAGED, effective_state, read_status
+from trainer.pure.runs import DAMAGED, effective_state, read_status, run_end_time
 from trainer.pure.states import ACTIVE, RESUMABLE, RunState
 from tui.alarms import health_alarms, swap_alarm
 from tui.chart_specs import CHARTS, chart_series
@@ -264,7 +264,7 @@ class MonitorScreen(OrpoScreen):
             # Never an unknown total: that animates the bar at 15 frames a second.
             bar.update(total=max(total, 1), progress=step)
         started = status.get("started_at")
-        ended = None if state in ACTIVE else status.get("ended_at")
+        ended = run_end_time(self.run_dir, written, status)
         elapsed = ((ended or time.time()) - started) if started else None
         parts = [f"{state}", f"step {step}/{total}", format_duration(elapsed)]
         if state == RunState.RUNNING and (eta := self.eta(step, total)) is not None:
