@@ -5,8 +5,12 @@ reads HF_HOME at import time. The user's settings file is out of reach too: a
 under XDG_CONFIG_HOME)."""
 
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
+
+import pytest
 
 _ROOT = Path(tempfile.mkdtemp(prefix="orpo-tui-tests-"))
 os.environ["HF_HOME"] = str(_ROOT / "hf")
@@ -20,3 +24,13 @@ os.environ["XDG_DATA_HOME"] = str(_ROOT / "data")
 os.environ.setdefault("ORPO_TUI_CACHE", str(_ROOT / "cache"))
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def trainer_stand_in():
+    """A live process to stand for a run's trainer pid: the app reads its CPU and memory and
+    watches it end."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield proc
+    proc.kill()
+    proc.wait()

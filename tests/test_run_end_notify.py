@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from trainer_helpers import DEMO, run_trainer
 
 from trainer.notify import notify_run_end
@@ -116,12 +115,6 @@ def test_settings_keys_of_the_wrong_type_give_one_line_each_and_their_defaults(t
 # --------------------------------------------------------------------------- the app's watch
 
 
-@pytest.fixture
-def trainer_stand_in():
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    yield proc
-    proc.kill()
-    proc.wait()
 
 
 def test_the_watch_tells_once_of_runs_it_saw_active_and_of_crashes(tmp_path, trainer_stand_in):

@@ -1,8 +1,6 @@
 """The monitor's resource line and resource alarms, and the app telling of a run's end, in
 the app under Pilot (the real terminal output is tested in a pty: test_tui_notify_pty.py)."""
 
-import subprocess
-import sys
 import time
 
 import pytest
@@ -22,13 +20,6 @@ async def wait_until(pilot, condition, timeout=20.0, what=""):
         await pilot.pause(0.05)
 
 
-@pytest.fixture
-def trainer_stand_in():
-    """A live process for the run's pid: the monitor reads its CPU and memory."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    yield proc
-    proc.kill()
-    proc.wait()
 
 
 def run_with_reports(runs, name, state, pid=None, pairs_per_second=(10.0,) * 12):
