@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 from pathlib import Path
+from types import SimpleNamespace
 
 from textual.app import App
+from textual.dom import DOMNode
 from textual.screen import Screen
+from textual.widget import Widget
 
 
 def css_paths(screen: type[Screen]) -> list[Path]:
@@ -32,10 +35,40 @@ def screens_opened_by_a_key() -> list[type[Screen]]:
     return [PresetEditorScreen, MonitorScreen, RunsScreen]
 
 
+def widget_classes() -> list[type[Widget]]:
+    """Every widget class imported so far (the screens' modules import what they mount)."""
+    found, todo = [], [Widget]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub not in found:
+                found.append(sub)
+                todo.append(sub)
+    return found
+
+
+def default_css(widget: type[Widget]) -> list:
+    """The DEFAULT_CSS sources Textual adds when the first `widget` mounts, as (location,
+    css, tie breaker, scope). Textual reads them from an instance; only its class counts."""
+    return DOMNode._get_default_css(SimpleNamespace(_node_bases=widget._css_bases(widget)))
+
+
+def read_default_css(app: App) -> bool:
+    """The widget classes' DEFAULT_CSS into the app's stylesheet; whether any was new. Textual
+    adds a class's CSS when its first widget mounts, then parses the whole stylesheet again:
+    six times while the editor opened, for its inputs, selects, switches and footer keys."""
+    stylesheet, added = app.stylesheet, False
+    for widget in widget_classes():
+        for read_from, css, tie_breaker, scope in default_css(widget):
+            added = added or not stylesheet.has_source(*read_from)
+            stylesheet.add_source(css, read_from=read_from, is_default_css=True, tie_breaker=tie_breaker, scope=scope)
+    return added
+
+
 def read_stylesheets(app: App, screens: list[type[Screen]]) -> None:
-    """The screens' stylesheets into the app's, with one parse and one restyle for all."""
+    """The screens' stylesheets and their widgets' default CSS into the app's, with one
+    parse and one restyle for all."""
     new = [p for s in screens for p in css_paths(s) if not app.stylesheet.has_source(str(p), "")]
-    if new:
+    if read_default_css(app) or new:
         for path in new:
             app.stylesheet.read(path)
         # parse, not reparse (which Textual uses): reparse parses into a new stylesheet and
