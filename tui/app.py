@@ -21,7 +21,7 @@ from tui.screens.base import OrpoScreen
 from tui.screens.preset_list import PresetListScreen
 from tui.screens.queue import QueueScreen
 from tui.screens.runs import RunsScreen
-from tui.warm_up import warm_up
+from tui.warm_up import thaw, warm_up
 from tui.workspace import Workspace
 
 WARM_UP_AFTER_S = 0.5
@@ -78,6 +78,9 @@ class OrpoApp(App):
         self.switch_mode("presets")
         # Once the first screen shows: what opening the editor or a monitor would pay first.
         self.set_timer(WARM_UP_AFTER_S, lambda: self.run_worker(warm_up(self), name="warm up", exit_on_error=False))
+
+    def on_unmount(self) -> None:
+        thaw()
 
     def action_go(self, mode: str) -> None:
         """F2/F3/F4 go to that mode's list, as the footer says, from any screen. Views
