@@ -26,7 +26,7 @@ from tui.screens.preset_list import PresetListScreen
 from tui.screens.queue import QueueScreen
 from tui.screens.runs import RunsScreen
 from tui.terminal_notify import notification
-from tui.warm_up import warm_up
+from tui.warm_up import thaw, warm_up
 from tui.workspace import Workspace
 
 WARM_UP_AFTER_S = 0.5
@@ -91,6 +91,9 @@ class OrpoApp(App):
         self.set_interval(WATCH_SECONDS, self.watch_runs)
         # Once the first screen shows: what opening the editor or a monitor would pay first.
         self.set_timer(WARM_UP_AFTER_S, lambda: self.run_worker(warm_up(self), name="warm up", exit_on_error=False))
+
+    def on_unmount(self) -> None:
+        thaw()
 
     # ------------------------------------------------------------------ run ends
 

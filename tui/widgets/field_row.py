@@ -65,7 +65,13 @@ class FormSelect(StyledOnceMixin, Select):
 
     def compose(self) -> ComposeResult:
         for part in super().compose():
-            part.add_class("-has-value" if isinstance(part, SelectCurrent) else "-textual-compact", update=False)
+            if isinstance(part, SelectCurrent):
+                # Its watcher sets the class from `has_value` as it mounts (False until the
+                # value's label arrives: a restyle to take the class off, one to put it back).
+                part.set_reactive(SelectCurrent.has_value, True)
+                part.add_class("-has-value", update=False)
+            else:
+                part.add_class("-textual-compact", update=False)
             yield part
 
 
@@ -121,16 +127,20 @@ class FieldRow(Container):
     # ellipsis on its one line instead of breaking in the middle of a name.
     DEFAULT_CSS = """
     FieldRow {
-        layout: grid;
-        grid-size: 2;
-        grid-columns: KEY_COLUMNS 1fr;
+        layout: vertical;
         height: auto;
     }
 
     FieldRow .key {
+        position: absolute;
+        width: KEY_COLUMNS;
         padding: 0 1;
         text-wrap: nowrap;
         text-overflow: ellipsis;
+    }
+
+    FieldRow > Input, FieldRow > Select, FieldRow > Switch {
+        margin-left: KEY_COLUMNS;
     }
 
     FieldRow Switch, FieldRow Switch:focus {
@@ -140,7 +150,6 @@ class FieldRow(Container):
     }
 
     FieldRow .note {
-        column-span: 2;
         color: $text-muted;
         padding-left: 3;
     }
