@@ -17,7 +17,7 @@ from pathlib import Path
 import mlx.core as mx
 import pytest
 
-from tests.trainer_helpers import DEMO, first_line, run_trainer, start_trainer, train_steps, wait_for_step
+from tests.trainer_helpers import DEMO, ORPO_TRAIN, REPO, first_line, run_trainer, start_trainer, train_steps, wait_for_step
 from trainer.pure import metrics as M
 from trainer.pure.events import read_events
 from trainer.pure.run_folder import RunFolder
@@ -137,3 +137,40 @@ def test_a_dead_rank_fails_the_run_naming_it(tmp_path):
     assert status["error"].startswith("rank 1 was killed by SIGKILL")
     assert _rank_pids(run_dir) == {}
     assert proc.stderr.read().strip().splitlines()[-1].startswith("orpo-train: rank 1 was killed by SIGKILL")
+
+
+def test_local_ranks_share_one_memory_check_and_one_sleep_inhibitor(tmp_path):
+    """Ranks started here share this machine's memory: each holds the model and half of every
+    batch, so two of them must fit twice the one-rank estimate at half the batch. The machine
+    is kept awake once, by the launcher (the pid the app knows), not once per rank."""
+    from tests.test_keep_awake import CAFFEINATE, _calls, _env, _stand_in
+    from trainer.pure.system_memory import DEVICE_MEMORY_ENV
+
+    short = ["--set", "training.iters=2", "--set", "training.batch_size=4", "--set", "training.steps_per_eval=0",
+             "--set", "training.sample_prompts=0", "--set", "training.save_every=100"]
+    per_rank = run_trainer("estimate", str(DEMO), "--json", "--set", "training.batch_size=2")
+    assert per_rank.returncode == 0, per_rank.stderr
+    peak_gb = json.loads(per_rank.stdout)["peak_memory_gb"]
+    _stand_in(tmp_path / "bin", "caffeinate", CAFFEINATE)
+    env = {**_env(tmp_path, "darwin"), DEVICE_MEMORY_ENV: str(1.5 * peak_gb)}  # one rank fits, two do not
+    argv = [*ORPO_TRAIN, str(DEMO), "--runs-dir", str(tmp_path / "runs"), "--np", "2", "--backend", "ring", *short]
+
+    refused = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, env=env, timeout=240)
+    assert refused.returncode == ExitCode.BAD_INPUT, refused.stderr
+    line = refused.stderr.strip().splitlines()[-1]
+    assert "does not fit: est" in line and "for 2 rank(s) on this machine (2 of 4 pairs per batch each)" in line
+    assert f"{2 * peak_gb * 1e3:.1f} MB" in line and "--force" in line
+    assert read_status(Path(refused.stdout.splitlines()[0]))["state"] == "failed"
+
+    forced = subprocess.run([*argv, "--force"], capture_output=True, text=True, cwd=REPO, env=env, timeout=240)
+    assert forced.returncode == ExitCode.OK, forced.stderr
+    run_dir = Path(forced.stdout.splitlines()[0])
+    assert read_status(run_dir)["state"] == "completed"
+    log = (run_dir / "train.log").read_text()
+    assert "--force: training anyway" in log
+    # The refused run's launcher held one too: one call per launcher, each waiting on its pid.
+    calls = _calls(tmp_path)
+    assert len(calls) == 2 and calls[1][1] == f"-i -w {read_status(run_dir)['pid']}"
+    assert [ln for ln in log.splitlines() if "sleep" in ln][0].endswith(f"caffeinate holds it (pid {calls[1][0]})")
+    assert log.count("sleep prevented") == 1
+    assert "sleep" not in RunFolder(run_dir).rank_log(1).read_text()

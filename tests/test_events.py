@@ -18,7 +18,8 @@ def test_constants():
     assert EVENT_TYPES == ("train", "val", "checkpoint", "sample", "status")
     assert "rewards/margins" in ORPO_METRICS and "log_odds_chosen" in ORPO_METRICS
     assert len(ORPO_METRICS) == 10
-    assert RATE_METRICS == ("learning_rate", "tokens_per_second", "pairs_per_second", "peak_memory_gb")
+    assert RATE_METRICS == ("learning_rate", "tokens_per_second", "pairs_per_second", "peak_memory_gb",
+                            "active_memory_gb", "cache_memory_gb", "rss_gb")
 
 
 def test_writer_line_schema_and_flush(tmp_path):

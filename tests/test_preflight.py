@@ -74,6 +74,21 @@ def test_demo_report_counts_columns_and_first_row(tokenizer):
     assert text == {"prompt": first["prompt"], "chosen": first["chosen"] + eos, "rejected": first["rejected"] + eos}
 
 
+@pytest.mark.parametrize("max_seq_length", [256, 24])
+def test_report_carries_the_memory_estimate_at_the_lengths_training_cuts_to(max_seq_length):
+    """The data check's memory figure is `orpo-train estimate`'s, also when pairs are cut."""
+    from trainer.estimate_cli import estimate_report
+
+    cfg = cfg_for(max_seq_length=max_seq_length)
+    memory = preflight(cfg)["memory"]
+    expected = estimate_report(cfg)
+    assert memory["peak_memory_gb"] == expected["peak_memory_gb"]
+    assert memory["peak_memory_gb_worst"] == expected["peak_memory_gb_worst"]
+    assert memory["fits"] is True and memory["device_memory_gb"] > 0
+    assert any(line.startswith("memory: fits: est ") for line in format_report(preflight_client.PreflightReport.from_dict(
+        {"memory": memory})))
+
+
 def test_scores_outside_0_1_extra_columns_and_held_out_valid(tmp_path):
     report = preflight(cfg_for(path=write_jsonl(tmp_path / "pairs.jsonl", SCORED), valid_fraction=0.2))
     assert report["error"] is None

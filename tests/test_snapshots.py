@@ -22,7 +22,9 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Input
 
+from trainer.pure.system_memory import DEVICE_MEMORY_ENV
 from tui.app import make_app
+from tui.widgets.keys_footer import KeysFooter
 
 FIXTURE_PRESETS = Path(__file__).parent / "fixtures" / "presets"
 
@@ -35,6 +37,8 @@ def app_in_fixture_dir(tmp_path, monkeypatch):
     shutil.copytree(FIXTURE_PRESETS, tmp_path / "presets")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("NO_COLOR", raising=False)  # read by App(); it would turn colours off
+    # The editor's memory verdict compares with this machine's memory: pin it.
+    monkeypatch.setenv(DEVICE_MEMORY_ENV, "16")
 
     def build():
         return make_app(Path("presets"), Path("runs"))
@@ -112,6 +116,7 @@ def app_with_runs(tmp_path, monkeypatch):
     shutil.copytree(FIXTURE_RUNS, tmp_path / "runs")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv(DEVICE_MEMORY_ENV, "16")  # the editor's memory verdict, as above
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     yield lambda: make_app(Path("presets"), Path("runs"))
@@ -153,6 +158,13 @@ async def _compare(pilot, tab: str) -> None:
 async def _preset_key(pilot, key: str, expect: str) -> None:
     await _highlight(pilot, "demo")
     pilot.app.screen.query_one(DataTable).focus()
+    # The table's keys (s, w, n) join the footer a refresh after the focus; the dialog must
+    # open over the footer as a user would see it, not over the one before (a race under load).
+    footer = pilot.app.screen.query_one(KeysFooter)
+    for _ in range(100):
+        await pilot.pause(0.02)
+        if footer._shown == footer.shown_keys():
+            break
     await pilot.press(key)
     await pilot.pause()
     assert type(pilot.app.screen).__name__ == expect

@@ -41,8 +41,14 @@ def test_short_run_learns_and_writes_the_run_directory(short_run):
     assert train[-1]["loss"] < train[0]["loss"] - 0.5
     assert train[-1]["log_odds_chosen"] > train[0]["log_odds_chosen"]
     for name in ("nll_loss", "log_odds_ratio", "rewards/margins", "rewards/accuracies", "logps/chosen",
-                 "logps/rejected", "learning_rate", "tokens_per_second", "pairs_per_second", "peak_memory_gb"):
+                 "logps/rejected", "learning_rate", "tokens_per_second", "pairs_per_second", "peak_memory_gb",
+                 "active_memory_gb", "cache_memory_gb", "rss_gb"):
         assert name in train[-1], name
+    last = train[-1]
+    # MLX's live arrays never exceed its peak; a Python process with MLX loaded holds tens of MB.
+    assert 0 < last["active_memory_gb"] <= last["peak_memory_gb"]
+    assert 0.02 < last["rss_gb"] < 64
+    assert last["cache_memory_gb"] >= 0
     val = events(run_dir, "val")
     assert [e["step"] for e in val] == [0, 20, 40]
     assert val[-1]["loss"] < val[0]["loss"]

@@ -452,3 +452,42 @@ async def test_find_a_field_by_name_or_help_and_from_the_palette(presets):
         await pilot.pause(0.2)
         assert app.focused.id == "f-training--iters"
         assert isinstance(app.screen, PresetEditorScreen) and not screen.dirty
+
+
+async def test_memory_verdict_is_live_in_the_form_and_real_after_the_data_check(presets, monkeypatch):
+    """The form says whether the run fits this machine (a 100 MB device here, through the
+    trainer's test hook): the worst case at max_seq_length as the fields change, labelled,
+    and the figure at the data's real lengths once the data check has run for this config."""
+    from trainer.pure.system_memory import DEVICE_MEMORY_ENV
+
+    monkeypatch.setenv(DEVICE_MEMORY_ENV, "0.1")
+    app = app_for(presets)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press(*"demo", "enter")
+        await pilot.pause()
+        editor = app.screen
+
+        def derived() -> dict[str, str]:
+            text = str(editor.query_one("#derived", Static).render())
+            return dict(line.split(": ", 1) for line in text.splitlines())
+
+        worst = derived()
+        assert worst["Memory (worst)"].startswith("≈ ") and "worst case at max_seq_length, every pair 256 tokens" in worst["Memory (worst)"]
+        assert worst["Fits?"].startswith("does not fit: est ") and "worst case at max_seq_length, more than the 100.0 MB" in worst["Fits?"]
+
+        await type_into(pilot, "f-data--max_seq_length", "32")
+        assert derived()["Fits?"].startswith("fits: est ") and "of 100.0 MB" in derived()["Fits?"]
+
+        await type_into(pilot, "f-data--max_seq_length", "256")
+        await pilot.press("ctrl+b")  # the data check: a trainer subprocess tokenizes the data
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if "Memory (est.)" in derived():
+                break
+        real = derived()
+        assert real["Memory (est.)"].endswith("at the data's real lengths (from the data check)")
+        assert real["Fits?"].startswith("fits: est ") and "at the data's real lengths of 100.0 MB" in real["Fits?"]
+        assert "memory: fits: est " in str(editor.query_one("#preflight", Static).render())
+
+        await type_into(pilot, "f-training--batch_size", "4")  # another config: the check no longer holds
+        assert "Memory (est.)" not in derived() and "worst case" in derived()["Fits?"]

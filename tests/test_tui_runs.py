@@ -78,6 +78,64 @@ def test_runs_index_lists_damaged_runs_with_their_reason(tmp_path):
     assert by_name["c"].state == "stopped" and by_name["c"].error.startswith("metrics.jsonl: cannot be read")
 
 
+METAL = ("libc++abi: terminating due to uncaught exception of type std::runtime_error: "
+         "[metal::malloc] Resource limit exceeded")
+
+
+def _crashed_run(runs_dir, log_lines):
+    import json
+
+    from trainer.pure.train_log import stamped, start_line
+
+    run = runs_dir / "20240101-120000-demo"
+    run.mkdir(parents=True)
+    (run / "config.toml").write_text("")
+    # "running" with no pid: a trainer gone without recording its end.
+    (run / "status.json").write_text(json.dumps({"state": "running", "pid": None, "step": 4, "total_steps": 10,
+                                                 "started_at": 1704110400.0}))
+    (run / "train.log").write_text("\n".join([stamped(start_line(99)), *log_lines]) + "\n")
+    return run
+
+
+def test_runs_index_reads_a_crashed_runs_log_again_only_when_it_changes(tmp_path):
+    from tui.runs_index import RunsIndex
+
+    run = _crashed_run(tmp_path, ["Fatal Python error: Aborted"])
+    index = RunsIndex(tmp_path)
+    assert [s.error for s in index.refresh()] == ["Fatal Python error: Aborted"]
+    for _ in range(5):
+        index.refresh()
+    assert index._causes[run].reads == 1
+    with (run / "train.log").open("a") as fh:
+        fh.write(METAL + "\n")
+    assert [(s.state, s.error) for s in index.refresh()] == [("crashed", METAL)]
+    assert index._causes[run].reads == 2
+
+
+async def test_a_crashed_run_shows_why_in_the_list_and_the_monitor(tmp_path):
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    _crashed_run(tmp_path / "runs", [METAL, "Fatal Python error: Aborted", "", "Current thread 0x1 (most recent call first):"])
+    app = make_app(presets, tmp_path / "runs")
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("f3")
+        await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), 10, "the runs list")
+        screen = app.screen
+        table = screen.query_one(DataTable)
+        await wait_until(pilot, lambda: table.row_count == 1, 10, "the crashed run")
+        row = [str(c) for c in table.get_row_at(0)]
+        note = row[-1]  # the note column, fitted to the screen: the cause, or its start and "…"
+        assert row[1] == "crashed" and (note == METAL or (note.endswith("…") and METAL.startswith(note[:-1]) and len(note) > 20))
+        detail = str(screen.query_one("#detail").render())
+        assert f"crashed: {METAL}" in detail and "press u to resume" in detail
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 10, "the monitor")
+        monitor = app.screen
+        await wait_until(pilot, lambda: "crashed: " in str(monitor.query_one("#alarms").render()), 10, "the cause")
+        assert f"✖ crashed: {METAL}" in str(monitor.query_one("#alarms").render())
+        assert str(monitor.query_one("#state").render()).startswith("crashed")
+
+
 def _two_runs(runs):
     from test_compare import T0, _config, _write_run
 
@@ -178,3 +236,18 @@ async def test_quitting_stops_the_lists_background_read_at_the_next_file(tmp_pat
         await wait_until(pilot, lambda: reads, 10, "the background read")
     time.sleep(1.2)  # the read under way ends; no other starts
     assert len(reads) == 1
+
+
+def test_a_crashed_runs_duration_stops_at_its_last_sign_of_life(tmp_path):
+    # A crashed run has no ended_at: its duration ran on with the wall clock (a run dead
+    # for a year showed 8760h). It ends at the newest write to its status, metrics or log.
+    import os
+
+    from tui.runs_index import RunsIndex
+
+    run = _crashed_run(tmp_path, ["Fatal Python error: Aborted"])
+    started = 1704110400.0
+    for name in ("status.json", "train.log", "config.toml"):
+        os.utime(run / name, (started + 30, started + 30))
+    (s,) = RunsIndex(tmp_path).refresh()
+    assert s.state == "crashed" and s.duration == 30.0

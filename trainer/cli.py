@@ -3,6 +3,7 @@
     orpo-train PRESET.toml [--runs-dir DIR] [--set section.key=value ...]
     orpo-train --resume RUN_DIR [--set training.iters=N ...]
     orpo-train preflight PRESET.toml [--set ...]   (a JSON report on the data; see preflight.py)
+    orpo-train estimate PRESET.toml [--set ...] [--json]   (the run's peak memory; see estimate_cli.py)
     orpo-train fuse RUN_DIR [--best] [--quantize BITS] [--out DIR]   (a standalone model; see fuse.py)
     orpo-train import-yaml FILE.yaml [--out PRESET.toml]   (from an mlx-lm-lora config; see interop.py)
     orpo-train export-yaml PRESET.toml [--out FILE.yaml]   (to an mlx-lm-lora config)
@@ -15,6 +16,7 @@ trainer.pure.run_folder.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import shutil
 import signal
@@ -23,13 +25,16 @@ import time
 import traceback
 from pathlib import Path
 
-from trainer.pure.config import ConfigError, apply_overrides, check, dump_toml, load_preset, replace_value
+from trainer.keep_awake import KeepAwake
+from trainer.pure.app_folders import SettingsError, resolve_folders
+from trainer.pure.config import ConfigError, OutputConfig, apply_overrides, check, dump_toml, load_preset, replace_value
 from trainer.pure.events import MetricsWriter
 from trainer.pure.messages import describe
 from trainer.pure.run_folder import RunFolder, checkpoint_step
 from trainer.pure.run_lock import RunBusy, RunLock
 from trainer.pure.runs import create_run_dir, read_status, write_status
 from trainer.pure.states import RunState
+from trainer.pure.train_log import failure_line, start_line
 from trainer.pure.trainer_process import BACKENDS, LAUNCHER_PID_ENV, PROG, RANK_ENV, ExitCode
 from trainer.reporter import LogReporter, RunFolderReporter
 from trainer.run_control import RunLog, StopFlag
@@ -45,6 +50,7 @@ RESUME_SETTABLE = (
     "training.patience",
     "training.sample_prompts",
     "training.sample_max_tokens",
+    "training.prevent_sleep",
 )
 
 
@@ -56,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="ORPO fine-tuning on MLX.")
     p.add_argument("preset", nargs="?", help="preset TOML file to train")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or crashed run")
-    p.add_argument("--runs-dir", metavar="DIR", help="where run folders go (default: output.runs_dir)")
+    p.add_argument("--runs-dir", metavar="DIR",
+                   help="where run folders go (default: output.runs_dir; left at 'runs', the app's runs folder)")
     p.add_argument("--log-only", action="store_true",
                    help="after the run directory line, send all output to its train.log (for launchers such as orpo-tui)")
     p.add_argument("--np", type=int, metavar="N", help="train on N local ranks (data parallel, MLX distributed)")
@@ -66,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--from-checkpoint", metavar="DIR", help=argparse.SUPPRESS)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset value, e.g. --set training.iters=50 (repeatable)")
+    p.add_argument("--force", action="store_true",
+                   help="train even when the memory estimate exceeds the device's memory")
     return p
 
 
@@ -107,10 +116,25 @@ def _new_run(args):
     cfg = apply_overrides(cfg, args.overrides)
     check(cfg, args.preset)
     _check_world(cfg, args.np or 1)
-    runs_dir = Path(args.runs_dir or cfg.output.runs_dir).expanduser()
+    runs_dir = _runs_dir(args.runs_dir, cfg.output.runs_dir)
     label = cfg.output.name or Path(args.preset).stem
     run_dir = create_run_dir(runs_dir, label)
     return cfg, run_dir, None, RunLock(run_dir).acquire()
+
+
+def _runs_dir(flag: str | None, configured: str) -> Path:
+    """--runs-dir, else the preset's output.runs_dir as written (relative to the current
+    folder), except that the default `runs` means the app's runs folder (the settings file's
+    runs_dir, a checkout's runs/, or an installed tool's user folder), so a run started here
+    is listed in the app whichever folder the shell is in."""
+    if flag:
+        return Path(flag).expanduser()
+    if configured != OutputConfig().runs_dir:
+        return Path(configured).expanduser()
+    try:
+        return resolve_folders(None, None).runs
+    except SettingsError as exc:
+        raise BadInput(str(exc)) from None
 
 
 def _resume_run(args):
@@ -152,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         from trainer.pure.interop import main as interop_main
 
         return interop_main(argv)
+    if argv[:1] == ["estimate"]:
+        from trainer.estimate_cli import main as estimate_main  # loads mlx: only when asked
+
+        return estimate_main(argv[1:])
     if argv[:1] == ["fuse"]:
         from trainer.fuse import main as fuse_main  # loads mlx: only when asked
 
@@ -180,28 +208,41 @@ def main(argv: list[str] | None = None) -> int:
         return _fail_line(str(exc))
     except OSError as exc:  # a read-only or full runs folder
         return _fail_line(f"{exc.filename or 'run folder'}: {exc.strerror or exc}")
+    _log_fatal_errors(folder.log)
     print(run_dir, flush=True)
     if args.log_only:
         _redirect_output(folder.log)
     if args.np and args.np > 1:
-        code = _launch_ranks(args, run_dir, ckpt)
+        code = _launch_ranks(args, cfg, run_dir, ckpt)
     else:
-        code = run(cfg, run_dir, ckpt, resuming=bool(args.resume), echo=not args.log_only)
+        code = run(cfg, run_dir, ckpt, resuming=bool(args.resume), echo=not args.log_only, force=args.force)
     # Every write to the folder is done: let a resume in at once rather than after the
     # interpreter and the MLX stack have torn down, which can take seconds.
     lock.release()
+    _notify(run_dir, echo=not args.log_only)
     return code
 
 
-def _launch_ranks(args, run_dir: Path, ckpt) -> int:
-    """This process holds the lock and supervises; the ranks train (trainer/ranks.py)."""
+def _launch_ranks(args, cfg, run_dir: Path, ckpt) -> int:
+    """This process holds the lock and supervises; the ranks train (trainer/ranks.py). It
+    also holds the one sleep inhibitor of the run: the ranks on this machine need no more."""
     from trainer.ranks import launch
 
-    if args.resume:
-        log = RunLog(RunFolder(run_dir).log, echo=not args.log_only)
-        _tidy_before_resume(RunFolder(run_dir), ckpt, log)
+    log = RunLog(RunFolder(run_dir).log, echo=not args.log_only)
+    awake = KeepAwake.start(f"training {run_dir.name}") if cfg.training.prevent_sleep else None
+    try:
+        if awake is not None:
+            awake.report(log)
+        else:
+            log("sleep is not prevented: training.prevent_sleep = false")
+        if args.resume:
+            _tidy_before_resume(RunFolder(run_dir), ckpt, log)
         log.close()
-    return launch(run_dir, args.np, ckpt, args.backend, args.log_only)
+        return launch(run_dir, args.np, ckpt, args.backend, args.log_only, force=args.force)
+    finally:
+        if awake is not None:
+            awake.release()
+        log.close()
 
 
 def _rank_main(args) -> int:
@@ -215,8 +256,45 @@ def _rank_main(args) -> int:
         return _fail_line(str(exc))
     ckpt = Path(args.from_checkpoint) if args.from_checkpoint else None
     rank = int(os.environ.get(RANK_ENV, "0"))
+    _log_fatal_errors(folder.rank_log(rank), mark=False)
     return run(cfg, run_dir, ckpt, resuming=ckpt is not None,
-               echo=not args.log_only and rank == 0, rank=rank, backend=args.backend)
+               echo=not args.log_only and rank == 0, force=args.force, rank=rank, backend=args.backend)
+
+
+# faulthandler writes through this file's descriptor when the process dies on a fatal signal
+# (SIGABRT, SIGSEGV, SIGBUS...); it must stay open for the whole life of the process.
+_FATAL_LOG = None
+
+
+def _log_fatal_errors(log_path: Path, mark: bool = True) -> None:
+    """Mark where this trainer's part of train.log begins (trainer.pure.crash_cause reads
+    from there), and have a fatal signal dump every thread's stack into the log. The log
+    gets a descriptor of its own, so the dump lands there with or without --log-only and
+    whatever later happens to fds 1 and 2. A rank does not mark: the launcher's pid is the
+    run's, and its mark already stands."""
+    global _FATAL_LOG
+    if mark:
+        marker = RunLog(log_path, echo=False)
+        marker(start_line(os.getpid()))
+        marker.close()
+    try:
+        _FATAL_LOG = open(log_path, "ab", buffering=0)
+    except OSError:
+        return  # the run goes on; a crash would then show as killed with no error written
+    faulthandler.enable(file=_FATAL_LOG, all_threads=True)
+
+
+def _notify(run_dir: Path, echo: bool) -> None:
+    """The user's notify_command, once the run's end is on record (its lines go to train.log)."""
+    from trainer.notify import notify_run_end
+
+    log = RunLog(RunFolder(run_dir).log, echo=echo)
+    try:
+        notify_run_end(run_dir, log)
+    except KeyboardInterrupt:  # Ctrl-C while waiting on the command: the run is over anyway
+        pass
+    finally:
+        log.close()
 
 
 def _redirect_output(log_path: Path) -> None:
@@ -228,7 +306,8 @@ def _redirect_output(log_path: Path) -> None:
     os.close(fd)
 
 
-def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True, rank: int | None = None, backend: str = "any") -> int:
+def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True, force: bool = False,
+        rank: int | None = None, backend: str = "any") -> int:
     """Train in this process. `rank` is set for a rank of a distributed run: the ranks join
     their group first, and only rank 0 writes the run folder (the others their own log)."""
     folder = RunFolder(run_dir)
@@ -239,16 +318,28 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True, rank: int |
     launcher = os.environ.get(LAUNCHER_PID_ENV) if rank is not None else None
     reporter = RunFolderReporter(run_dir, log, pid=int(launcher) if launcher else None) if leader else LogReporter(log)
     failed = _failed if leader else _rank_failed
+    # Started before the MLX stack loads, and reported after: a failing inhibitor has
+    # exited by then, so its reason costs the run no wait. Our launcher holds the inhibitor
+    # for the ranks it starts; a rank under mlx.launch keeps its own host awake.
+    wants_awake = cfg.training.prevent_sleep and not launcher
+    awake = KeepAwake.start(f"training {run_dir.name}") if wants_awake else None
     try:
         # The MLX stack is imported only now, inside the guard: config errors above are
         # reported without paying for it, and a broken install fails the run with its reason.
         from trainer.checkpoints import SaveError
         from trainer.data import DataError
         from trainer.loop import TrainingError, prepare, train
+        from trainer.memory import DoesNotFit
         from trainer.model import ModelError
     except Exception as exc:  # noqa: BLE001 - an install problem; the traceback goes to the log
         log(traceback.format_exc().rstrip())
+        if awake is not None:
+            awake.release()
         return failed(run_dir, log, f"cannot load the training stack: {describe(exc)}", ExitCode.ERROR)
+    if awake is not None:
+        awake.report(log)
+    elif not launcher:
+        log("sleep is not prevented: training.prevent_sleep = false")
     try:
         team = None
         if rank is not None:
@@ -260,7 +351,7 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True, rank: int |
             _tidy_before_resume(folder, ckpt, log)
         if team is not None and not team.leader:
             team.barrier()  # rank 0 builds or fetches the model first; the others then read it
-        prep = prepare(cfg, log)
+        prep = prepare(cfg, log, force=force, team=team)
         if team is not None and team.leader:
             team.barrier()
         if not resuming and leader:
@@ -268,7 +359,7 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True, rank: int |
             dump_toml(cfg, folder.config)
         outcome: dict = {}  # early stop details for the final status event
         state = train(run_dir, cfg, prep, reporter, stop, ckpt, outcome, team)
-    except (DataError, ModelError, ConfigError) as exc:
+    except (DataError, ModelError, ConfigError, DoesNotFit) as exc:
         return failed(run_dir, log, str(exc), ExitCode.BAD_INPUT)
     except (TrainingError, SaveError) as exc:
         return failed(run_dir, log, str(exc), ExitCode.ERROR)
@@ -284,6 +375,8 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True, rank: int |
         log(traceback.format_exc().rstrip())
         return failed(run_dir, log, describe(exc), ExitCode.ERROR)
     finally:
+        if awake is not None:
+            awake.release()  # the run is over: nothing more to keep the machine awake for
         reporter.close()
         log.close()
     if not leader:
@@ -329,7 +422,7 @@ def _event(run_dir: Path, state: str, **extra) -> None:
 
 def _rank_failed(run_dir: Path, log, message: str, code: int) -> int:
     """A rank other than 0 fails: its log and stderr say why; the launcher records it."""
-    log(f"failed: {message}")
+    log(failure_line(message))
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
     return code
 
@@ -338,7 +431,7 @@ def _failed(run_dir: Path, log, message: str, code: int) -> int:
     """Record a failure everywhere that still takes it. On a full disk some of these writes
     fail too; the status is written first and has its own fallback, and nothing here may
     raise over the message the user needs."""
-    log(f"failed: {message}")
+    log(failure_line(message))
     for record in (lambda: write_status(run_dir, state=RunState.FAILED, error=message, ended_at=time.time()),
                    lambda: _event(run_dir, RunState.FAILED, error=message)):
         try:

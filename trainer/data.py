@@ -520,6 +520,12 @@ def tokenize_rows(rows: Sequence[Row], tokenizer: Any, max_seq_length: int) -> t
     return pairs, stats
 
 
+def truncate_pair(pair: Pair, limit: int) -> Pair:
+    """`pair` as `tokenize_rows` with `limit` would have made it."""
+    prompt, chosen, rejected, _ = _truncate(list(pair.prompt), list(pair.chosen), list(pair.rejected), limit)
+    return Pair(tuple(prompt), tuple(chosen), tuple(rejected), pair.score)
+
+
 def _truncate(prompt: list[int], chosen: list[int], rejected: list[int], limit: int):
     """Fit prompt + completion into `limit` tokens.
 
@@ -560,6 +566,11 @@ def batch_at(batches: Sequence[tuple[int, ...]], seed: int, index: int) -> tuple
     """The index-th micro-batch of the endless shuffled stream."""
     epoch, pos = divmod(index, len(batches))
     return batches[int(batch_order(len(batches), seed, epoch)[pos])]
+
+
+def pad_id(tokenizer: Any) -> int:
+    """What batches are padded with: the tokenizer's pad token, else its end of sequence."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def collate(pairs: Sequence[Pair], pad_id: int) -> dict[str, np.ndarray]:

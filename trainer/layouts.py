@@ -87,12 +87,18 @@ class BatchLayout:
     gathered: bool
     sharing: bool
 
-    def device_batch(self, pairs: list) -> tuple:
-        """(device arrays, the layout's extra step arguments, the host batch)."""
+    def host_batch(self, pairs: list) -> dict:
+        """The batch collated in the layout it takes: the shared prefix where that runs
+        fewer positions, else the plain one (a "shared" key tells them apart)."""
         b = D.collate(pairs, self.pad_id)
         s = collate_shared(pairs, self.pad_id) if self.sharing else None
-        if s is not None and positions(s) < positions(b):
-            return to_device(s), (gather_to_device(s), shared_to_device(s)), s
+        return s if s is not None and positions(s) < positions(b) else b
+
+    def device_batch(self, pairs: list) -> tuple:
+        """(device arrays, the layout's extra step arguments, the host batch)."""
+        b = self.host_batch(pairs)
+        if "shared" in b:
+            return to_device(b), (gather_to_device(b), shared_to_device(b)), b
         return to_device(b), ((gather_to_device(b),) if self.gathered else ()), b
 
     def notes(self, first_pairs: list) -> list[str]:

@@ -20,10 +20,11 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
+import psutil
 from mlx.utils import tree_flatten
 
 from trainer import data as D
-from trainer import qat
+from trainer import memory, qat
 from trainer.checkpoints import (
     BestTracker,
     keep_best_in_checkpoint,
@@ -34,7 +35,7 @@ from trainer.checkpoints import (
     write_summary,
 )
 from trainer.layouts import BatchLayout, choose_layouts
-from trainer.model import ModelError, apply_finetune, load_base, publish_adapters, resolve_model_path
+from trainer.model import ModelError, apply_finetune, load_base, load_tokenizer_for, publish_adapters, resolve_model_path
 from trainer.pure import metrics as M
 from trainer.pure.config import Config
 from trainer.pure.run_folder import ADAPTER_WEIGHTS, RunFolder
@@ -66,13 +67,17 @@ class Prepared:
     valid_prompted: list[int] = field(default_factory=list)  # indices of valid rows with a prompt
 
 
-def prepare(cfg: Config, log: Callable[[str], None]) -> Prepared:
-    """Load model and data; raises ModelError/DataError with one-line messages."""
+def prepare(cfg: Config, log: Callable[[str], None], force: bool = False, team: Team | None = None) -> Prepared:
+    """Load data and model; raises ModelError/DataError with one-line messages, and
+    DoesNotFit when the run's estimated peak memory exceeds the device's (unless `force`).
+    The data is tokenized first, so that check comes before the weights are loaded. On a
+    `team` the check is for one rank's share of each batch, times the ranks our launcher
+    started on this machine (a rank under mlx.launch counts only itself)."""
     path = resolve_model_path(cfg.model.path)
     splits = D.load_splits(cfg.data, cfg.training.seed)
     for note in splits.notes:
         log(note)
-    model, tokenizer, path = load_base(path, cfg)  # a quantized base: its cached quantized copy
+    tokenizer = load_tokenizer_for(path)
     train_pairs, tstats = D.tokenize_rows(splits.train, tokenizer, cfg.data.max_seq_length)
     valid_pairs, vstats = D.tokenize_rows(splits.valid, tokenizer, cfg.data.max_seq_length)
     log(f"data: {splits.source}: {tstats.pairs} train pairs, {vstats.pairs} valid pairs")
@@ -81,6 +86,11 @@ def prepare(cfg: Config, log: Callable[[str], None]) -> Prepared:
             log(f"data: {st.truncated} of {st.pairs} {name} pairs truncated to data.max_seq_length = {cfg.data.max_seq_length}")
     if len(train_pairs) < cfg.training.batch_size:
         raise D.DataError(f"{splits.source}: {len(train_pairs)} train pairs, fewer than training.batch_size = {cfg.training.batch_size}")
+    memory.apply_limits(cfg, log)
+    team = team or Team()
+    log("memory: " + memory.check_run(cfg, path, train_pairs, valid_pairs, D.pad_id(tokenizer), force,
+                                      ranks=team.size, ranks_here=team.here))
+    model, tokenizer, path = load_base(path, cfg, tokenizer)  # a quantized base: its cached quantized copy
     # Seeded here, after the base is loaded (building the built-in model reseeds mlx), so the
     # adapter initialisation and dropout depend on training.seed alone.
     mx.random.seed(cfg.training.seed)
@@ -98,8 +108,18 @@ def prepare(cfg: Config, log: Callable[[str], None]) -> Prepared:
     return Prepared(model, tokenizer, train_pairs, valid_pairs, adapter_cfg, use_scores, path, valid_prompted)
 
 
-def _peak_memory_gb() -> float:
-    return mx.get_peak_memory() / 1e9
+_SELF = psutil.Process()
+
+
+def _memory_gb() -> dict[str, float]:
+    """Memory at a report: MLX's peak, live arrays and buffer cache, and the process's
+    resident set (which also holds what MLX does not count: Python, the tokenizer, data)."""
+    return {
+        M.PEAK_MEMORY_GB: mx.get_peak_memory() / 1e9,
+        M.ACTIVE_MEMORY_GB: mx.get_active_memory() / 1e9,
+        M.CACHE_MEMORY_GB: mx.get_cache_memory() / 1e9,
+        M.RSS_GB: _SELF.memory_info().rss / 1e9,
+    }
 
 
 class ReportWindow:
@@ -152,9 +172,7 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, reporter: Reporter, stop: 
     team = team or Team()
     t = cfg.training
     started = time.perf_counter()
-    model, pad_id = prep.model, prep.tokenizer.pad_token_id
-    if pad_id is None:
-        pad_id = prep.tokenizer.eos_token_id
+    model, pad_id = prep.model, D.pad_id(prep.tokenizer)
     run = RunFolder(run_dir)
     optimizer = optim.AdamW(learning_rate=build_schedule(cfg), weight_decay=t.weight_decay)
     optimizer.init(model.trainable_parameters())
@@ -279,7 +297,7 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, reporter: Reporter, stop: 
                 M.LEARNING_RATE: float(optimizer.learning_rate.item()),
                 M.TOKENS_PER_SECOND: float(window.tokens) / elapsed,
                 M.PAIRS_PER_SECOND: window.pairs / elapsed,
-                M.PEAK_MEMORY_GB: _peak_memory_gb(),
+                **_memory_gb(),
             })
             reporter.on_train(step, values)
             window.reset()

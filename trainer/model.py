@@ -52,21 +52,40 @@ def resolve_model_path(spec: str) -> Path:
         raise ModelError(f"model.path: hub model '{spec}': {why}") from None
 
 
-def load_base(path: Path, cfg: Config) -> tuple[nn.Module, Any, Path]:
+def load_tokenizer_for(path: Path) -> Any:
+    """The tokenizer `mlx_lm.load` gives with the model at `path` (its end-of-sequence ids
+    from config.json), without loading the weights."""
+    from mlx_lm.utils import load_tokenizer
+
+    try:
+        config = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    try:
+        return load_tokenizer(Path(path), eos_token_ids=config.get("eos_token_id"))
+    except Exception as exc:  # transformers raises many types; the user needs one line
+        raise ModelError(f"model.path: {path}: no usable tokenizer: {first_line(exc)}") from None
+
+
+def load_base(path: Path, cfg: Config, tokenizer: Any = None) -> tuple[nn.Module, Any, Path]:
     """The base model, its tokenizer and the folder `mlx_lm.load` must be given to rebuild
     exactly this base (what a run records as `model.resolved_path`).
 
     With `model.quantize.bits` set and a float base, the base is quantized once into a cached
     copy (see :func:`quantized_copy`) and loaded from there: the adapters are trained on, and
     later loaded onto, the very same quantized weights. A base that is already quantized (a
-    pre-quantized MLX model) loads as it is."""
-    from mlx_lm.utils import load
+    pre-quantized MLX model) loads as it is. A `tokenizer` already loaded for this base
+    (`load_tokenizer_for`) is used instead of loading it again."""
+    from mlx_lm.utils import load, load_model
 
     bits = cfg.model.quantize.bits
     if bits:
         path = quantized_copy(path, bits, cfg.model.quantize.group_size)
     try:
-        model, tokenizer = load(str(path))
+        if tokenizer is None:
+            model, tokenizer = load(str(path))
+        else:  # already loaded (to size the run before its weights): the weights alone
+            model, _ = load_model(Path(path))
     except Exception as exc:
         raise ModelError(f"model.path: {path}: {first_line(exc)}") from None
     return model, tokenizer, path
@@ -90,6 +109,22 @@ def quantized_copies_dir() -> Path:
     return cache_root() / "quantized"
 
 
+def quantized_copy_path(path: Path, bits: int, group_size: int) -> Path:
+    """Where `quantized_copy` keeps the quantized copy of a float base."""
+    import hashlib
+
+    digest = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:8]
+    return quantized_copies_dir() / f"{Path(path).name}-{digest}-q{bits}g{group_size}"
+
+
+def needs_quantizing(path: Path, cfg: Config) -> bool:
+    """Whether loading this base will first quantize it (a float base with
+    model.quantize.bits set, not yet in the cache): the float model is then loaded whole."""
+    bits = cfg.model.quantize.bits
+    return bool(bits) and not _config_is_quantized(Path(path)) and \
+        not (quantized_copy_path(path, bits, cfg.model.quantize.group_size) / "config.json").is_file()
+
+
 def quantized_copy(path: Path, bits: int, group_size: int) -> Path:
     """The folder of `path` quantized to `bits`/`group_size` in mlx-lm's format, written once
     into the cache (`<cache>/quantized/<name>-<digest>-q<bits>g<group>`) and reused.
@@ -97,13 +132,10 @@ def quantized_copy(path: Path, bits: int, group_size: int) -> Path:
     mlx_lm rebuilds a quantized base only from a folder whose config.json has a
     "quantization" entry, so adapters trained on a quantized-on-load base need this copy to
     load anywhere else. A base that is already quantized is returned unchanged."""
-    import hashlib
-
     path = Path(path)
     if _config_is_quantized(path):
         return path
-    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
-    target = quantized_copies_dir() / f"{path.name}-{digest}-q{bits}g{group_size}"
+    target = quantized_copy_path(path, bits, group_size)
     if (target / "config.json").is_file():
         return target
     from mlx_lm.utils import load, quantize_model

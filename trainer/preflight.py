@@ -24,7 +24,7 @@ from contextlib import redirect_stdout
 from statistics import fmean
 from typing import Any
 
-from trainer.data import DataError, Pair, Row, collate, load_splits, tokenize_rows
+from trainer.data import DataError, Pair, Row, collate, load_splits, pad_id, tokenize_rows, truncate_pair
 from trainer.model import ModelError, resolve_model_path
 from trainer.pure.config import Config, ConfigError, apply_overrides, check, load_preset
 from trainer.pure.messages import describe
@@ -74,18 +74,20 @@ def preflight(cfg: Config) -> dict[str, Any]:
         )
 
     try:
-        tokenizer = _load_tokenizer(cfg.model.path)
+        model_path = resolve_model_path(cfg.model.path)
+        tokenizer = _load_tokenizer(model_path)
     except ModelError as exc:
         report["error"] = str(exc)
         return report
 
-    over, tokens = {}, {}
+    over, tokens, split_pairs = {}, {}, {}
     for name, rows in (("train", splits.train), ("valid", splits.valid)):
         try:
             pairs, _ = tokenize_rows(rows, tokenizer, _NO_LIMIT)
         except DataError as exc:  # a chat row the tokenizer cannot render
             report["error"] = str(exc)
             return report
+        split_pairs[name] = pairs
         # `Pair.length` over the limit is exactly when `tokenize_rows` truncates a pair.
         count = sum(p.length > d.max_seq_length for p in pairs)
         over[name] = {"count": count, "share": count / len(pairs) if pairs else 0.0}
@@ -97,6 +99,10 @@ def preflight(cfg: Config) -> dict[str, Any]:
             )
     report["over_max_seq_length"] = over
     report["tokens"] = tokens
+    try:
+        report["memory"] = _memory(cfg, model_path, tokenizer, split_pairs)
+    except Exception:  # noqa: BLE001 - the estimate must not cost the user the data report; stderr has why
+        traceback.print_exc()
     report["first_row"] = first_row(splits.train[0], tokenizer, d.max_seq_length)
     return report
 
@@ -112,6 +118,7 @@ def empty_report(cfg: Config | None) -> dict[str, Any]:
         "max_seq_length": cfg.data.max_seq_length if cfg else None,
         "over_max_seq_length": None,
         "tokens": None,
+        "memory": None,
         "first_row": None,
         "warnings": [],
         "error": None,
@@ -165,10 +172,32 @@ def _score_stats(rows: Sequence[Row]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- tokens
 
 
-def _load_tokenizer(model_spec: str) -> Any:
+def _memory(cfg: Config, model_path, tokenizer: Any, split_pairs: dict[str, list[Pair]]) -> dict[str, Any] | None:
+    """The run's peak memory at these pairs' lengths (cut to max_seq_length as training
+    cuts them) and in the worst case, against the device's memory, as `orpo-train estimate`
+    reports it; None when the model's shape is unknown."""
+    from trainer.memory import device_memory, run_estimate
+
+    limit = cfg.data.max_seq_length
+    train, valid = ([truncate_pair(p, limit) for p in split_pairs[name]] for name in ("train", "valid"))
+    if not train:
+        return None
+    est = run_estimate(cfg, model_path, train, valid, pad_id(tokenizer))
+    if est is None:
+        return None
+    device = device_memory()
+    return {
+        "peak_memory_gb": est.peak_bytes / 1e9,
+        "peak_memory_gb_worst": est.worst_bytes / 1e9,
+        "device_memory_gb": device.bytes / 1e9 if device else None,
+        "device_memory_source": device.what if device else None,
+        "fits": est.peak_bytes <= device.bytes if device else None,
+    }
+
+
+def _load_tokenizer(path) -> Any:
     from mlx_lm.utils import load_tokenizer
 
-    path = resolve_model_path(model_spec)
     try:
         return load_tokenizer(path)
     except Exception as exc:  # transformers raises many types; the user needs one line

@@ -6,10 +6,13 @@ items of ``<runs_dir>/queue.json`` (the document: trainer.pure.queue) one after 
 
 It holds ``queue.runner.lock`` for its lifetime so only one runs per folder; it takes the
 first queued item, starts ``orpo-train --log-only`` for it in its own session, waits,
-records the outcome, and exits when nothing is left to run. SIGTERM and SIGINT (Ctrl-C on a
-runner started by hand) both ask the running trainer to save and stop, record it as stopped,
-and end the runner; SIGHUP is ignored. A damaged queue.json stops the runner with a line in
-queue.log; it is never overwritten.
+records the outcome, and exits when nothing is left to run. While items run it keeps the
+machine awake (trainer.keep_awake), from the first item to the last. SIGTERM and SIGINT
+(Ctrl-C on a runner started by hand) both ask the running trainer to save and stop, record
+it as stopped, and end the runner; SIGHUP is ignored. A damaged queue.json stops the runner
+with a line in queue.log; it is never overwritten. A trainer that died without recording its end (killed,
+a Metal abort) cannot run the user's notify_command; the runner runs it for that trainer
+(trainer/notify.py), with the run's state as crashed.
 
 No mlx, no textual: the runner only starts trainers.
 """
@@ -26,9 +29,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from trainer.keep_awake import KeepAwake
+from trainer.notify import notify_run_end
 from trainer.pure import queue as Q
-from trainer.pure.runs import pid_alive, read_status, sanitize_label
-from trainer.pure.states import ItemState, item_state_after
+from trainer.pure.config import ConfigError, apply_overrides, load_preset
+from trainer.pure.runs import effective_state, pid_alive, read_status, sanitize_label
+from trainer.pure.states import ItemState, RunState, item_state_after
 from trainer.pure.trainer_process import ExitCode, read_run_dir, train_argv
 
 POLL_S = 1.0
@@ -46,22 +52,42 @@ class _Runner:
     def __init__(self, runs_dir: Path):
         self.runs_dir = runs_dir
         self.terminating = False
+        self.awake: KeepAwake | None = None
 
     def on_stop_signal(self, _signum, _frame) -> None:
         self.terminating = True
 
     def loop(self) -> int:
-        self._adopt_orphans()
-        while not self.terminating:
-            item = self._claim_next()
-            if item is None:
-                return 0
-            if item == "idle":
-                time.sleep(POLL_S)
-                continue
-            self._execute(item)
-        self._release()
-        return 0
+        try:
+            self._adopt_orphans()
+            while not self.terminating:
+                item = self._claim_next()
+                if item is None:
+                    return 0
+                if item == "idle":
+                    time.sleep(POLL_S)
+                    continue
+                self._keep_awake_for(item)
+                self._execute(item)
+            self._release()
+            return 0
+        finally:
+            if self.awake is not None:
+                self.awake.release()
+
+    def _keep_awake_for(self, item: dict) -> None:
+        """Hold the machine awake from the first item to the end of the queue, not only while
+        each trainer holds it: between two items nothing would, and a machine idle past its
+        sleep time falls asleep the moment the last assertion goes. An item whose config
+        turns training.prevent_sleep off lets it sleep again."""
+        wanted = _prevents_sleep(item)
+        if wanted and self.awake is None:
+            self.awake = KeepAwake.start(f"running the sweep queue in {self.runs_dir}")
+            self.awake.report(_log)
+        elif not wanted and self.awake is not None:
+            self.awake.release()
+            self.awake = None
+            _log(f"{item['id']} {item['label']}: sleep allowed again (training.prevent_sleep = false)")
 
     def _claim_next(self):
         """Mark the first queued item running and return it; "idle" while paused; None (and
@@ -102,6 +128,9 @@ class _Runner:
             _log(f"{item['id']} {item['label']}: run {run_dir} (pid {proc.pid})")
         code = self._wait(item["id"], proc)
         self._finish(item["id"], code)
+        if run_dir and effective_state(read_status(run_dir)) == RunState.CRASHED:
+            # The trainer notifies of its own end; one that died before it could, we tell of.
+            notify_run_end(Path(run_dir), _log)
 
     def _wait(self, item_id: str, proc: subprocess.Popen) -> int:
         """Wait for the trainer, passing on a cancel from the app or our own stop signal."""
@@ -151,6 +180,15 @@ class _Runner:
             final = ItemState.CANCELLED if item.get("cancel_requested") else item_state_after(state)
             self._update(item["id"], lambda it, final=final: it.update(state=final.value, ended_at=time.time()))
             _log(f"{item['id']} {item.get('label')}: {final} (adopted after a runner restart)")
+
+
+def _prevents_sleep(item: dict) -> bool:
+    """The item's training.prevent_sleep; a preset that cannot be read counts as the default
+    (its trainer reports the problem)."""
+    try:
+        return apply_overrides(load_preset(item["preset"]), item.get("overrides", [])).training.prevent_sleep
+    except (ConfigError, OSError, KeyError, TypeError):
+        return True
 
 
 def _sigint(pid: int) -> bool:

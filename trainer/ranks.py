@@ -51,11 +51,11 @@ def ring_hostfile(n: int) -> str:
     return json.dumps([[f"127.0.0.1:{port}"] for port in free_ports(n)])
 
 
-def rank_argv(run_dir: Path, checkpoint: Path | None, backend: str, log_only: bool) -> list[str]:
+def rank_argv(run_dir: Path, checkpoint: Path | None, backend: str, log_only: bool, force: bool = False) -> list[str]:
     argv = [*TRAINER, "--rank-of", str(run_dir), "--backend", backend]
     if checkpoint is not None:
         argv += ["--from-checkpoint", str(checkpoint)]
-    return argv + (["--log-only"] if log_only else [])
+    return argv + (["--log-only"] if log_only else []) + (["--force"] if force else [])
 
 
 def last_error(run_dir: Path, rank: int) -> str:
@@ -86,10 +86,11 @@ def describe_exit(code: int) -> str:
 class Ranks:
     """The rank processes of one run, started and watched by this process."""
 
-    def __init__(self, run_dir: Path, n: int, checkpoint: Path | None, backend: str, log_only: bool):
+    def __init__(self, run_dir: Path, n: int, checkpoint: Path | None, backend: str, log_only: bool,
+                 force: bool = False):
         self.run_dir, self.n = run_dir, n
         self.folder = RunFolder(run_dir)
-        self.argv = rank_argv(run_dir, checkpoint, backend, log_only)
+        self.argv = rank_argv(run_dir, checkpoint, backend, log_only, force)
         self.procs: list[subprocess.Popen] = []
         self.signals = 0
 
@@ -164,8 +165,8 @@ class Ranks:
         return code if code == ExitCode.BAD_INPUT else ExitCode.ERROR
 
 
-def launch(run_dir: Path, n: int, checkpoint: Path | None, backend: str, log_only: bool) -> int:
-    ranks = Ranks(run_dir, n, checkpoint, backend, log_only)
+def launch(run_dir: Path, n: int, checkpoint: Path | None, backend: str, log_only: bool, force: bool = False) -> int:
+    ranks = Ranks(run_dir, n, checkpoint, backend, log_only, force)
 
     def handler(signum, _frame):
         ranks.forward(signum)

@@ -3,10 +3,11 @@ request and the human-readable log. No mlx: the CLI uses both before the MLX sta
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from trainer.pure.train_log import stamped
 
 
 @dataclass
@@ -35,7 +36,7 @@ class RunLog:
     write_error: OSError | None = field(default=None, repr=False)
 
     def __call__(self, message: str) -> None:
-        line = f"[{time.strftime('%H:%M:%S')}] {message}"
+        line = stamped(message)
         try:
             if self._fh is None:
                 self._fh = open(self.path, "a", buffering=1, encoding="utf-8")

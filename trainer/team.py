@@ -21,7 +21,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from trainer.pure.trainer_process import RANK_ENV
+from trainer.pure.trainer_process import LAUNCHER_PID_ENV, RANK_ENV
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class Team:
     rank: int = 0
     size: int = 1
     group: Any = None
+    here: int = 1  # ranks sharing this machine's memory: all of them when our launcher started them
 
     @property
     def leader(self) -> bool:
@@ -59,4 +60,6 @@ def join(backend: str = "any") -> Team:
     if RANK_ENV not in os.environ:
         return Team()
     group = mx.distributed.init(strict=True, backend=backend)
-    return Team(group.rank(), group.size(), group)
+    # mlx.launch may place ranks on several hosts; our own launcher starts them all here.
+    here = group.size() if LAUNCHER_PID_ENV in os.environ else 1
+    return Team(group.rank(), group.size(), group, here)

@@ -2,9 +2,11 @@
 
 :func:`health_alarms` looks at a :class:`~tui.series.RunSeries` and reports what a person
 watching the curves would want to be told about: values that stopped being numbers, a loss
-that stopped moving, a reward accuracy stuck at 0 or 1 from the start, and a validation
-loss climbing while the training loss keeps falling. Every message says what was seen and
-from which step. Pure module: cheap enough to run after every batch of new events.
+that stopped moving, a reward accuracy stuck at 0 or 1 from the start, a validation
+loss climbing while the training loss keeps falling, and training that slowed down well
+below its own pace. :func:`swap_alarm` looks at the swap in use that the app sampled while
+the run trained. Every message says what was seen and from which step. Pure module: cheap
+enough to run after every batch of new events.
 """
 
 from __future__ import annotations
@@ -14,22 +16,25 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from trainer.pure.metrics import LOSS, REWARDS_ACCURACIES
+from trainer.pure.metrics import LOSS, PAIRS_PER_SECOND, REWARDS_ACCURACIES
+from tui.resources import format_bytes
 from tui.series import RunSeries
 
-__all__ = ["Alarm", "health_alarms", "NONFINITE", "FLAT", "PINNED", "OVERFIT"]
+__all__ = ["Alarm", "health_alarms", "swap_alarm", "NONFINITE", "FLAT", "PINNED", "OVERFIT", "SLOW", "SWAP"]
 
 NONFINITE = "nonfinite"
 FLAT = "flat"
 PINNED = "pinned"
 OVERFIT = "overfit"
+SLOW = "slow"
+SWAP = "swap"
 
 ACCURACY = REWARDS_ACCURACIES
 
 
 @dataclass(frozen=True)
 class Alarm:
-    """``kind`` is one of NONFINITE, FLAT, PINNED, OVERFIT; ``since_step`` is where the
+    """``kind`` is one of NONFINITE, FLAT, PINNED, OVERFIT, SLOW, SWAP; ``since_step`` is where the
     condition began (None when no step can be named)."""
 
     kind: str
@@ -50,6 +55,9 @@ def health_alarms(
     pinned_tol: float = 1e-6,
     rising_points: int = 3,
     trend_reports: int = 3,
+    slow_fraction: float = 0.3,
+    slow_reports: int = 3,
+    slow_min_reports: int = 8,
 ) -> list[Alarm]:
     """The alarms that hold now, most serious first.
 
@@ -76,8 +84,15 @@ def health_alarms(
     training loss fell between the first and the last of those validation steps (each
     level taken as the mean of the ``trend_reports`` train reports up to that step, to
     ride over batch noise). ``since_step`` is where the rise began.
+
+    SLOW: the last ``slow_reports`` train reports of pairs/s (at least; the stretch is
+    traced back as long as it lasts) each lie more than ``slow_fraction`` below the median
+    of all the run's reports, once it has ``slow_min_reports`` of them. A run keeps a steady
+    pace on a machine that keeps up with it; a lasting drop is the machine throttling
+    (heat), swapping, or sharing with other work. ``since_step`` is the first slow report.
     """
     alarms = _nonfinite(series)
+    alarms += _slow(series, slow_fraction, slow_reports, slow_min_reports)
     alarms += _overfit(series, loss, rising_points, trend_reports)
     alarms += _pinned(series, _early_limit(early_steps, early_fraction, total_steps), pinned_reports, pinned_tol)
     alarms += _flat(series, loss, flat_reports, flat_rel)
@@ -220,3 +235,57 @@ def _level(steps: Sequence[int], values: Sequence[float], step: int, reports: in
     end = bisect_right(steps, step)
     window = [v for v in values[max(end - reports, 0) : end] if math.isfinite(v)]
     return sum(window) / len(window) if window else None
+
+
+# -- throughput fallen below the run's own pace -------------------------------------------
+
+
+def _slow(series: RunSeries, fraction: float, reports: int, min_reports: int) -> list[Alarm]:
+    steps, values = series.train(PAIRS_PER_SECOND)
+    finite = sorted(v for v in values if math.isfinite(v))
+    if reports < 1 or len(finite) < max(min_reports, reports):
+        return []
+    median = _median(finite)
+    limit = (1.0 - fraction) * median
+    start = len(values)
+    while start > 0 and values[start - 1] < limit:  # False for NaN: a NaN ends the stretch
+        start -= 1
+    if len(values) - start < reports:
+        return []
+    now = values[-1]
+    message = (
+        f"{PAIRS_PER_SECOND} {now:.3g} is {1 - now / median:.0%} below the run's median {median:.3g} "
+        f"for {len(values) - start} reports since step {steps[start]}: thermal throttling, swapping or other load"
+    )
+    return [Alarm(SLOW, message, int(steps[start]))]
+
+
+def _median(ordered: Sequence[float]) -> float:
+    n = len(ordered)
+    return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+
+
+# -- swap growing while the run trains ----------------------------------------------------
+
+
+def swap_alarm(samples: Sequence[tuple[int, float]], min_growth: float = 64 * 2**20) -> Alarm | None:
+    """SWAP: the system's swap in use, sampled as (run step, bytes) while the run trains,
+    has grown by at least ``min_growth`` bytes above its lowest level in the run. Swap that
+    grows during training means the run and everything else no longer fit in memory: each
+    step gets slower, and on a Mac oversubscribed unified memory can freeze the machine.
+    ``since_step`` is the step of the first sample above that lowest level (the last one,
+    when the level was touched again)."""
+    if len(samples) < 2:
+        return None
+    values = [v for _, v in samples]
+    low = min(values)
+    at_low = len(values) - 1 - values[::-1].index(low)
+    if at_low == len(values) - 1 or values[-1] - low < min_growth:
+        return None
+    since = samples[at_low + 1][0]
+    message = (
+        f"swap in use grew by {format_bytes(values[-1] - low)} since step {since} ({format_bytes(low)} → {format_bytes(values[-1])}): "
+        "the run does not fit in memory"
+    )
+    return Alarm(SWAP, message, int(since))
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
@@ -13,7 +14,10 @@ from textual.screen import Screen
 from textual.widget import AwaitMount
 from textual.worker import Worker, WorkerState
 
+from trainer.pure.run_end import APP_NAME, RunEnd
 from trainer.pure.runs import list_runs
+from trainer.pure.states import RunState
+from trainer.pure.user_settings import NotifySettings
 from tui.crash_report import crash_line, write_crash_file
 from tui.launcher import LaunchError, stop_run
 from tui.messages import RunResumeRequested, RunStartRequested, RunStopRequested
@@ -21,11 +25,14 @@ from tui.screens.base import OrpoScreen
 from tui.screens.preset_list import PresetListScreen
 from tui.screens.queue import QueueScreen
 from tui.screens.runs import RunsScreen
-from tui.warm_up import warm_up
+from tui.terminal_notify import notification
+from tui.warm_up import thaw, warm_up
 from tui.workspace import Workspace
 
 WARM_UP_AFTER_S = 0.5
 MODE_SCREENS = {"presets": PresetListScreen, "runs": RunsScreen, "queue": QueueScreen}
+WATCH_SECONDS = 2.0  # how often the app looks for runs that ended, whatever screen is open
+END_SEVERITY = {RunState.COMPLETED: "information", RunState.STOPPED: "warning"}  # else "error"
 
 
 class OrpoApp(App):
@@ -40,10 +47,13 @@ class OrpoApp(App):
         Binding("f4", "go('queue')", "Queue", id="app.queue", tooltip="The sweep queue"),
     ]
 
-    def __init__(self, presets_dir: Path, runs_dir: Path) -> None:
+    def __init__(self, presets_dir: Path, runs_dir: Path, notify: NotifySettings | None = None,
+                 settings_problems: Iterable[str] = ()) -> None:
         super().__init__()
         self.workspace = Workspace(presets_dir, runs_dir)
         self.crash: str | None = None  # the one line to print after an unexpected error
+        self.end_notices = notify or NotifySettings()
+        self.settings_problems = list(settings_problems)
         self.holding_frames = True  # see switch_mode
         # Added here rather than in MODES: the list screens are built with the workspace.
         for mode, screen in MODE_SCREENS.items():
@@ -76,8 +86,43 @@ class OrpoApp(App):
 
     def on_mount(self) -> None:
         self.switch_mode("presets")
+        for line in self.settings_problems:
+            self.notify(line, severity="warning", timeout=15)
+        self.set_interval(WATCH_SECONDS, self.watch_runs)
         # Once the first screen shows: what opening the editor or a monitor would pay first.
         self.set_timer(WARM_UP_AFTER_S, lambda: self.run_worker(warm_up(self), name="warm up", exit_on_error=False))
+
+    def on_unmount(self) -> None:
+        thaw()
+
+    # ------------------------------------------------------------------ run ends
+
+    @work(thread=True, exit_on_error=False, exclusive=True, group="watch runs", name="watch runs")
+    def watch_runs(self) -> None:
+        """Tell of every watched run that ended; sample the swap while any trains."""
+        watch = self.workspace.watch
+        ended = watch.check()
+        if watch.active:
+            from tui.resources import system_memory  # psutil: only once something trains
+
+            watch.record_swap(system_memory().swap_used)
+        for end in ended:
+            self.call_from_thread(self.tell_run_end, end)
+
+    def tell_run_end(self, end: RunEnd) -> None:
+        """A toast in the app; and, unless `notify_terminal = false`, the terminal's bell and
+        a desktop notification (OSC 9 and OSC 777, through tmux when inside it)."""
+        self.notify(end.message, title="Run ended", severity=END_SEVERITY.get(end.state, "error"), timeout=15)
+        if self.end_notices.terminal:
+            in_tmux = bool(os.environ.get("TMUX"))
+            self.write_to_terminal(notification(APP_NAME, end.message, in_tmux, self.end_notices.terminal))
+
+    def write_to_terminal(self, text: str) -> None:
+        """Bytes for the terminal itself, queued on the driver's writer between frames, the
+        way Textual writes its own bell and clipboard (OSC 52) sequences: nothing moves the
+        cursor, so the screen is untouched."""
+        if self._driver is not None and not self.is_headless:
+            self._driver.write(text)
 
     def action_go(self, mode: str) -> None:
         """F2/F3/F4 go to that mode's list, as the footer says, from any screen. Views
@@ -144,6 +189,7 @@ class OrpoApp(App):
         except LaunchError as exc:
             self.call_from_thread(self.notify, f"Not started: {exc}", severity="error", timeout=10)
             return
+        self.call_from_thread(self.workspace.watch.expect, run_dir)
         # The monitor first: a note posted before it would be drawn on the screen being left,
         # then drawn again on the monitor, on the way to the monitor's first frame.
         self.call_from_thread(self.open_monitor, run_dir)
@@ -156,6 +202,7 @@ class OrpoApp(App):
         except LaunchError as exc:
             self.call_from_thread(self.notify, f"Not resumed: {exc}", severity="error", timeout=10)
             return
+        self.call_from_thread(self.workspace.watch.expect, run_dir)
         self.call_from_thread(self.notify, f"Resumed {run_dir.name}")
 
     @work(thread=True, exit_on_error=False, name="stop run")
@@ -188,6 +235,14 @@ class OrpoApp(App):
         else:
             self.action_show_help_panel()
 
+    def action_show_help_panel(self) -> None:
+        """F1 (and the palette's "Keys"): the key help, headed by the folders in use."""
+        # Imported here: the panel brings Textual's Markdown widget, which start-up need not load.
+        from tui.widgets.help_panel import FoldersHelpPanel
+
+        if not self.screen.query("HelpPanel"):
+            self.screen.mount(FoldersHelpPanel(self.workspace.presets_dir, self.workspace.runs_dir))
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         if isinstance(screen, OrpoScreen):
@@ -214,5 +269,6 @@ class OrpoApp(App):
             self.notify(f"{event.worker.name}: {type(err).__name__}: {err}", severity="error", timeout=10)
 
 
-def make_app(presets_dir: Path, runs_dir: Path) -> OrpoApp:
-    return OrpoApp(Path(presets_dir), Path(runs_dir))
+def make_app(presets_dir: Path, runs_dir: Path, notify: NotifySettings | None = None,
+             settings_problems: Iterable[str] = ()) -> OrpoApp:
+    return OrpoApp(Path(presets_dir), Path(runs_dir), notify, settings_problems)

@@ -2,7 +2,8 @@
 
 Also the comparison subcommands, which print and exit without starting the app:
 `orpo-tui diff A B [--all]`, `orpo-tui export RUN [--out FILE]`,
-`orpo-tui summary [RUN...] [--runs-dir DIR] [--csv]`. They are dispatched on the first argument before the
+`orpo-tui summary [RUN...] [--runs-dir DIR] [--csv]`, and the runs list for a plain shell,
+`orpo-tui ls [--runs-dir DIR] [--json]`. They are dispatched on the first argument before the
 app's own parser, so the app's flags stay as they were, and they never import textual.
 Exit codes: 0 done, 2 a path that is not a run or preset (one line on stderr).
 """
@@ -10,11 +11,12 @@ Exit codes: 0 done, 2 a path that is not a run or preset (one line on stderr).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
 
-from tui.settings import resolve_folders
+from tui.settings import app_folders, load_notify, seed_user_presets
 
 _SUBCOMMANDS = ("diff", "export", "summary")
 
@@ -23,15 +25,26 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in _SUBCOMMANDS:
         return _compare_main(argv)
+    if argv[:1] == ["ls"]:
+        return _ls_main(argv[1:])
     parser = argparse.ArgumentParser(prog="orpo-tui", description="Terminal experiment manager for ORPO on MLX.")
-    parser.add_argument("--presets", metavar="DIR", help="folder of preset TOML files (default: the repo's presets/)")
-    parser.add_argument("--runs-dir", metavar="DIR", help="folder of run directories (default: the repo's runs/)")
+    parser.add_argument("--presets", metavar="DIR",
+                        help="folder of preset TOML files (default: presets_dir in the settings file, else a checkout's "
+                             "presets/, else the user's, e.g. ~/.config/orpo-tui/presets; F1 shows the one in use)")
+    parser.add_argument("--runs-dir", metavar="DIR",
+                        help="folder of run directories (default: runs_dir in the settings file, else a checkout's runs/, "
+                             "else the user's, e.g. ~/.local/share/orpo-tui/runs)")
     args = parser.parse_args(argv)
-    folders = resolve_folders(args.presets, args.runs_dir)
+    folders = app_folders(args.presets, args.runs_dir)
+    try:
+        seed_user_presets(folders.presets)
+    except OSError as exc:  # the list then says the folder is empty; the app still starts
+        print(f"orpo-tui: could not create {folders.presets}: {exc.strerror or exc}", file=sys.stderr)
 
     from tui.app import make_app  # textual is loaded only when the app really starts
 
-    app = make_app(folders.presets, folders.runs)
+    notify, problems = load_notify()
+    app = make_app(folders.presets, folders.runs, notify, problems)
     app.run()
     if app.crash:
         print(app.crash, file=sys.stderr)
@@ -108,7 +121,7 @@ def _summary(args: argparse.Namespace) -> str:
     if args.runs:
         paths = [Path(run) for run in args.runs]
     else:
-        runs_dir = resolve_folders(None, args.runs_dir).runs
+        runs_dir = app_folders(None, args.runs_dir).runs
         # Oldest first, as a shell glob over the stamped names lists them.
         paths = list(reversed(list_runs(runs_dir)))
         if not paths:
@@ -117,6 +130,39 @@ def _summary(args: argparse.Namespace) -> str:
     for line in skipped:
         print(f"orpo-tui summary: {line}", file=sys.stderr)
     return summaries_to_csv(rows) if args.csv else format_summaries(rows)
+
+
+def _ls_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="orpo-tui ls", description="The runs list: state (a crashed run's cause), "
+                                     "step, loss, val loss, val accuracy, started, duration.")
+    parser.add_argument("--runs-dir", metavar="DIR", help="the runs folder (default: the app's)")
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts (keys: see README)")
+    args = parser.parse_args(argv)
+    runs_dir = app_folders(None, args.runs_dir).runs
+    if not runs_dir.is_dir():
+        print(f"orpo-tui ls: {runs_dir}: no such runs folder", file=sys.stderr)
+        return 2
+
+    from tui.runs_table import format_ls, json_ready, ls_records
+
+    records = ls_records(runs_dir)
+    if args.json:
+        _out(json.dumps(json_ready(records), indent=2, allow_nan=False))
+    elif records:
+        _out(format_ls(records))
+    else:
+        print(f"no runs in {runs_dir}", file=sys.stderr)
+    return 0
+
+
+def _out(text: str) -> None:
+    """Print, letting a reader that stopped early (`| head`) end the output quietly."""
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes stdout again at exit; pointing it at /dev/null keeps that quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

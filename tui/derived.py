@@ -12,6 +12,7 @@ from trainer.pure.config import Config
 from trainer.pure.estimate import estimate, implied_epochs, model_shape
 from trainer.pure.messages import hub_offline
 from trainer.pure.sources import SourceError, SourceKind, resolve_source, train_row_count
+from trainer.pure.system_memory import REAL_LENGTHS, WORST_CASE, metal_here, size_text, system_memory, verdict
 
 
 def count_train_rows(cfg: Config) -> int | None:
@@ -24,9 +25,11 @@ def count_train_rows(cfg: Config) -> int | None:
         return None
 
 
-def derived_values(cfg: Config, train_rows: int | None, counting: bool = False) -> list[tuple[str, str]]:
+def derived_values(cfg: Config, train_rows: int | None, counting: bool = False,
+                   real_peak_gb: float | None = None) -> list[tuple[str, str]]:
     """`counting`: the train rows of the current data settings are being counted (the
-    count of earlier settings is not shown meanwhile)."""
+    count of earlier settings is not shown meanwhile). `real_peak_gb`: the peak memory at
+    the data's real lengths, from a data check of exactly this config."""
     t, ft = cfg.training, cfg.finetune
     effective_batch = t.batch_size * t.grad_accumulation_steps
     out: list[tuple[str, str]] = []
@@ -48,22 +51,29 @@ def derived_values(cfg: Config, train_rows: int | None, counting: bool = False) 
     if cfg.qat.enable:
         out.append(("QAT", f"fake-quantize to {cfg.qat.bits}-bit (group {cfg.qat.group_size}) from step {cfg.qat.start_step}"))
     shape = model_shape(cfg.model.path)
+    device = system_memory()
+    if real_peak_gb is not None:
+        out.append(("Memory (est.)", f"≈ {size_text(real_peak_gb * 1e9)} at the data's real lengths (from the data check)"))
+        out.append(("Fits?", verdict(real_peak_gb * 1e9, device, REAL_LENGTHS)))
     if shape is None:
-        out.append(("Memory (est.)", "? (model shape unknown until its config.json is on disk)"))
+        out.append(("Memory (worst)", "? (model shape unknown until its config.json is on disk)"))
     else:
-        worst = estimate(cfg, shape)
-        out.append(("Memory (est.)", f"≈ {_size(worst.total_bytes)} at max_seq_length  (weights {_size(worst.weights)}, "
-                                      f"adapters+optimizer {_size(worst.optimizer)}, "
-                                      f"activations {_size(worst.activations + worst.logits)})"))
+        # The app runs where the trainer will: on an Apple-silicon Mac that is Metal, whose
+        # fused attention keeps no score matrices.
+        worst = estimate(cfg, shape, fused_attention=metal_here())
+        out.append(("Memory (worst)", f"≈ {size_text(worst.total_bytes)} worst case at max_seq_length, every pair "
+                                       f"{cfg.data.max_seq_length} tokens (weights {size_text(worst.weights)}, "
+                                       f"adapters+optimizer {size_text(worst.optimizer)}, "
+                                       f"activations {size_text(worst.activations)})"
+                                       + ("" if real_peak_gb is not None else
+                                          "; real lengths need less: Check data (ctrl+b) or orpo-train estimate")))
+        if real_peak_gb is None:
+            out.append(("Fits?", verdict(worst.total_bytes, device, WORST_CASE)))
         out.append(("Work per step", f"≈ {worst.flops_per_step / 1e9:,.1f} GFLOP at max_seq_length; "
                                       f"{worst.trainable:,} trainable of {shape.params:,} weights"))
     if t.steps_per_eval:
         out.append(("Validation", f"every {t.steps_per_eval} steps over {'all' if t.val_batches < 0 else t.val_batches} batches"))
     return out
-
-
-def _size(n: float) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 # ---------------------------------------------------------------------------- hub ids

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainer.pure.system_memory import REAL_LENGTHS, DeviceMemory, verdict
 from trainer.pure.trainer_process import preflight_argv
 
 __all__ = ["PreflightError", "PreflightReport", "Segment", "run_preflight", "format_report"]
@@ -50,6 +51,7 @@ class PreflightReport:
     max_seq_length: int | None
     over_max_seq_length: Mapping[str, Any] | None
     tokens: Mapping[str, Any] | None
+    memory: Mapping[str, Any] | None  # peak memory at the data's real lengths (orpo-train estimate's keys)
     first_row_origin: str | None
     segments: tuple[Segment, ...]
     raw: Mapping[str, Any] = field(repr=False, compare=False)
@@ -72,6 +74,7 @@ class PreflightReport:
             max_seq_length=data.get("max_seq_length"),
             over_max_seq_length=data.get("over_max_seq_length"),
             tokens=data.get("tokens"),
+            memory=data.get("memory"),
             first_row_origin=first.get("origin"),
             segments=tuple(
                 Segment(str(s["text"]), str(s["role"]), bool(s["scored"]), int(s["tokens"]))
@@ -158,6 +161,8 @@ def format_report(report: PreflightReport) -> list[str]:
             f"{name} {v['share']:.1%}" for name, v in report.over_max_seq_length.items()
         )
         lines.append(f"over max_seq_length {report.max_seq_length}: {shares}")
+    if report.memory:
+        lines.append(_memory_line(report.memory))
     if report.segments:
         lines.append(f"first row ({report.first_row_origin}):")
         for s in report.segments:
@@ -165,6 +170,14 @@ def format_report(report: PreflightReport) -> list[str]:
             lines.append(f"  {s.role} · {how} · {s.tokens} tokens: {_visible(s.text)}")
     lines.extend(f"warning: {w}" for w in report.warnings)
     return lines
+
+
+def _memory_line(memory: Mapping[str, Any]) -> str:
+    peak = memory["peak_memory_gb"] * 1e9
+    if memory.get("device_memory_gb") is None:
+        return "memory: " + verdict(peak, None, REAL_LENGTHS)
+    device = DeviceMemory(memory["device_memory_gb"] * 1e9, str(memory.get("device_memory_source")))
+    return "memory: " + verdict(peak, device, REAL_LENGTHS)
 
 
 def _column_lines(columns: Mapping[str, Any] | None) -> list[str]:

@@ -15,12 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trainer.pure.crash_cause import LogCause
 from trainer.pure.events import MetricsTail
 from trainer.pure.metrics import LOSS, REWARDS_ACCURACIES
 from trainer.pure.run_folder import RunFolder
 from trainer.pure.run_lock import holder
-from trainer.pure.runs import DAMAGED, effective_state, list_runs, read_status
-from trainer.pure.states import ACTIVE
+from trainer.pure.runs import DAMAGED, effective_state, list_runs, read_status, run_end_time
+from trainer.pure.states import ACTIVE, RunState
 from tui.alarms import health_alarms
 from tui.compare import summarize
 from tui.run_notes import first_line, read_notes, read_tags
@@ -76,7 +77,7 @@ class RunSummary:
     def duration(self) -> float | None:
         if not self.started_at:
             return None
-        end = None if self.active else self.ended_at
+        end = run_end_time(self.path, self.state, {"ended_at": self.ended_at})
         return max((end or time.time()) - self.started_at, 0.0)
 
     @property
@@ -144,6 +145,7 @@ class RunsIndex:
     # What the last refresh left to `load`: runs to read, runs to summarize.
     _unread: list[Path] = field(default_factory=list)
     _unsummarized: list[Path] = field(default_factory=list)
+    _causes: dict[Path, LogCause] = field(default_factory=dict)  # why each crashed run died, read on change
     _lock: threading.Lock = field(default_factory=threading.Lock)  # _latest, between refresh and load
     _loading: threading.Lock = field(default_factory=threading.Lock)  # one load at a time
 
@@ -192,13 +194,17 @@ class RunsIndex:
                         unsummarized.append(run)
             last_train = latest.series.last_train if latest else {}
             last_val = latest.series.last_val if latest else {}
+            state = effective_state(read)
             out.append(RunSummary(
-                path=run, state=effective_state(read),
+                path=run, state=state,
                 step=int(status.get("step") or 0), total=total,
                 loss=last_train.get(LOSS), val_loss=last_val.get(LOSS), val_acc=last_val.get(REWARDS_ACCURACIES),
                 started_at=status.get("started_at"), ended_at=status.get("ended_at"),
-                # A damaged file is shown as the run's problem, in one line, like an error.
-                error=status.get("error") or status.get(DAMAGED) or (latest.tail.problem if latest else None),
+                # Why a crashed run died first; a damaged file is shown as the run's problem,
+                # in one line, like an error.
+                error=(self._cause(run) if state == RunState.CRASHED else None)
+                or status.get("error") or status.get(DAMAGED) or (latest.tail.problem if latest else None)
+                or (None if read is not None else f"no {RunFolder(run).status.name}"),
                 pid=status.get("pid"), alarm=latest.alarm if latest else None,
                 tags=tuple(read_tags(run)), note=first_line(read_notes(run)), held_by=holder(run),
                 loading=latest is None, perf=latest.perf if latest else None,
@@ -208,7 +214,15 @@ class RunsIndex:
         with self._lock:
             for gone in set(self._latest) - listed:
                 del self._latest[gone]
+        for gone in set(self._causes) - listed:
+            del self._causes[gone]
         return out
+
+    def _cause(self, run: Path) -> str:
+        cause = self._causes.get(run)
+        if cause is None:
+            cause = self._causes[run] = LogCause(RunFolder(run).log)
+        return cause.current()
 
     @staticmethod
     def _fresh_enough(latest: _Latest, status: dict) -> bool:
@@ -248,6 +262,12 @@ class RunsIndex:
             return done
         finally:
             self._loading.release()
+
+
+def shown_duration(s: RunSummary, summary: dict) -> float | None:
+    """The duration a list shows: a live run's clock runs on; a finished one counts the time
+    it trained, over all its attempts (``duration_s`` of tui.compare.summarize)."""
+    return s.duration if s.active else summary.get("duration_s", s.duration)
 
 
 def format_duration(seconds: float | None) -> str:

@@ -1,5 +1,6 @@
 """What the screens work on, owned by the app and handed to each screen that needs it:
-the two folders, the trainers this app started, and the stops in progress."""
+the two folders, the trainers this app started, the stops in progress, and the watch on
+which runs train (their ends, the swap sampled meanwhile)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tui.launcher import Launcher
+from tui.run_watch import RunWatch
 
 
 @dataclass
@@ -17,3 +19,7 @@ class Workspace:
     # Written by the app's stop workers, read by the runs list and the monitor: a run being
     # stopped shows the signal it is waiting on instead of its state.
     stop_phase: dict[Path, str] = field(default_factory=dict)
+    watch: RunWatch = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.watch = RunWatch(self.runs_dir)

@@ -107,19 +107,20 @@ def tiny_model() -> Path:
     return Path(resolve_builtin_model("builtin:tiny"))
 
 
-def large_model(cache: Path) -> Path:
-    """hidden 512, 8 layers, vocab 8192; the tiny model's tokenizer files; cached by recipe."""
+def large_model(cache: Path, sizes: dict | None = None) -> Path:
+    """A qwen3 of the built-in model's recipe with `sizes` (default: `large_config()`, hidden
+    512, 8 layers, vocab 8192); the tiny model's tokenizer files; cached by recipe."""
     import hashlib
     import shutil
 
     tiny = tiny_model()
     tiny_cfg = json.loads((tiny / "config.json").read_text())
-    cfg = large_config()
+    cfg = large_config() if sizes is None else {**large_config(), **sizes}
     for k in ("bos_token_id", "eos_token_id", "pad_token_id"):
         if k in tiny_cfg:
             cfg[k] = tiny_cfg[k]
     key = hashlib.sha256(json.dumps([cfg, tiny.name], sort_keys=True).encode()).hexdigest()[:10]
-    dest = cache / f"qwen3-h512-l8-v8192-{key}"
+    dest = cache / f"qwen3-h{cfg['hidden_size']}-l{cfg['num_hidden_layers']}-v{cfg['vocab_size']}-{key}"
     if (dest / "model.safetensors").is_file():
         return dest
     import mlx.core as mx

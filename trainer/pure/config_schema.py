@@ -23,6 +23,7 @@ _GROUP_SIZES = (32, 64, 128)
 MAX_STEPS = 10_000_000  # steps, evaluations, batches per evaluation
 MAX_WIDTH = 65_536  # pairs per batch, accumulated micro-batches, rank, layers
 MAX_SEQ_TOKENS = 1_000_000
+MAX_MEMORY_GB = 1_000_000.0
 # TOML integers are signed 64-bit, and the MLX seed an unsigned 64-bit one.
 MAX_SEED = 2**63 - 1
 
@@ -176,6 +177,9 @@ class TrainingConfig:
         50, "Save a resumable checkpoint every this many steps", min=1, max=MAX_STEPS, unit="steps"
     )
     keep_best: bool = opt(True, "Keep the adapters of the best validation loss in adapters/best beside the latest")
+    prevent_sleep: bool = opt(
+        True, "Keep the machine awake while the run trains (caffeinate on macOS, systemd-inhibit on Linux)"
+    )
     patience: int = opt(
         0,
         "Stop early after this many evaluations without a new best validation loss (0 = off)",
@@ -193,11 +197,30 @@ class TrainingConfig:
         unit="prompts",
     )
     sample_max_tokens: int = opt(32, "Most tokens generated per sample", min=1, max=1024, unit="tokens")
+    memory_limit_gb: float = opt(
+        0.0,
+        "MLX's memory limit: past it, evaluation waits for buffers to be freed before allocating more "
+        "(0 = MLX's default: 1.5x the recommended working set on Metal)",
+        min=0.01,
+        max=MAX_MEMORY_GB,
+        special={0.0: "MLX's default"},
+        unit="GB",
+    )
+    cache_limit_gb: float = opt(
+        -1.0,
+        "MLX's buffer cache limit: freed buffers kept for reuse beyond it go back to the system "
+        "(0 = keep none; -1 = MLX's default, the memory limit)",
+        min=0.0,
+        max=MAX_MEMORY_GB,
+        special={-1.0: "MLX's default"},
+        unit="GB",
+    )
 
 
 @dataclass(frozen=True)
 class OutputConfig:
-    runs_dir: str = opt("runs", "Folder that holds the run directories", nonempty=True)
+    runs_dir: str = opt("runs", "Where orpo-train puts runs without --runs-dir (the default `runs`: the app's runs folder)",
+                        nonempty=True)
     name: str = opt("", "Label for the run folder name instead of the preset file name (optional)")
 
 

@@ -12,7 +12,8 @@ computed).
 The schema (version 1), by event:
 
 - ``train``: the ORPO metrics averaged over the steps since the last report, plus
-  ``learning_rate``, ``tokens_per_second``, ``pairs_per_second``, ``peak_memory_gb``.
+  ``learning_rate``, ``tokens_per_second``, ``pairs_per_second``, and the memory metrics
+  ``peak_memory_gb``, ``active_memory_gb``, ``cache_memory_gb``, ``rss_gb``.
 - ``val``: the ORPO metrics over the validation batches, plus ``val_time`` (seconds).
   Step 0 is the untrained baseline.
 - ``checkpoint``: ``path`` (relative to the run folder); ``best: true`` and ``val_loss`` for
@@ -53,7 +54,9 @@ __all__ = [
     "MetricsWriter",
     "MetricsTail",
     "read_events",
+    "last_event",
     "last_step",
+    "encode_value",
 ]
 
 SCHEMA_VERSION = 1
@@ -88,6 +91,12 @@ def _encode(value: Any) -> Any:
     if callable(item):
         return _encode(item())
     raise TypeError(f"cannot write {type(value).__name__} to metrics.jsonl")
+
+
+def encode_value(value: Any) -> Any:
+    """``value`` as it may go into strict JSON the way metrics.jsonl writes it: non-finite
+    floats as the strings ``"nan"``, ``"inf"``, ``"-inf"``."""
+    return _encode(value)
 
 
 class MetricsWriter:
@@ -260,3 +269,29 @@ def last_step(path: Any) -> int:
         if record.get("event") == "train" and isinstance(step, int) and not isinstance(step, bool):
             best = max(best, step)
     return best
+
+
+def last_event(path: Any, event: str, block: int = 64 * 1024) -> dict | None:
+    """The newest event of one type, read from the end of the file backwards block by block,
+    so a finished run's last evaluation is found without parsing a long history."""
+    try:
+        f = open(path, "rb")
+    except OSError:
+        return None
+    with f:
+        end = f.seek(0, 2)
+        tail = b""
+        while end > 0:
+            start = max(end - block, 0)
+            f.seek(start)
+            data = f.read(end - start) + tail
+            lines = data.split(b"\n")
+            # The first piece may be the end of a line that begins in the block before.
+            tail, whole = (lines[0], lines[1:]) if start > 0 else (b"", lines)
+            for line in reversed(whole):
+                if f'"{event}"'.encode() in line:
+                    record = _parse_line(line)
+                    if record is not None and record.get("event") == event:
+                        return record
+            end = start
+    return None

@@ -50,6 +50,9 @@ __all__ = [
     "TOKENS_PER_SECOND",
     "PAIRS_PER_SECOND",
     "PEAK_MEMORY_GB",
+    "ACTIVE_MEMORY_GB",
+    "CACHE_MEMORY_GB",
+    "RSS_GB",
     "VAL_TIME",
     "metric_label",
 ]
@@ -70,6 +73,9 @@ LEARNING_RATE = "learning_rate"
 TOKENS_PER_SECOND = "tokens_per_second"
 PAIRS_PER_SECOND = "pairs_per_second"
 PEAK_MEMORY_GB = "peak_memory_gb"
+ACTIVE_MEMORY_GB = "active_memory_gb"
+CACHE_MEMORY_GB = "cache_memory_gb"
+RSS_GB = "rss_gb"
 VAL_TIME = "val_time"
 
 
@@ -104,6 +110,9 @@ METRICS = (
     Metric(TOKENS_PER_SECOND, "tokens/s", RATE, "tokens trained per second in the report window"),
     Metric(PAIRS_PER_SECOND, "pairs/s", RATE, "preference pairs trained per second in the report window"),
     Metric(PEAK_MEMORY_GB, "peak GB", MEMORY, "the trainer's peak MLX memory so far, in GB"),
+    Metric(ACTIVE_MEMORY_GB, "active GB", MEMORY, "MLX memory held by live arrays at the report, in GB"),
+    Metric(CACHE_MEMORY_GB, "cache GB", MEMORY, "MLX memory freed but kept in its buffer cache at the report, in GB"),
+    Metric(RSS_GB, "RSS GB", MEMORY, "the trainer process's resident memory at the report, in GB"),
     Metric(VAL_TIME, "val s", TIMING, "seconds one validation took"),
 )
 

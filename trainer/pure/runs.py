@@ -400,3 +400,25 @@ def list_runs(runs_dir: Any) -> list:
         return []
     runs = [p for p in entries if RunFolder(p).is_run()]
     return sorted(runs, key=_sort_key, reverse=True)
+
+
+def last_sign_of_life(run_dir: Path) -> float | None:
+    """When a trainer that died without recording its end was last heard of: the newest
+    write to its status, metrics or log (a fatal-signal dump lands in the log as it dies).
+    A crashed run's clock stops there instead of running on for ever."""
+    folder = RunFolder(run_dir)
+    times = []
+    for path in (folder.status, folder.metrics, folder.log):
+        try:
+            times.append(path.stat().st_mtime)
+        except OSError:
+            pass
+    return max(times, default=None)
+
+
+def run_end_time(run_dir: Path, state: str, status: dict) -> float | None:
+    """When the run ended, as far as anyone can tell: None while it is active; the recorded
+    end; for a crashed run, its last sign of life."""
+    if state in ACTIVE:
+        return None
+    return status.get("ended_at") or (last_sign_of_life(run_dir) if state == RunState.CRASHED else None)

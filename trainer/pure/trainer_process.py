@@ -3,9 +3,10 @@ data check): its command line, its first stdout line, its exit codes.
 
 Command line::
 
-    orpo-train PRESET.toml [--runs-dir DIR] [--set KEY=VALUE ...] [--log-only]
-    orpo-train --resume RUN_DIR [--set training.iters=N ...] [--log-only]
+    orpo-train PRESET.toml [--runs-dir DIR] [--set KEY=VALUE ...] [--log-only] [--force]
+    orpo-train --resume RUN_DIR [--set training.iters=N ...] [--log-only] [--force]
     orpo-train preflight PRESET.toml [--set KEY=VALUE ...]
+    orpo-train estimate PRESET.toml [--set KEY=VALUE ...] [--json]
 
 - The first stdout line of a training run is the run folder's path; it is printed once the
   folder exists with its config.toml and a status. With ``--log-only`` nothing else comes
@@ -13,6 +14,9 @@ Command line::
   no pipe to drain.
 - Exit codes: :class:`ExitCode`. On exit 2 (and on 1 before the run folder exists) the last
   stderr line, ``orpo-train: <message>``, is the one-line reason.
+- Before loading the weights a training run compares its memory estimate with the device's
+  memory and refuses a run that cannot fit (exit 2, both numbers on the reason line);
+  ``--force`` trains anyway.
 
 Pure module: no mlx, no textual.
 """
@@ -28,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["RANK_ENV", "HOSTFILE_ENV", "LAUNCHER_PID_ENV", "BACKENDS",  # noqa: RUF100
-           "ExitCode", "TRAINER", "PROG", "train_argv", "resume_argv", "preflight_argv", "read_run_dir",
-           "error_line", "set_args"]
+           "ExitCode", "TRAINER", "PROG", "train_argv", "resume_argv", "preflight_argv", "estimate_argv",
+           "read_run_dir", "error_line", "set_args"]
 
 PROG = "orpo-train"
 # The trainer as a module of the interpreter running the caller: the same environment, and
@@ -50,7 +54,7 @@ BACKENDS = ("any", "ring", "mpi")
 class ExitCode(IntEnum):
     OK = 0  # finished (all iterations, or an early stop)
     ERROR = 1  # anything unexpected, a diverged loss
-    BAD_INPUT = 2  # a bad preset, --set, dataset or run folder; one line on stderr
+    BAD_INPUT = 2  # a bad preset, --set, dataset or run folder, or a run that does not fit in memory; one line on stderr
     STOPPED = 130  # stopped by SIGINT/SIGTERM after saving; resumable
 
 
@@ -59,19 +63,26 @@ def set_args(overrides: Sequence[str]) -> list[str]:
     return [x for item in overrides for x in ("--set", item)]
 
 
-def train_argv(preset: Any, runs_dir: Any = None, overrides: Sequence[str] = (), log_only: bool = True) -> list[str]:
+def train_argv(preset: Any, runs_dir: Any = None, overrides: Sequence[str] = (), log_only: bool = True,
+               force: bool = False) -> list[str]:
+    """`force`: train even when the memory estimate exceeds the device's memory."""
     args = [*TRAINER, str(preset)]
     if runs_dir is not None:
         args += ["--runs-dir", str(runs_dir)]
-    return args + set_args(overrides) + (["--log-only"] if log_only else [])
+    return args + set_args(overrides) + (["--log-only"] if log_only else []) + (["--force"] if force else [])
 
 
-def resume_argv(run_dir: Any, overrides: Sequence[str] = (), log_only: bool = True) -> list[str]:
-    return [*TRAINER, "--resume", str(run_dir), *set_args(overrides)] + (["--log-only"] if log_only else [])
+def resume_argv(run_dir: Any, overrides: Sequence[str] = (), log_only: bool = True, force: bool = False) -> list[str]:
+    return ([*TRAINER, "--resume", str(run_dir), *set_args(overrides)] + (["--log-only"] if log_only else [])
+            + (["--force"] if force else []))
 
 
 def preflight_argv(preset: Any, overrides: Sequence[str] = ()) -> list[str]:
     return [*TRAINER, "preflight", str(preset), *set_args(overrides)]
+
+
+def estimate_argv(preset: Any, overrides: Sequence[str] = (), as_json: bool = True) -> list[str]:
+    return [*TRAINER, "estimate", str(preset), *set_args(overrides)] + (["--json"] if as_json else [])
 
 
 def read_run_dir(proc: subprocess.Popen, timeout: float | None = None) -> Path | None:

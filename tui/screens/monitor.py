@@ -1,5 +1,6 @@
-"""One run, live: ORPO curves, progress with ETA, health alarms, the end of train.log and the
-latest sample generations. Everything is read from the run directory, tailed by offset."""
+"""One run, live: ORPO curves, progress with ETA, what the run costs the machine, health
+alarms, the end of train.log and the latest sample generations. Everything about the run is
+read from the run directory, tailed by offset; the machine's figures come from psutil."""
 
 from __future__ import annotations
 
@@ -15,15 +16,17 @@ from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
 from textual.widgets import Header, ProgressBar, Static
 
+from trainer.pure.crash_cause import LogCause
 from trainer.pure.events import MetricsTail
 from trainer.pure.metrics import LOSS, metric_label
 from trainer.pure.run_folder import RunFolder
-from trainer.pure.runs import DAMAGED, effective_state, read_status
+from trainer.pure.runs import DAMAGED, effective_state, read_status, run_end_time
 from trainer.pure.states import ACTIVE, RESUMABLE, RunState
-from tui.alarms import health_alarms
+from tui.alarms import health_alarms, swap_alarm
 from tui.chart_specs import CHARTS, chart_series
 from tui.charts import NO_VALUES, WAITING
 from tui.messages import RunResumeRequested, RunStopRequested
+from tui.resources import TrainerProcess, resource_line, system_memory
 from tui.runs_index import format_duration
 from tui.screens.base import OrpoScreen
 from tui.series import RunSeries, cursor_move, index_at_or_before
@@ -33,6 +36,7 @@ from tui.workspace import Workspace
 
 LOG_TAIL_BYTES = 64 * 1024
 CHART_MIN_INTERVAL = 5.0  # seconds between chart redraws while data streams in
+RESOURCES_INTERVAL = CHART_MIN_INTERVAL  # the resource line moves with the charts
 # A metrics file up to this size (about a thousand reports, read in tens of milliseconds) is
 # read before the screen's first frame, which then holds the charts.
 INLINE_METRICS_BYTES = 512 * 1024
@@ -95,6 +99,7 @@ class MonitorScreen(OrpoScreen):
         self.run_dir = run_dir
         self.series = RunSeries()
         self.tail = MetricsTail(RunFolder(run_dir).metrics)
+        self.cause = LogCause(RunFolder(run_dir).log)
         self.smooth = False
         self.log_y = False
         self.last_n: int | None = None
@@ -108,6 +113,8 @@ class MonitorScreen(OrpoScreen):
         self.cursor_step: int | None = None  # None: no step cursor
         self.active = True  # whether the run may still log: an empty chart waits for data
         self._drawn_active: bool | None = None
+        self._trainer: TrainerProcess | None = None
+        self._resources_due = 0.0
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -117,6 +124,7 @@ class MonitorScreen(OrpoScreen):
                 # the screen opens and ticks a redraw every second even when nothing changes.
                 yield ProgressBar(id="progress", show_eta=False, total=1)
                 yield Static(id="state")
+            yield Static(id="resources", markup=False)
             yield Static(id="alarms")
             yield Static(id="readout", markup=False)
         with Grid(id="charts"):
@@ -167,6 +175,7 @@ class MonitorScreen(OrpoScreen):
             self.series.add(events)
         status = read_status(self.run_dir) or {}
         self.show_status(status)
+        self.show_resources(status)
         # Six charts cost tens of milliseconds to draw on a slow CPU; curves that move every
         # report need not move more than every few seconds, so idle watching stays cheap.
         due = time.monotonic() - self._drawn_at >= CHART_MIN_INTERVAL
@@ -204,8 +213,35 @@ class MonitorScreen(OrpoScreen):
         self.show_alarms()
         self.show_samples()
 
+    def show_resources(self, status: dict) -> None:
+        """The trainer's CPU% and RSS, MLX's memory at the last report, the system's available
+        memory and swap: every RESOURCES_INTERVAL, and a second after the first look (CPU%
+        needs two). A run that is not active says so instead of showing stale figures."""
+        state = effective_state(status or None)
+        pid = status.get("pid")
+        active = state in ACTIVE and isinstance(pid, int)
+        now = time.monotonic()
+        # A run that just ended says so at once: its last CPU% must not stay on screen.
+        if now < self._resources_due and active == (self._trainer is not None):
+            return
+        usage = system = None
+        if active:
+            if self._trainer is None or self._trainer.pid != pid:
+                self._trainer = TrainerProcess(pid)
+            usage, system = self._trainer.usage(), system_memory()
+        else:
+            self._trainer = None
+        first_look = usage is not None and usage.cpu_percent is None
+        self._resources_due = now + (1.0 if first_look else RESOURCES_INTERVAL)
+        line = resource_line(str(state), active, usage, system, self.series.last_train)
+        self.set_text("#resources", Text(line, style="" if active else "dim"))
+        if active:  # the swap the app sampled since the last look
+            self.show_alarms()
+
     def show_alarms(self) -> None:
         lines = [f"✖ {self.error}"] if self.error else []
+        swap = swap_alarm(self.workspace.watch.swap_samples(self.run_dir))
+        lines += [f"⚠ {swap.message}"] if swap else []
         lines += [f"⚠ {a.message}" for a in health_alarms(self.series, total_steps=self.total_steps or None)]
         # Auto height: a layout pass, but only when the alarms really changed.
         self.set_text("#alarms", Text("\n".join(lines), style="bold red") if lines else Text("no alarms", style="dim"), layout=True)
@@ -228,13 +264,15 @@ class MonitorScreen(OrpoScreen):
             # Never an unknown total: that animates the bar at 15 frames a second.
             bar.update(total=max(total, 1), progress=step)
         started = status.get("started_at")
-        ended = None if state in ACTIVE else status.get("ended_at")
+        ended = run_end_time(self.run_dir, written, status)
         elapsed = ((ended or time.time()) - started) if started else None
         parts = [f"{state}", f"step {step}/{total}", format_duration(elapsed)]
         if state == RunState.RUNNING and (eta := self.eta(step, total)) is not None:
             parts.append(f"ETA {format_duration(eta)}")
-        # A damaged status or metrics file is the run's problem to show, like an error.
-        error = status.get("error") or status.get(DAMAGED) or self.tail.problem
+        # Why a crashed run died, else a damaged status or metrics file is the run's problem
+        # to show, like an error.
+        cause = self.cause.current() if state == RunState.CRASHED else None
+        error = (f"crashed: {cause}" if cause else None) or status.get("error") or status.get(DAMAGED) or self.tail.problem
         if error != self.error:
             self.error = error
             self.show_alarms()

@@ -21,7 +21,7 @@ from trainer.pure.states import RESUMABLE, STATE_STYLE, RunState
 from tui.compare import CompareError, differing_keys, display_value, load_side
 from tui.messages import RunResumeRequested, RunStartRequested, RunStopRequested
 from tui.run_notes import parse_tags, write_tags
-from tui.runs_index import RunsIndex, RunSummary, format_duration
+from tui.runs_index import RunsIndex, RunSummary, format_duration, shown_duration
 from tui.screens.base import OrpoScreen
 from tui.widgets.ask_name import AskName
 from tui.widgets.confirm import Confirm
@@ -40,7 +40,8 @@ NARROW_DROPPED = frozenset({"loss", "pairs_s", "peak_gb", "started", "tags", "no
 ELASTIC = ("run", "tags", "note")
 CONFIG = "cfg:"  # column keys of config settings that differ between the listed runs
 # Settings that differ between any two runs without telling their experiments apart.
-NOT_CONFIG_COLUMNS = ("description", "output.runs_dir", "output.name", "training.sample_prompts")
+NOT_CONFIG_COLUMNS = ("description", "output.runs_dir", "output.name", "training.sample_prompts",
+                      "training.prevent_sleep")
 SHORT_NAMES = {"learning_rate": "lr", "grad_accumulation_steps": "grad acc", "min_learning_rate": "min lr",
                "max_seq_length": "max len", "steps_per_eval": "eval every", "steps_per_report": "report every"}
 # The sorts `o` cycles through first, by column key and direction; every other column follows.
@@ -244,8 +245,7 @@ class RunsScreen(OrpoScreen):
             "run": s.name, "state": s.state, "step": s.step, "loss": s.loss, "val_loss": s.val_loss,
             "val_acc": s.val_acc, "started": s.started_at or 0, "tags": " ".join(s.tags), "note": s.note,
             "pairs_s": perf.get("mean_pairs_per_second"), "peak_gb": perf.get("max_peak_memory_gb"),
-            # A live run's clock runs on; a finished one counts the time it trained.
-            "duration": s.duration if s.active else perf.get("duration_s", s.duration),
+            "duration": shown_duration(s, perf),
         }
         for key in self.config_keys:
             values[CONFIG + key] = get_value(config, key) if config is not None else None
@@ -254,7 +254,8 @@ class RunsScreen(OrpoScreen):
     def row(self, s: RunSummary, columns: list[tuple[str, str]]) -> tuple:
         raw = self._raw[s.path]
         state = self.workspace.stop_phase.get(s.path) or s.state
-        note = s.alarm or s.error or s.note
+        # Why a crashed run died comes before any alarm about its curves.
+        note = (s.error if s.state == RunState.CRASHED else None) or s.alarm or s.error or s.note
         mark = f"{self.marked.index(s.path) + 1}● " if s.path in self.marked else ""
         cells = {
             "run": mark + s.name, "state": Text(str(state), style=STATE_STYLE.get(s.state, "")),
@@ -298,7 +299,7 @@ class RunsScreen(OrpoScreen):
             return
         lines = [str(s.path)]
         if s.error:
-            lines.append(f"error: {s.error}")
+            lines.append(f"{'crashed' if s.state == RunState.CRASHED else 'error'}: {s.error}")
         shown = {k for k, _ in self.columns()}
         if s.alarm and "note" not in shown:
             lines.append(f"⚠ {s.alarm}")

@@ -7,6 +7,7 @@ from textual import events
 from textual.app import ComposeResult
 from textual.containers import Container
 from textual.widgets import Input, Label, Select, Static, Switch
+from textual.widgets._select import SelectCurrent
 
 from trainer.pure.config import FieldSpec, iter_fields
 
@@ -43,7 +44,38 @@ def describe_range(spec: FieldSpec) -> str:
     return " · ".join(parts)
 
 
-class FormInput(Input):
+class StyledOnceMixin:
+    """Textual restyles a widget at once on every class change, even before it has a place in
+    the DOM, where the work is thrown away: mounting styles it from scratch. The form's inputs
+    set classes while they are built (compact, valid): that was a restyle each, per row."""
+
+    def update_node_styles(self, animate: bool = True) -> None:
+        if self.parent is None:
+            return  # not registered yet: mounting applies the stylesheet to the final classes
+        super().update_node_styles(animate)
+
+
+class FormSelect(StyledOnceMixin, Select):
+    """A Select whose parts are built with the classes a compact select with a value ends up
+    with, so none of them is restyled on the way to the first paint."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_class("-textual-compact", update=False)
+
+    def compose(self) -> ComposeResult:
+        for part in super().compose():
+            if isinstance(part, SelectCurrent):
+                # Its watcher sets the class from `has_value` as it mounts (False until the
+                # value's label arrives: a restyle to take the class off, one to put it back).
+                part.set_reactive(SelectCurrent.has_value, True)
+                part.add_class("-has-value", update=False)
+            else:
+                part.add_class("-textual-compact", update=False)
+            yield part
+
+
+class FormInput(StyledOnceMixin, Input):
     """An input that keeps the order of keys typed faster than the app handles them.
 
     A terminal delivers a quick burst (Tab, End, ctrl+u, 0.2) in one read, and the app queues
@@ -73,6 +105,12 @@ class FormInput(Input):
             return
         await super()._on_key(event)
 
+    def __init__(self, *args, **kwargs) -> None:
+        # The classes it would set itself once mounted (compact; valid, as it has no
+        # validators): set now, they cost no restyle then.
+        super().__init__(*args, **kwargs)
+        self.add_class("-textual-compact", "-valid", update=False)
+
 
 # The widest dotted key and the key's padding: a key never wraps mid-name where there is room.
 KEY_COLUMNS = max(len(f.path) for f in iter_fields()) + 2
@@ -89,16 +127,20 @@ class FieldRow(Container):
     # ellipsis on its one line instead of breaking in the middle of a name.
     DEFAULT_CSS = """
     FieldRow {
-        layout: grid;
-        grid-size: 2;
-        grid-columns: KEY_COLUMNS 1fr;
+        layout: vertical;
         height: auto;
     }
 
     FieldRow .key {
+        position: absolute;
+        width: KEY_COLUMNS;
         padding: 0 1;
         text-wrap: nowrap;
         text-overflow: ellipsis;
+    }
+
+    FieldRow > Input, FieldRow > Select, FieldRow > Switch {
+        margin-left: KEY_COLUMNS;
     }
 
     FieldRow Switch, FieldRow Switch:focus {
@@ -108,7 +150,6 @@ class FieldRow(Container):
     }
 
     FieldRow .note {
-        column-span: 2;
         color: $text-muted;
         padding-left: 3;
     }
@@ -138,7 +179,7 @@ class FieldRow(Container):
         if spec.type is bool:
             yield Switch(value=bool(self.value), id=wid)
         elif spec.choices:
-            yield Select([(str(c), c) for c in spec.choices], value=self.value, allow_blank=False, id=wid, compact=True)
+            yield FormSelect([(str(c), c) for c in spec.choices], value=self.value, allow_blank=False, id=wid, compact=True)
         else:
             yield FormInput(as_text(spec, self.value), id=wid, compact=True, disabled=spec.reserved)
         yield Static(self.help_text, classes="note", markup=False)

@@ -30,7 +30,12 @@ class KeysFooter(Footer):
 
     def compose(self):
         self._shown = self.shown_keys()
-        return super().compose()
+        for widget in super().compose():
+            # A key takes the footer's `compact` when it mounts, and its watcher sets the
+            # class then: a restyle per key before the first paint. Built with it, none.
+            if hasattr(widget, "key_display"):
+                widget.set_class(self.compact, "-compact", update=False)
+            yield widget
 
     def bindings_changed(self, screen: Screen) -> None:
         if not screen.app.app_focus:
