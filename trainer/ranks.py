@@ -29,6 +29,7 @@ from trainer.pure.states import RunState
 from trainer.pure.trainer_process import HOSTFILE_ENV, LAUNCHER_PID_ENV, PROG, RANK_ENV, TRAINER, ExitCode
 
 POLL_S = 0.2
+GRACE_S = 2.0  # how long the peers of a failed rank get to end on their own (see Ranks._cause)
 CLEAN_EXITS = (ExitCode.OK, ExitCode.STOPPED)
 
 
@@ -137,15 +138,31 @@ class Ranks:
         try:
             while True:
                 codes = [p.poll() for p in self.procs]
-                for rank, code in enumerate(codes):
-                    if code is not None and code not in CLEAN_EXITS:
-                        return self._failed(rank, code)
+                if any(c is not None and c not in CLEAN_EXITS for c in codes):
+                    return self._failed(*self._cause())
                 if all(c is not None for c in codes):
                     return codes[0]
                 time.sleep(POLL_S)
         finally:
             self.kill_all()
             self.hostfile.unlink(missing_ok=True)
+
+    def _cause(self) -> tuple[int, int]:
+        """The failed rank to name. One rank's end makes its peers fail too (a lost
+        connection inside a collective), often within the same poll, so the ranks get a moment
+        to end on their own; then a refusal (exit 2, a reason of its own) or a rank killed by
+        a signal is named before a rank that merely errored, and a lower rank before a higher."""
+        deadline = time.monotonic() + GRACE_S
+        while time.monotonic() < deadline and any(p.poll() is None for p in self.procs):
+            time.sleep(POLL_S / 4)
+        failed = [(rank, p.returncode) for rank, p in enumerate(self.procs)
+                  if p.returncode is not None and p.returncode not in CLEAN_EXITS]
+
+        def weight(item: tuple[int, int]) -> tuple[int, int]:
+            rank, code = item
+            return (0 if code == ExitCode.BAD_INPUT else 1 if code < 0 else 2, rank)
+
+        return min(failed, key=weight)
 
     def _failed(self, rank: int, code: int) -> int:
         self.kill_all()
