@@ -174,3 +174,29 @@ def test_local_ranks_share_one_memory_check_and_one_sleep_inhibitor(tmp_path):
     assert [ln for ln in log.splitlines() if "sleep" in ln][0].endswith(f"caffeinate holds it (pid {calls[1][0]})")
     assert log.count("sleep prevented") == 1
     assert "sleep" not in RunFolder(run_dir).rank_log(1).read_text()
+
+
+def test_the_preset_distributed_section_sets_the_ranks_and_is_checked(tmp_path):
+    """[distributed] np starts the ranks when no --np is given; --np overrides it; a batch
+    that does not divide and a hostfile (not supported yet) are refused in one line."""
+    short = ["--set", "training.iters=1", "--set", "training.batch_size=4", "--set", "training.steps_per_eval=0",
+             "--set", "training.sample_prompts=0"]
+    two = run_trainer(str(DEMO), "--runs-dir", str(tmp_path / "two"), "--set", "distributed.np=2",
+                      "--set", "distributed.backend=ring", *short)
+    assert two.returncode == 0, two.stderr
+    run_dir = Path(two.stdout.splitlines()[0])
+    assert read_status(run_dir)["world_size"] == 2
+    assert "rank 1 of 2 (ring backend)" in RunFolder(run_dir).rank_log(1).read_text()
+
+    one = run_trainer(str(DEMO), "--runs-dir", str(tmp_path / "one"), "--set", "distributed.np=2", "--np", "1", *short)
+    assert one.returncode == 0, one.stderr
+    run_dir = Path(one.stdout.splitlines()[0])
+    assert read_status(run_dir)["world_size"] == 1 and not RunFolder(run_dir).rank_log(1).exists()
+
+    odd = run_trainer(str(DEMO), "--runs-dir", str(tmp_path / "odd"), "--set", "distributed.np=3", *short)
+    assert odd.returncode == ExitCode.BAD_INPUT
+    assert "training.batch_size" in odd.stderr and "multiple of distributed.np (3)" in odd.stderr
+    hosts = run_trainer(str(DEMO), "--runs-dir", str(tmp_path / "hosts"), "--set", "distributed.hostfile=hosts.json", *short)
+    assert hosts.returncode == ExitCode.BAD_INPUT
+    [line] = hosts.stderr.strip().splitlines()
+    assert line.startswith("orpo-train: distributed.hostfile = 'hosts.json': ") and "not supported yet" in line

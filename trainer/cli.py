@@ -51,6 +51,8 @@ RESUME_SETTABLE = (
     "training.sample_prompts",
     "training.sample_max_tokens",
     "training.prevent_sleep",
+    "distributed.np",  # the checkpoint is global state: any number of ranks continues it
+    "distributed.backend",
 )
 
 
@@ -66,8 +68,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="where run folders go (default: output.runs_dir; left at 'runs', the app's runs folder)")
     p.add_argument("--log-only", action="store_true",
                    help="after the run directory line, send all output to its train.log (for launchers such as orpo-tui)")
-    p.add_argument("--np", type=int, metavar="N", help="train on N local ranks (data parallel, MLX distributed)")
-    p.add_argument("--backend", choices=BACKENDS, default="any", help="MLX distributed backend for the ranks")
+    p.add_argument("--np", type=int, metavar="N",
+                   help="train on N local ranks (data parallel, MLX distributed; default: distributed.np)")
+    p.add_argument("--backend", choices=BACKENDS,
+                   help="MLX distributed backend for the ranks (default: distributed.backend)")
     # A rank of a distributed run, started by the launcher above (or by mlx.launch).
     p.add_argument("--rank-of", metavar="RUN_DIR", help=argparse.SUPPRESS)
     p.add_argument("--from-checkpoint", metavar="DIR", help=argparse.SUPPRESS)
@@ -102,20 +106,26 @@ def _install_stop_handlers(stop, run_dir: Path, leader: bool = True) -> None:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
-def _check_world(cfg, ranks: int) -> None:
-    if ranks < 1:
-        raise BadInput(f"--np {ranks}: must be at least 1")
-    for key, value in (("training.batch_size", cfg.training.batch_size),):
-        if value % ranks:
-            raise BadInput(f"{key} = {value} does not divide evenly across {ranks} ranks; "
-                           f"choose a multiple of {ranks}")
+def _settle_world(args, cfg) -> None:
+    """The ranks and backend of this run into `args`: --np and --backend, else the preset's
+    [distributed] keys (on resume the run's own, so --np can change the rank count)."""
+    if cfg.distributed.hostfile:
+        raise BadInput(f"distributed.hostfile = {cfg.distributed.hostfile!r}: training on the hosts of a hostfile "
+                       "is not supported yet; leave it empty and use distributed.np for ranks on this machine")
+    args.np = cfg.distributed.np if args.np is None else args.np
+    args.backend = args.backend or cfg.distributed.backend
+    if args.np < 1:
+        raise BadInput(f"--np {args.np}: must be at least 1")
+    if cfg.training.batch_size % args.np:
+        raise BadInput(f"training.batch_size = {cfg.training.batch_size} does not divide evenly across {args.np} ranks; "
+                       f"choose a multiple of {args.np}")
 
 
 def _new_run(args):
     cfg = load_preset(args.preset)
     cfg = apply_overrides(cfg, args.overrides)
     check(cfg, args.preset)
-    _check_world(cfg, args.np or 1)
+    _settle_world(args, cfg)
     runs_dir = _runs_dir(args.runs_dir, cfg.output.runs_dir)
     label = cfg.output.name or Path(args.preset).stem
     run_dir = create_run_dir(runs_dir, label)
@@ -155,7 +165,7 @@ def _resume_run(args):
     try:
         cfg = apply_overrides(load_preset(folder.config), args.overrides)
         check(cfg, str(folder.config))
-        _check_world(cfg, args.np or 1)
+        _settle_world(args, cfg)
         ckpt = folder.latest_checkpoint()
         done = checkpoint_step(ckpt) if ckpt else 0
         if done >= cfg.training.iters:
@@ -202,8 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             dump_toml(cfg, folder.config)
             write_status(run_dir, state=RunState.PENDING, pid=os.getpid(), started_at=time.time(),
                          total_steps=cfg.training.iters, step=0)
-        if args.np and args.np > 1:
-            write_status(run_dir, world_size=args.np)
+        write_status(run_dir, world_size=args.np)  # on resume too: the rank count may change
     except (ConfigError, BadInput) as exc:
         return _fail_line(str(exc))
     except OSError as exc:  # a read-only or full runs folder
@@ -212,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     print(run_dir, flush=True)
     if args.log_only:
         _redirect_output(folder.log)
-    if args.np and args.np > 1:
+    if args.np > 1:
         code = _launch_ranks(args, cfg, run_dir, ckpt)
     else:
         code = run(cfg, run_dir, ckpt, resuming=bool(args.resume), echo=not args.log_only, force=args.force)
@@ -307,7 +316,7 @@ def _redirect_output(log_path: Path) -> None:
 
 
 def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True, force: bool = False,
-        rank: int | None = None, backend: str = "any") -> int:
+        rank: int | None = None, backend: str = "ring") -> int:
     """Train in this process. `rank` is set for a rank of a distributed run: the ranks join
     their group first, and only rank 0 writes the run folder (the others their own log)."""
     folder = RunFolder(run_dir)

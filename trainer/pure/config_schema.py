@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from trainer.pure.builtin_names import DEMO_DATA, TINY_MODEL
 from trainer.pure.config_fields import opt, section
 from trainer.pure.config_problems import Problem
+from trainer.pure.trainer_process import BACKENDS
 
 # The group the top-level keys (description) are listed under in the form.
 ROOT_TITLE = "General"
@@ -218,6 +219,24 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
+class DistributedConfig:
+    np: int = opt(
+        1,
+        "Local ranks training the run together, each on an even share of every batch (orpo-train --np)",
+        min=1,
+        max=256,
+        special={1: "one process"},
+        unit="ranks",
+    )
+    hostfile: str = opt("", "mlx.launch hostfile naming the hosts to train on (optional; not supported yet)")
+    backend: str = opt(
+        "auto",
+        "MLX distributed backend (auto: ring on macOS; on Linux MPI when an MPI library is installed, else ring)",
+        choices=BACKENDS,
+    )
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     runs_dir: str = opt("runs", "Where orpo-train puts runs without --runs-dir (the default `runs`: the app's runs folder)",
                         nonempty=True)
@@ -233,6 +252,7 @@ class Config:
     finetune: FinetuneConfig = section(FinetuneConfig, "Fine-tuning", "Which weights are trained")
     qat: QatConfig = section(QatConfig, "Quantization-aware training", "Train through fake quantization")
     training: TrainingConfig = section(TrainingConfig, "Training", "Optimizer, schedule and reporting")
+    distributed: DistributedConfig = section(DistributedConfig, "Distributed", "Data-parallel ranks (MLX distributed)")
     output: OutputConfig = section(OutputConfig, "Output", "Where runs are written")
 
 
@@ -255,6 +275,9 @@ def cross_field_problems(cfg: Config) -> list:
                 f"full fine-tuning cannot train a quantized base (model.quantize.bits = {cfg.model.quantize.bits})",
             )
         )
+    if t.batch_size % cfg.distributed.np:
+        found.append(Problem("training.batch_size", t.batch_size,
+                             f"must be a multiple of distributed.np ({cfg.distributed.np}): each rank takes an even share"))
     if t.min_learning_rate > t.learning_rate:
         found.append(
             Problem(

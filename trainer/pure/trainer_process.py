@@ -48,7 +48,8 @@ HOSTFILE_ENV = "MLX_HOSTFILE"
 # The pid of the launcher supervising the ranks: the run's status names it, so stopping the
 # run signals the launcher, which passes the signal on to every rank.
 LAUNCHER_PID_ENV = "ORPO_TUI_LAUNCHER_PID"
-BACKENDS = ("any", "ring", "mpi")
+# auto: the one that scales where it runs (trainer.pure.backend); any: MLX's own pick.
+BACKENDS = ("auto", "ring", "mpi", "any")
 
 
 class ExitCode(IntEnum):
