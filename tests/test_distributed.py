@@ -18,11 +18,12 @@ import mlx.core as mx
 import pytest
 
 from tests.trainer_helpers import DEMO, ORPO_TRAIN, REPO, first_line, run_trainer, start_trainer, train_steps, wait_for_step
+from trainer.backend_choice import choose
 from trainer.pure import metrics as M
 from trainer.pure.events import read_events
 from trainer.pure.run_folder import RunFolder
 from trainer.pure.runs import read_status
-from trainer.pure.trainer_process import RANK_ENV, ExitCode
+from trainer.pure.trainer_process import ExitCode, rank_from_env
 
 # Small and quick; two micro-batches per step so accumulation is covered, and the 70
 # validation pairs end in a short batch whose shares are uneven.
@@ -31,6 +32,11 @@ SMALL = ["--set", "training.iters=6", "--set", "training.batch_size=4", "--set",
          "--set", "training.save_every=100"]
 LONG = ["--set", "training.iters=400", "--set", "training.batch_size=4", "--set", "training.steps_per_report=1",
         "--set", "training.steps_per_eval=0", "--set", "training.sample_prompts=0", "--set", "training.save_every=1000"]
+
+
+# Ring needs no install; MPI is tested where an MPI library and mpirun are installed.
+BACKENDS_HERE = ["ring", pytest.param("mpi", marks=pytest.mark.skipif(not choose("mpi", 2).env,
+                                                                     reason="no MPI library and mpirun here"))]
 
 
 def _events(run_dir: Path, kind: str) -> list[dict]:
@@ -50,14 +56,17 @@ def _rank_pids(run_dir: Path) -> dict[int, int]:
             env = dict(item.split(b"=", 1) for item in (entry / "environ").read_bytes().split(b"\0") if b"=" in item)
         except OSError:
             continue
-        found[int(env[RANK_ENV.encode()])] = int(entry.name)
+        rank = rank_from_env({k.decode(): v.decode() for k, v in env.items()})
+        if rank is not None:  # not mpirun, which carries the ranks' command line too
+            found[rank] = int(entry.name)
     return found
 
 
-def test_two_ranks_log_and_learn_what_one_process_does(tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS_HERE)
+def test_two_ranks_log_and_learn_what_one_process_does(tmp_path, backend):
     one = run_trainer(str(DEMO), "--runs-dir", str(tmp_path / "one"), *SMALL)
     assert one.returncode == 0, one.stderr
-    two = run_trainer(str(DEMO), "--runs-dir", str(tmp_path / "two"), "--np", "2", "--backend", "ring", *SMALL)
+    two = run_trainer(str(DEMO), "--runs-dir", str(tmp_path / "two"), "--np", "2", "--backend", backend, *SMALL)
     assert two.returncode == 0, two.stderr
     a, b = Path(one.stdout.splitlines()[0]), Path(two.stdout.splitlines()[0])
     assert read_status(b)["state"] == "completed" and read_status(b)["world_size"] == 2
@@ -96,8 +105,9 @@ def test_batch_that_does_not_divide_across_ranks_is_one_line_exit_2(tmp_path):
     assert not (tmp_path.exists() and any(tmp_path.iterdir()))
 
 
-def test_sigint_stops_every_rank_with_a_checkpoint_and_resume_on_one_rank_completes(tmp_path):
-    proc = start_trainer(str(DEMO), "--runs-dir", str(tmp_path), "--np", "2", "--backend", "ring", *LONG)
+@pytest.mark.parametrize("backend", BACKENDS_HERE)
+def test_sigint_stops_every_rank_with_a_checkpoint_and_resume_on_one_rank_completes(tmp_path, backend):
+    proc = start_trainer(str(DEMO), "--runs-dir", str(tmp_path), "--np", "2", "--backend", backend, *LONG)
     run_dir = first_line(proc)
     wait_for_step(run_dir, 2, proc)
     ranks = _rank_pids(run_dir)
@@ -118,8 +128,9 @@ def test_sigint_stops_every_rank_with_a_checkpoint_and_resume_on_one_rank_comple
     assert train_steps(run_dir) == list(range(1, stopped_at + 4))
 
 
-def test_a_dead_rank_fails_the_run_naming_it(tmp_path):
-    proc = start_trainer(str(DEMO), "--runs-dir", str(tmp_path), "--np", "2", "--backend", "ring", *LONG)
+@pytest.mark.parametrize("backend", BACKENDS_HERE)
+def test_a_dead_rank_fails_the_run_naming_it(tmp_path, backend):
+    proc = start_trainer(str(DEMO), "--runs-dir", str(tmp_path), "--np", "2", "--backend", backend, *LONG)
     run_dir = first_line(proc)
     wait_for_step(run_dir, 1, proc)
     ranks = _rank_pids(run_dir)
@@ -200,3 +211,19 @@ def test_the_preset_distributed_section_sets_the_ranks_and_is_checked(tmp_path):
     assert hosts.returncode == ExitCode.BAD_INPUT
     [line] = hosts.stderr.strip().splitlines()
     assert line.startswith("orpo-train: distributed.hostfile = 'hosts.json': ") and "not supported yet" in line
+
+
+def test_the_default_backend_is_the_one_that_scales_here(monkeypatch):
+    import trainer.backend_choice as B
+
+    monkeypatch.setattr(B, "find_libmpi", lambda: "/usr/lib/x86_64-linux-gnu/libmpi.so.40")
+    monkeypatch.setattr(B.shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert B.choose("auto", 2, "darwin") == B.Backend("ring")
+    linux = B.choose("auto", 2, "linux")
+    assert linux.name == "mpi" and linux.env == {B.MPI_LIBNAME_ENV: "/usr/lib/x86_64-linux-gnu/libmpi.so.40"}
+    assert B.choose("ring", 2, "linux") == B.Backend("ring")
+
+    monkeypatch.setattr(B, "find_libmpi", lambda: None)
+    fallback = B.choose("auto", 2, "linux")
+    assert fallback.name == "ring" and "2 ranks on this machine will not train faster than one" in fallback.note
+    assert "openmpi" in fallback.note.lower()

@@ -35,7 +35,7 @@ from trainer.pure.run_lock import RunBusy, RunLock
 from trainer.pure.runs import create_run_dir, read_status, write_status
 from trainer.pure.states import RunState
 from trainer.pure.train_log import failure_line, start_line
-from trainer.pure.trainer_process import BACKENDS, LAUNCHER_PID_ENV, PROG, RANK_ENV, ExitCode
+from trainer.pure.trainer_process import BACKENDS, LAUNCHER_PID_ENV, PROG, ExitCode, rank_from_env
 from trainer.reporter import LogReporter, RunFolderReporter
 from trainer.run_control import RunLog, StopFlag
 
@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
 def _launch_ranks(args, cfg, run_dir: Path, ckpt) -> int:
     """This process holds the lock and supervises; the ranks train (trainer/ranks.py). It
     also holds the one sleep inhibitor of the run: the ranks on this machine need no more."""
+    from trainer.backend_choice import choose
     from trainer.ranks import launch
 
     log = RunLog(RunFolder(run_dir).log, echo=not args.log_only)
@@ -246,8 +247,10 @@ def _launch_ranks(args, cfg, run_dir: Path, ckpt) -> int:
             log("sleep is not prevented: training.prevent_sleep = false")
         if args.resume:
             _tidy_before_resume(RunFolder(run_dir), ckpt, log)
+        backend = choose(args.backend, args.np)
+        log(f"{args.np} ranks on this machine, {backend.name} backend" + (f" ({backend.note})" if backend.note else ""))
         log.close()
-        return launch(run_dir, args.np, ckpt, args.backend, args.log_only, force=args.force)
+        return launch(run_dir, args.np, ckpt, backend, args.log_only, force=args.force)
     finally:
         if awake is not None:
             awake.release()
@@ -264,7 +267,9 @@ def _rank_main(args) -> int:
     except ConfigError as exc:
         return _fail_line(str(exc))
     ckpt = Path(args.from_checkpoint) if args.from_checkpoint else None
-    rank = int(os.environ.get(RANK_ENV, "0"))
+    rank = rank_from_env(os.environ) or 0
+    if rank:
+        _redirect_output(folder.rank_log(rank))  # under mpirun its output would join rank 0's
     _log_fatal_errors(folder.rank_log(rank), mark=False)
     return run(cfg, run_dir, ckpt, resuming=ckpt is not None,
                echo=not args.log_only and rank == 0, force=args.force, rank=rank, backend=args.backend)
@@ -388,8 +393,8 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True, force: bool
             awake.release()  # the run is over: nothing more to keep the machine awake for
         reporter.close()
         log.close()
-    if not leader:
-        return ExitCode.STOPPED if state == RunState.STOPPED else ExitCode.OK
+    if not leader:  # a clean end either way: mpirun would abort rank 0's save on a non-zero exit
+        return ExitCode.OK
     write_status(run_dir, state=state, ended_at=time.time())
     _event(run_dir, state, **outcome)
     if state == RunState.STOPPED:

@@ -21,7 +21,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from trainer.pure.trainer_process import LAUNCHER_PID_ENV, RANK_ENV
+from trainer.pure.trainer_process import LAUNCHER_PID_ENV, rank_from_env
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class Team:
 def join(backend: str = "any") -> Team:
     """The team this process belongs to: the group `mlx.launch` (or our own launcher) set
     up through the environment, or a team of one when there is none."""
-    if RANK_ENV not in os.environ:
+    if rank_from_env(os.environ) is None:
         return Team()
     group = mx.distributed.init(strict=True, backend=backend)
     # mlx.launch may place ranks on several hosts; our own launcher starts them all here.

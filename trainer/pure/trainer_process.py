@@ -31,7 +31,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RANK_ENV", "HOSTFILE_ENV", "LAUNCHER_PID_ENV", "BACKENDS",  # noqa: RUF100
+__all__ = ["RANK_ENV", "MPI_RANK_ENVS", "rank_from_env", "HOSTFILE_ENV", "LAUNCHER_PID_ENV", "BACKENDS",  # noqa: RUF100
            "ExitCode", "TRAINER", "PROG", "train_argv", "resume_argv", "preflight_argv", "estimate_argv",
            "read_run_dir", "error_line", "set_args"]
 
@@ -44,12 +44,22 @@ TRAINER = (sys.executable, "-m", "trainer")
 # Set for every rank of a distributed run (by mlx.launch, or by our own launcher for local
 # ranks): its rank, and the file naming every rank's address (the ring backend's hostfile).
 RANK_ENV = "MLX_RANK"
+# mpirun names a rank in these instead (OpenMPI, then MPICH and others).
+MPI_RANK_ENVS = ("OMPI_COMM_WORLD_RANK", "PMI_RANK")
 HOSTFILE_ENV = "MLX_HOSTFILE"
 # The pid of the launcher supervising the ranks: the run's status names it, so stopping the
 # run signals the launcher, which passes the signal on to every rank.
 LAUNCHER_PID_ENV = "ORPO_TUI_LAUNCHER_PID"
 # auto: the one that scales where it runs (trainer.pure.backend); any: MLX's own pick.
 BACKENDS = ("auto", "ring", "mpi", "any")
+
+
+def rank_from_env(env) -> int | None:
+    """This process's rank when a launcher (ours, mlx.launch or mpirun) started it as one."""
+    for name in (RANK_ENV, *MPI_RANK_ENVS):
+        if env.get(name, "").isdigit():
+            return int(env[name])
+    return None
 
 
 class ExitCode(IntEnum):
