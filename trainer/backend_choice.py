@@ -28,7 +28,7 @@ MPI_LIB_GLOBS = (
     "/opt/homebrew/lib/libmpi.dylib",
     "/usr/local/lib/libmpi.dylib",
 )
-SLOW_RING = ("ring backend: on Linux its transport polls, so {n} ranks on this machine will not train faster "
+SLOW_RING = ("on Linux the ring transport polls, so {n} ranks on this machine will not train faster "
              "than one; install OpenMPI (e.g. apt-get install openmpi-bin libopenmpi-dev) to use MPI")
 
 
