@@ -113,6 +113,17 @@ async def test_cross_field_rule_is_shown_next_to_the_field(presets):
         assert "training.warmup_steps" in str(app.screen.query_one("#problems", Static).render())
 
 
+async def test_the_form_has_the_distributed_section_and_its_batch_rule(presets):
+    app = app_for(presets)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press(*"demo", "enter")
+        await pilot.pause()
+        paths = {r.spec.path for r in app.screen.query("FieldRow")}
+        assert {"distributed.np", "distributed.hostfile", "distributed.backend"} <= paths
+        await type_into(pilot, "f-distributed--np", "3")  # the demo's batch is 8 pairs
+        assert "multiple of distributed.np (3)" in field_error(app, "training.batch_size")
+
+
 async def test_leaving_with_unsaved_changes_asks(presets):
     original = (presets / "demo.toml").read_text()
     app = app_for(presets)

@@ -45,6 +45,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("ORPO", ("orpo.",)),
     ("QAT", ("qat.",)),
     ("Training", ("training.",)),
+    ("Distributed", ("distributed.",)),
     ("Output", ("output.",)),
 )
 HIDDEN = {"model.resolved_path"}  # written by the trainer into a run, never by hand
