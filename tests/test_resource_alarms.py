@@ -110,8 +110,12 @@ def test_resource_line_of_an_active_run_and_of_one_that_ended():
 
 
 def test_trainer_process_reads_cpu_and_rss_of_a_live_pid_and_nothing_of_a_gone_one():
-    busy = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 30: pass"])
+    # It says when its interpreter is up: read before that, the pid is a half-started exec
+    # of a few hundred KB (seen once in CI on a loaded machine).
+    spin = "import time\nprint('up', flush=True)\nt = time.time()\nwhile time.time() - t < 30: pass"
+    busy = subprocess.Popen([sys.executable, "-c", spin], stdout=subprocess.PIPE, text=True)
     try:
+        assert busy.stdout.readline().strip() == "up"
         watch = TrainerProcess(busy.pid)
         first = watch.usage()
         assert first is not None and first.cpu_percent is None and first.rss > 1 * MB

@@ -62,6 +62,32 @@ async def test_double_u_starts_one_trainer(tmp_path):
             proc.wait()
 
 
+async def test_double_s_on_a_preset_starts_one_run_and_the_app_lives(tmp_path):
+    # Seen in tmux from a fresh clone: `s s` started two runs, and the first run's monitor,
+    # replaced by the second before its first refresh, took the app down (NoMatches '#log').
+    runs = tmp_path / "runs"
+    app = make_app(REPO / "presets", runs)
+    launcher = app.workspace.launcher
+    spawned = []
+    spawn = launcher._spawn
+    launcher._spawn = lambda argv, *a, **k: spawned.append(argv) or spawn(argv, *a, **k)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        table = app.screen.query_one(DataTable)
+        table.focus()
+        await pilot.pause()
+        await pilot.press("s", "s")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "MonitorScreen", 60, "the monitor")
+        await pilot.pause(1.0)
+        assert len(spawned) == 1 and len(launcher.children) == 1
+        assert len([d for d in runs.iterdir() if d.is_dir() and not d.name.startswith(".")]) == 1
+        assert any("already being started" in n for n in notices(app)), notices(app)
+        assert app.is_running
+        for proc in app.workspace.launcher.children.values():
+            proc.kill()
+            proc.wait()
+
+
 async def test_a_run_held_by_another_process_is_neither_resumed_nor_deleted(tmp_path):
     runs = tmp_path / "runs"
     run_dir = RunFolder(runs / "20260101-000000-held")

@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,8 +33,9 @@ class Launcher:
     exit instead of lingering as zombies (runs started elsewhere are watched by pid)."""
 
     children: dict[int, subprocess.Popen] = field(default_factory=dict)
-    # Runs a resume is being started for; workers run in threads, so it has its own lock.
-    _resuming: set[Path] = field(default_factory=set)
+    # What this app is starting now (a preset's run, a resume): a double key press spawns
+    # one trainer. Workers run in threads, so the set has its own lock.
+    _in_flight: set[tuple[str, Path]] = field(default_factory=set)
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
     def reap(self) -> None:
@@ -41,27 +43,35 @@ class Launcher:
             if proc.poll() is not None:
                 del self.children[pid]
 
+    @contextmanager
+    def _once(self, what: str, path: Path, refusal: str):
+        key = (what, Path(path).resolve())
+        with self._guard:
+            busy = key in self._in_flight
+            if not busy:
+                self._in_flight.add(key)
+        if busy:
+            raise LaunchError(refusal)
+        try:
+            yield
+        finally:
+            with self._guard:
+                self._in_flight.discard(key)
+
     def start(self, preset: Path, runs_dir: Path, overrides: Sequence[str] = ()) -> Path:
-        return self._spawn(train_argv(preset, runs_dir, overrides), runs_dir)
+        """Start a run of a preset unless this app is already starting one of it (a double
+        key press); once its trainer has said where it runs, the next start is a new run."""
+        with self._once("start", preset, f"{Path(preset).name} is already being started"):
+            return self._spawn(train_argv(preset, runs_dir, overrides), runs_dir)
 
     def resume(self, run_dir: Path, overrides: Sequence[str] = ()) -> Path:
         """Resume a run unless a trainer already holds it or this app is already starting one
         for it (a double key press): only then is a process spawned."""
-        key = Path(run_dir).resolve()
-        with self._guard:
-            busy = key in self._resuming
-            if not busy:
-                self._resuming.add(key)
-        if busy:
-            raise LaunchError(f"{run_dir} is already being resumed")
-        try:
+        with self._once("resume", run_dir, f"{run_dir} is already being resumed"):
             pid = _holder_unless_exiting(run_dir)
             if pid is not None:
                 raise LaunchError(f"{run_dir} is being trained by pid {pid}" if pid else f"{run_dir} is being trained")
             return self._spawn(resume_argv(run_dir, overrides), run_dir.parent)
-        finally:
-            with self._guard:
-                self._resuming.discard(key)
 
     def _spawn(self, argv: list[str], runs_dir: Path, timeout: float = 60) -> Path:
         runs_dir.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from textual import work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.widgets import Header, ProgressBar, Static
 
 from trainer.pure.crash_cause import LogCause
@@ -189,7 +190,10 @@ class MonitorScreen(OrpoScreen):
 
     def show_log(self) -> None:
         """Re-read the end of train.log only when it or the box changed."""
-        height = self.query_one("#log", Static).size.height
+        try:
+            height = self.query_one("#log", Static).size.height
+        except NoMatches:  # a refresh callback that outlived its screen (a double start)
+            return
         try:
             st = RunFolder(self.run_dir).log.stat()
             key = (st.st_mtime_ns, st.st_size, height)
