@@ -106,7 +106,9 @@ def test_first_line_is_the_url_and_a_busy_port_is_one_line(server, tmp_path):
 
 
 def test_bound_to_loopback_only(server):
-    listening = {conn.laddr for conn in psutil.Process(server.pid).net_connections(kind="inet") if conn.status == psutil.CONN_LISTEN}
+    process = psutil.Process(server.pid)
+    connections = getattr(process, "net_connections", process.connections)(kind="inet")  # psutil < 6 calls it connections
+    listening = {conn.laddr for conn in connections if conn.status == psutil.CONN_LISTEN}
     assert listening == {("127.0.0.1", server.port)}
 
 
@@ -175,16 +177,17 @@ def test_a_closed_tab_ends_its_app(server):
 
 
 # A terminal's Ctrl-C reaches the whole foreground group (the server and its apps); `kill -INT`
-# reaches the server alone, which then has to end the apps itself.
-@pytest.mark.parametrize("to_group", [True, False], ids=["ctrl-c", "kill-int"])
-def test_sigint_stops_the_server_and_the_apps_of_open_tabs(server, to_group):
+# and `kill` reach the server alone, which then has to end the apps itself.
+@pytest.mark.parametrize(("signum", "to_group"), [(signal.SIGINT, True), (signal.SIGINT, False), (signal.SIGTERM, False)],
+                         ids=["ctrl-c", "kill-int", "kill-term"])
+def test_a_signal_stops_the_server_and_the_apps_of_open_tabs(server, signum, to_group):
     async def open_tab_then_interrupt():
         session, tab = await _open_tab(server.port)
         apps = apps_of(server)
         if to_group:
-            os.killpg(server.pid, signal.SIGINT)
+            os.killpg(server.pid, signum)
         else:
-            server.send_signal(signal.SIGINT)
+            server.send_signal(signum)
         message = await tab.receive(timeout=60)
         while message.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):  # the app's last frames
             message = await tab.receive(timeout=60)
@@ -245,13 +248,20 @@ def chromium_path() -> str | None:
     return None
 
 
-def test_in_chromium_the_preset_list_shows_and_f3_opens_the_runs_list(server, tmp_path):
-    browser_path = chromium_path()
-    if browser_path is None:
+@pytest.fixture
+def browser_path() -> str:
+    """Checked before the server starts, so that a skip costs nothing."""
+    found = chromium_path()
+    if found is None:
         pytest.skip("no Chromium installed (Debian: apt-get install chromium; or set CHROMIUM=path)")
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the `test` extra)")
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the `test` extra)")
+    return found
 
-    with playwright.sync_playwright() as driver:
+
+def test_in_chromium_the_preset_list_shows_and_f3_opens_the_runs_list(browser_path, server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
