@@ -21,6 +21,7 @@ import sys
 from tui.settings import app_folders, load_notify, seed_user_presets
 
 _SUBCOMMANDS = ("diff", "export", "summary")
+WEB_DEFAULT_PORT = 8000
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,7 +164,8 @@ def _serve_web_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="orpo-tui serve-web", description="The app in a browser tab, on 127.0.0.1 only "
                                      "(from another machine: ssh -L 8000:127.0.0.1:8000 HOST, then open the printed URL). "
                                      "Each tab runs its own app on the same folders. Prints the URL first; Ctrl-C stops it.")
-    parser.add_argument("--port", type=int, default=8000, metavar="N", help="port on 127.0.0.1 (default: 8000)")
+    parser.add_argument("--port", type=int, default=WEB_DEFAULT_PORT, metavar="N",
+                        help=f"port on 127.0.0.1 (default: {WEB_DEFAULT_PORT})")
     parser.add_argument("--presets", metavar="DIR", help="folder of preset TOML files (default: as for orpo-tui)")
     parser.add_argument("--runs-dir", metavar="DIR", help="folder of run directories (default: as for orpo-tui)")
     args = parser.parse_args(argv)
