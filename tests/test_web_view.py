@@ -198,7 +198,12 @@ def test_a_signal_stops_the_server_and_the_apps_of_open_tabs(server, signum, to_
     apps, message, code = asyncio.run(open_tab_then_interrupt())
     assert len(apps) == 1
     # The page is told the server went away (rather than its socket being dropped when aiohttp gives up on it).
-    assert (message.type, message.data, message.extra) == (aiohttp.WSMsgType.CLOSE, aiohttp.WSCloseCode.GOING_AWAY, "server stopped")
+    server_closed = (aiohttp.WSMsgType.CLOSE, aiohttp.WSCloseCode.GOING_AWAY, "server stopped")
+    if to_group:
+        # The app had the signal too: it may quit first, and then textual-serve closes the tab normally.
+        assert (message.type, message.data, message.extra) in (server_closed, (aiohttp.WSMsgType.CLOSE, aiohttp.WSCloseCode.OK, ""))
+    else:
+        assert (message.type, message.data, message.extra) == server_closed
     assert code == 0, server.stderr.read()
     assert all(gone(app) for app in apps)
     assert server.stderr.read() == ""
@@ -262,7 +267,7 @@ def test_in_chromium_the_preset_list_shows_and_f3_opens_the_runs_list(browser_pa
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
+        browser = driver.chromium.launch(executable_path=browser_path, args=["--no-sandbox", "--disable-dev-shm-usage"])
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.add_init_script(CATCH_TERMINAL)

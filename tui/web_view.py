@@ -30,7 +30,7 @@ from textual_serve.server import Server, to_int
 
 HOST = "127.0.0.1"
 # A tab's app gets this long to quit once its tab or the server closes; then it is killed.
-APP_QUIT_S = 5.0
+APP_QUIT_S = 10.0
 # aiohttp waits this long for the tabs' handlers at shutdown (each ends its app: see _end_app).
 SHUTDOWN_GRACE_S = 3 * APP_QUIT_S
 
