@@ -146,6 +146,12 @@ def test_one_line_errors(trained_run, tmp_path):
         port = busy.getsockname()[1]
         assert fail_line(trained_run, "--port", port) == (2, f"orpo-train serve: port {port} is in use")
 
+    unreadable = tmp_path / "unreadable-adapters"  # the server starts, its model load fails
+    shutil.copytree(trained_run, unreadable)
+    RunFolder(unreadable).adapters.joinpath("adapter_config.json").write_text('{"x":')
+    code, line = fail_line(unreadable)
+    assert code == 1 and line.startswith(f"orpo-train serve: {RunFolder(unreadable).adapters}: the model did not load: JSONDecodeError")
+
     fresh = tmp_path / "fresh-run"  # a run whose trainer has not saved adapters yet
     fresh.mkdir()
     shutil.copy(RunFolder(trained_run).config, RunFolder(fresh).config)

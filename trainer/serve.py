@@ -120,9 +120,9 @@ class _Readiness(threading.Thread):
     """Prints the URL once the model is loaded and /health answers 200; ends the process
     with one line if the server's generation thread dies first."""
 
-    def __init__(self, port: int, out, last_error: _LastError):
+    def __init__(self, port: int, out, last_error: _LastError, what: Path):
         super().__init__(name="serve-readiness", daemon=True)
-        self.port, self.out, self.last_error = port, out, last_error
+        self.port, self.out, self.last_error, self.what = port, out, last_error, what
         self.provider = None  # mlx_lm.server's ModelProvider, once its run() has it
 
     def run(self) -> None:
@@ -144,7 +144,7 @@ class _Readiness(threading.Thread):
             except OSError:
                 continue  # not listening yet
             if not healthy:
-                _finish(f"the model did not load: {self.last_error.message or 'the generation thread died'}", ExitCode.ERROR)
+                _finish(f"{self.what}: the model did not load: {self.last_error.message or 'the generation thread died'}", ExitCode.ERROR)
             if loaded:
                 print(base_url(self.port), file=self.out, flush=True)
                 return
@@ -183,7 +183,7 @@ def serve(model: Path, adapters: Path | None, port: int) -> int:
     real_stdout = sys.stdout
     sys.stdout = sys.stderr  # stdout carries the URL line only
     last_error = _LastError()
-    ready = _Readiness(port, real_stdout, last_error)
+    ready = _Readiness(port, real_stdout, last_error, adapters or model)
     original_run = server.run
 
     def run_watched(host, port_, provider, *args, **kwargs):
