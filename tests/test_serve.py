@@ -79,16 +79,27 @@ def server_for(request):
         s.stop()
 
 
+def training_prompt(tokenizer, chat_template: bool) -> list[int]:
+    """PROMPT's tokens as training builds them: through the chat template when
+    data.apply_chat_template is on, else as plain text."""
+    from trainer.data import rows_from_records, tokenize_rows
+    from trainer.pure.config_schema import DataConfig
+
+    record = {"prompt": PROMPT, "chosen": "yes", "rejected": "no"}
+    rows = rows_from_records([record], list(record), "mem", DataConfig(path="mem", apply_chat_template=chat_template))
+    return list(tokenize_rows(rows, tokenizer, 1024)[0][0].prompt)
+
+
 def mlx_lm_answers(run_dir, adapters):
-    """What mlx_lm.generate gives, greedy, for the chat-templated prompt and the plain one."""
+    """What mlx_lm.generate gives, greedy, for PROMPT as a chat-templated training prompt and
+    as a plain one: what /v1/chat/completions and /v1/completions must answer."""
     from mlx_lm import generate, load
 
     import trainer.fuse as fuse
 
     model, tokenizer = load(str(fuse.base_folder(run_dir)), adapter_path=str(adapters) if adapters else None)
-    chat_prompt = tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True)
-    return (generate(model, tokenizer, prompt=chat_prompt, max_tokens=MAX_TOKENS),
-            generate(model, tokenizer, prompt=PROMPT, max_tokens=MAX_TOKENS))
+    return tuple(generate(model, tokenizer, prompt=training_prompt(tokenizer, chat), max_tokens=MAX_TOKENS)
+                 for chat in (True, False))
 
 
 def port_open(port: int) -> bool:
@@ -174,3 +185,20 @@ def test_one_line_errors(trained_run, tmp_path):
     RunFolder(broken).config.write_text("[model\n")
     code, line = fail_line(broken)
     assert code == 2 and line.startswith(f"orpo-train serve: {RunFolder(broken).config}")
+
+
+def test_which_endpoint_matches_training(tmp_path):
+    from trainer.pure.config import apply_overrides, dump_toml, load_preset
+    from trainer.pure.serve import trained_on_chat_template
+
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text(json.dumps({"chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+                                 "rejected": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "go"}]}) + "\n")
+    cases = {"plain": ([], False), "wrapped": (["data.apply_chat_template=true"], True),
+             "conversations": ([f"data.path={chats}"], True), "hub": (["data.path=someone/prefs"], False)}
+    for name, (overrides, chat) in cases.items():
+        run = tmp_path / name
+        run.mkdir()
+        dump_toml(apply_overrides(load_preset(DEMO), overrides), RunFolder(run).config)
+        assert trained_on_chat_template(run) is chat, name
+    assert trained_on_chat_template(tmp_path / "nowhere") is False
