@@ -129,10 +129,20 @@ def test_greedy_answers_equal_mlx_lm_generate_and_the_base_differs(trained_run, 
     assert (base_chat, base_plain) != (chat, plain)  # the adapters change what the model says
 
 
-def test_best_adapters_are_served(trained_run, server_for):
+def test_best_adapters_and_the_fused_model_are_served(trained_run, server_for, tmp_path):
     best = server_for(trained_run, best=True)
     chat, _ = mlx_lm_answers(trained_run, RunFolder(trained_run).best)
     assert best.chat(PROMPT) == chat
+
+    run_copy = tmp_path / "run"
+    shutil.copytree(trained_run, run_copy)
+    assert run_trainer("fuse", str(run_copy)).returncode == 0
+    fused = server_for(run_copy, fused=True)
+    from mlx_lm import generate, load
+
+    model, tokenizer = load(str(RunFolder(run_copy).fused()))  # its own tokenizer files, template included
+    expected = [generate(model, tokenizer, prompt=training_prompt(tokenizer, chat), max_tokens=MAX_TOKENS) for chat in (True, False)]
+    assert [fused.chat(PROMPT), fused.complete(PROMPT)] == expected
 
 
 def test_sigterm_stops_the_server_and_leaves_no_process(trained_run, server_for, tmp_path):
@@ -179,6 +189,8 @@ def test_one_line_errors(trained_run, tmp_path):
     code, line = fail_line(trained_run, "--fused")
     assert code == 2 and line == (f"orpo-train serve: {trained_run}: no fused model (fused/); "
                                   f"run `orpo-train fuse {trained_run}` first")
+    assert fail_line(trained_run, "--base", "--best") == (
+        2, "orpo-train serve: --base serves the bare base: it goes with neither --best nor --fused")
     code, line = fail_line(tmp_path / "nowhere")
     assert code == 2 and line == f"orpo-train serve: {tmp_path / 'nowhere'}: no such run directory"
     empty = tmp_path / "empty"
