@@ -23,6 +23,7 @@ from trainer.pure.builtin_names import is_builtin
 from trainer.pure.config import Config, ConfigError, apply_overrides, check, load_preset
 from trainer.pure.host_checks import PACKAGES, Answer, Expected, answer_from, probe_argv, problem_lines
 from trainer.pure.hostfile import Hostfile, HostfileError, is_local, read_hostfile, ssh_argv
+from trainer.pure.sources import looks_local
 from trainer.pure.trainer_process import PROG, ExitCode
 
 CONNECT_TIMEOUT_S = 5
@@ -60,9 +61,9 @@ def preset_paths(cfg: Config) -> dict[str, str]:
         if is_builtin(spec):
             continue
         local = Path(spec).expanduser()
-        if local.exists():
+        if local.exists() or looks_local(spec):
             paths[what] = str(local.resolve())
-        elif spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
+        else:
             cached = _hub_cache_folder(spec, kind)
             if cached is not None:
                 paths[f"{what} (hub cache)"] = cached

@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +64,7 @@ from trainer.pure.trainer_process import (
     RANKS_HERE_ENV,
     TRAINER,
     ExitCode,
+    set_args,
 )
 
 POLL_S = 0.2
@@ -144,8 +146,10 @@ def ring_hostfile(n: int) -> str:
     return json.dumps([[f"127.0.0.1:{port}"] for port in free_ports(n)])
 
 
-def rank_argv(run_dir: Path, checkpoint: Path | None, backend: str, log_only: bool, force: bool = False) -> list[str]:
-    argv = [*TRAINER, "--rank-of", str(run_dir), "--backend", backend]
+def rank_argv(run_dir: Path, checkpoint: Path | None, backend: str, log_only: bool, force: bool = False,
+              overrides: Sequence[str] = ()) -> list[str]:
+    """`overrides`: a resume's --set values, which config.toml does not hold."""
+    argv = [*TRAINER, "--rank-of", str(run_dir), "--backend", backend, *set_args(overrides)]
     if checkpoint is not None:
         argv += ["--from-checkpoint", str(checkpoint)]
     return argv + (["--log-only"] if log_only else []) + (["--force"] if force else [])
@@ -212,12 +216,12 @@ class Ranks:
     mpirun starting them all on MPI."""
 
     def __init__(self, run_dir: Path, n: int, checkpoint: Path | None, backend: Backend, log_only: bool,
-                 force: bool = False, placement: Placement | None = None):
+                 force: bool = False, placement: Placement | None = None, overrides: Sequence[str] = ()):
         self.run_dir, self.n, self.backend = run_dir, n, backend
         self.placement = placement or Placement.local(n)
         self.folder = RunFolder(run_dir)
         self.checkpoint = checkpoint
-        self.argv = rank_argv(run_dir, checkpoint, backend.name, log_only, force)
+        self.argv = rank_argv(run_dir, checkpoint, backend.name, log_only, force, overrides)
         self.procs: list[subprocess.Popen] = []
         self.remote_pids: dict[int, int] = {}  # rank -> its pid on its host, once it said it
         self.signals = 0
@@ -435,8 +439,8 @@ class Ranks:
 
 
 def launch(run_dir: Path, n: int, checkpoint: Path | None, backend: Backend, log_only: bool, force: bool = False,
-           placement: Placement | None = None) -> int:
-    ranks = Ranks(run_dir, n, checkpoint, backend, log_only, force, placement)
+           placement: Placement | None = None, overrides: Sequence[str] = ()) -> int:
+    ranks = Ranks(run_dir, n, checkpoint, backend, log_only, force, placement, overrides)
     try:
         ranks.stage_remote_hosts()
     except (RemoteError, OSError, subprocess.TimeoutExpired) as exc:
