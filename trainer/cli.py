@@ -30,7 +30,7 @@ from trainer.keep_awake import KeepAwake
 from trainer.pure.app_folders import SettingsError, resolve_folders
 from trainer.pure.config import ConfigError, OutputConfig, apply_overrides, check, dump_toml, load_preset, replace_value
 from trainer.pure.events import MetricsWriter
-from trainer.pure.hostfile import HostfileError, check_for_backend, init_backend, is_local, launch_backend, read_hostfile
+from trainer.pure.hostfile import HostfileError, init_backend, is_local, launch_backend, read_hostfile
 from trainer.pure.messages import describe
 from trainer.pure.run_folder import RunFolder, checkpoint_step
 from trainer.pure.run_lock import RunBusy, RunLock
@@ -138,7 +138,7 @@ def _settle_world(args, cfg) -> None:
 def _settle_hosts(args, path: str) -> None:
     """Read the hostfile and refuse what cannot start: rank 0 writes the run folder and must
     be this process's machine; the backend must find in the file what it needs."""
-    from trainer.hosts import local_names
+    from trainer.hosts import local_names, start_problems
 
     try:
         hosts = read_hostfile(path)
@@ -146,11 +146,8 @@ def _settle_hosts(args, path: str) -> None:
         raise BadInput(str(exc)) from None
     if args.np is not None and args.np != hosts.size:
         raise BadInput(f"--np {args.np} and --hostfile {path} ({hosts.size} ranks) disagree; give one of them")
-    if not is_local(hosts.hosts[0].ssh, local_names()):
-        raise BadInput(f"{path}: {hosts.describe(0)} is not this machine: rank 0 writes the run folder, so start "
-                       f"{PROG} on {hosts.hosts[0].ssh} (or list this machine first)")
     args.launch_backend = launch_backend(hosts, args.backend)
-    problems = check_for_backend(hosts, args.launch_backend)
+    problems = start_problems(hosts, args.backend, local_names())
     if problems:
         raise BadInput(problems[0])
     args.hosts, args.np, args.hostfile = hosts, hosts.size, str(Path(path).expanduser().resolve())

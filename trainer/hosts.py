@@ -22,7 +22,15 @@ from pathlib import Path
 from trainer.pure.builtin_names import is_builtin
 from trainer.pure.config import Config, ConfigError, apply_overrides, check, load_preset
 from trainer.pure.host_checks import PACKAGES, Answer, Expected, answer_from, probe_argv, problem_lines
-from trainer.pure.hostfile import Hostfile, HostfileError, is_local, read_hostfile, ssh_argv
+from trainer.pure.hostfile import (
+    Hostfile,
+    HostfileError,
+    check_for_backend,
+    is_local,
+    launch_backend,
+    read_hostfile,
+    ssh_argv,
+)
 from trainer.pure.sources import looks_local
 from trainer.pure.trainer_process import PROG, ExitCode
 
@@ -99,14 +107,39 @@ def probe(host: str, local: bool, expected: Expected) -> Answer:
     return answer_from(done.returncode, done.stdout, done.stderr, expected.python, via_ssh=not local)
 
 
+def start_problems(hostfile: Hostfile, requested_backend: str, here: set[str]) -> list[str]:
+    """What keeps orpo-train, started on this machine, from starting the ranks of `hostfile`:
+    rank 0 writes the run folder and must be here; the backend must find what it needs."""
+    found = []
+    first = hostfile.hosts[0].ssh
+    if not is_local(first, here):
+        found.append(f"{hostfile.path}: {hostfile.describe(0)} is not this machine: rank 0 writes the run folder, "
+                     f"so start {PROG} on {first} (or list this machine first)")
+    return found + check_for_backend(hostfile, launch_backend(hostfile, requested_backend))
+
+
 def check_hosts(hostfile: Hostfile, cfg: Config | None) -> list[str]:
-    """The problem lines for `hostfile` (and `cfg`'s model, data and batch size); [] when clean."""
+    """The problem lines for `hostfile` (and `cfg`'s model, data, backend and batch size);
+    [] when clean."""
     expected = expected_here(cfg)
     here = local_names()
+    starting = start_problems(hostfile, cfg.distributed.backend if cfg is not None else "auto", here)
     names = list(dict.fromkeys(h.ssh for h in hostfile.hosts))
     with ThreadPoolExecutor(max_workers=min(len(names), 16)) as pool:
         answers = dict(zip(names, pool.map(lambda n: probe(n, is_local(n, here), expected), names)))
-    return problem_lines(hostfile, answers, expected)
+    return starting + problem_lines(hostfile, answers, expected)
+
+
+def hostfile_lines(cfg: Config) -> list[str] | None:
+    """The data check's host lines for a preset: None without a hostfile, [] when every host
+    is ready, else one line per problem (a hostfile that cannot be read is one)."""
+    if not cfg.distributed.hostfile:
+        return None
+    try:
+        hostfile = read_hostfile(cfg.distributed.hostfile)
+    except HostfileError as exc:
+        return [str(exc)]
+    return check_hosts(hostfile, cfg)
 
 
 def _parser() -> argparse.ArgumentParser:
