@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_distributed import LONG, SMALL, _events, _rank_pids
+from tests.test_distributed import BACKENDS_HERE, LONG, SMALL, _events, _rank_pids
 from tests.trainer_helpers import DEMO, ORPO_TRAIN, REPO, first_line, train_steps, wait_for_step
 from trainer.pure import metrics as M
 from trainer.pure.config import load_preset
@@ -76,14 +76,15 @@ def test_a_rank_over_ssh_trains_the_same_run_as_one_process(tmp_path):
     assert load_preset(RunFolder(b).config).distributed.hostfile == str(hostfile)
 
 
-def test_a_hostfile_of_this_machine_twice_needs_no_ssh(tmp_path):
-    twice = _hostfile(tmp_path, [{"ssh": "127.0.0.1", "ips": ["127.0.0.1"]}] * 2)
+@pytest.mark.parametrize("backend", BACKENDS_HERE)
+def test_a_hostfile_of_this_machine_twice_needs_no_ssh(tmp_path, backend):
+    twice = _hostfile(tmp_path, {"backend": backend, "hosts": [{"ssh": "127.0.0.1", "ips": ["127.0.0.1"]}] * 2})
     done = _run(tmp_path, str(DEMO), "--runs-dir", str(tmp_path), "--hostfile", str(twice),
                 *SMALL, "--set", "training.iters=1")
     assert done.returncode == 0, done.stderr
     run_dir = Path(done.stdout.splitlines()[0])
     assert read_status(run_dir)["state"] == "completed" and read_status(run_dir)["world_size"] == 2
-    assert "rank 1 of 2 (ring backend)" in RunFolder(run_dir).rank_log(1).read_text()
+    assert f"rank 1 of 2 ({backend} backend)" in RunFolder(run_dir).rank_log(1).read_text()
     assert _ssh_calls(tmp_path) == []
 
 
