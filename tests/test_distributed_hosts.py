@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,24 @@ def test_jaccl_needs_a_hostfile(tmp_path):
     assert done.returncode == ExitCode.BAD_INPUT
     assert done.stderr.strip().splitlines()[-1] == (
         "orpo-train: --backend jaccl: JACCL connects Macs over Thunderbolt; give the hosts with --hostfile")
+
+
+def test_a_dead_rank_over_ssh_fails_the_run_naming_it_and_its_host(tmp_path):
+    hostfile = _hostfile(tmp_path, HERE_AND_MAC2)
+    proc = subprocess.Popen([*ORPO_TRAIN, str(DEMO), "--runs-dir", str(tmp_path), "--hostfile", str(hostfile), *LONG],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=_env(tmp_path))
+    run_dir = first_line(proc)
+    wait_for_step(run_dir, 1, proc)
+    os.kill(_rank_pids(run_dir)[1], signal.SIGKILL)
+    killed = time.monotonic()
+    try:
+        code = proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert time.monotonic() - killed < 60
+    assert code == ExitCode.ERROR
+    status = read_status(run_dir)
+    assert status["state"] == "failed"
+    assert status["error"].startswith("rank 1 on mac2 was killed or lost its ssh connection (ssh exit 255): ")
+    assert _rank_pids(run_dir) == {}

@@ -43,6 +43,7 @@ import psutil
 
 from trainer.backend_choice import Backend
 from trainer.pure.events import MetricsWriter
+from trainer.pure.host_checks import SSH_FAILED
 from trainer.pure.hostfile import (
     RING_FIRST_PORT,
     Hostfile,
@@ -427,7 +428,13 @@ class Ranks:
             why = status["error"]  # rank 0 recorded its own failure
         else:
             why = last_error(self.run_dir, rank)
-        message = f"rank {rank} {describe_exit(code)}: {why}"
+        host = self.placement.hosts[rank] if not self.mpi else None
+        if host is None:
+            message = f"rank {rank} {describe_exit(code)}: {why}"
+        elif code == SSH_FAILED:
+            message = f"rank {rank} on {host} was killed or lost its ssh connection (ssh exit {code}): {why}"
+        else:
+            message = f"rank {rank} on {host} {describe_exit(code)}: {why}"
         write_status(self.run_dir, state=RunState.FAILED, error=message, ended_at=time.time())
         try:
             with MetricsWriter(self.folder.metrics) as writer:
