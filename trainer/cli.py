@@ -38,6 +38,7 @@ from trainer.pure.train_log import failure_line, start_line
 from trainer.pure.trainer_process import BACKENDS, LAUNCHER_PID_ENV, PROG, ExitCode, rank_from_env
 from trainer.reporter import LogReporter, RunFolderReporter
 from trainer.run_control import RunLog, StopFlag
+from trainer.trackers import LiveTrackers, TrackerMissing, check_installed
 
 # Changing these on resume only moves the finish line or the reporting rhythm; anything else
 # would make the resumed run a different experiment from the one its metrics describe.
@@ -126,10 +127,20 @@ def _new_run(args):
     cfg = apply_overrides(cfg, args.overrides)
     check(cfg, args.preset)
     _settle_world(args, cfg)
+    _check_trackers(cfg, args.preset)
     runs_dir = _runs_dir(args.runs_dir, cfg.output.runs_dir)
     label = cfg.output.name or Path(args.preset).stem
     run_dir = create_run_dir(runs_dir, label)
     return cfg, run_dir, None, RunLock(run_dir).acquire()
+
+
+def _check_trackers(cfg, source) -> None:
+    """Refuse, before any training, a run told to report to a tracker whose library is not
+    installed: a run that silently logs nowhere is found out only when the user looks."""
+    try:
+        check_installed(cfg.report.to)
+    except TrackerMissing as exc:
+        raise BadInput(f"{source}: report.to: {exc}") from None
 
 
 def _runs_dir(flag: str | None, configured: str) -> Path:
@@ -166,6 +177,7 @@ def _resume_run(args):
         cfg = apply_overrides(load_preset(folder.config), args.overrides)
         check(cfg, str(folder.config))
         _settle_world(args, cfg)
+        _check_trackers(cfg, folder.config)
         ckpt = folder.latest_checkpoint()
         done = checkpoint_step(ckpt) if ckpt else 0
         if done >= cfg.training.iters:
@@ -330,7 +342,10 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True, force: bool
     _install_stop_handlers(stop, run_dir, leader)
     log = RunLog(folder.rank_log(rank or 0), echo=echo)
     launcher = os.environ.get(LAUNCHER_PID_ENV) if rank is not None else None
-    reporter = RunFolderReporter(run_dir, log, pid=int(launcher) if launcher else None) if leader else LogReporter(log)
+    # Only the run's writer (rank 0) reports to trackers, as it alone writes metrics.jsonl.
+    trackers = LiveTrackers(cfg.report.to, run_dir, log, cfg.report.dir, cfg.report.project) if cfg.report.to else None
+    reporter = (RunFolderReporter(run_dir, log, pid=int(launcher) if launcher else None, trackers=trackers) if leader
+                else LogReporter(log))
     failed = _failed if leader else _rank_failed
     # Started before the MLX stack loads, and reported after: a failing inhibitor has
     # exited by then, so its reason costs the run no wait. Our launcher holds the inhibitor
