@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from trainer_helpers import DEMO, REPO, run_trainer
+from trainer_helpers import DEMO, REPO, first_line, run_trainer, start_trainer, train_steps, wait_for_step
 
 from trainer.pure import tracking as T
 from trainer.pure.events import read_events
-from trainer.pure.run_folder import RunFolder
+from trainer.pure.run_folder import RunFolder, checkpoint_step
 
 SHORT = ["--set", "training.iters=20", "--set", "training.steps_per_report=5", "--set", "training.steps_per_eval=10",
          "--set", "training.sample_prompts=2"]
@@ -68,7 +68,9 @@ def tensorboard_rows(logdir: Path):
 
     acc = ea.EventAccumulator(str(logdir), size_guidance={ea.SCALARS: 0, ea.TENSORS: 0})
     acc.Reload()
-    rows = {(tag, e.step): (e.value, e.wall_time) for tag in acc.Tags()["scalars"] for e in acc.Scalars(tag)}
+    events = [(tag, e) for tag in acc.Tags()["scalars"] for e in acc.Scalars(tag)]
+    rows = {(tag, e.step): (e.value, e.wall_time) for tag, e in events}
+    assert len(rows) == len(events), "a step logged twice under one tag"
     return acc, rows
 
 
@@ -115,6 +117,27 @@ def test_live_tensorboard_equals_metrics_jsonl(run):
     _, rows = tensorboard_rows(RunFolder(run).tensorboard)
     assert_equal_to_metrics(rows, run)
     assert f"reporting to tensorboard: {RunFolder(run).tensorboard}" in RunFolder(run).log.read_text()
+
+
+def test_live_tensorboard_of_a_killed_and_resumed_run_equals_metrics_jsonl(tmp_path):
+    # Steps past the last checkpoint reach TensorBoard, the trainer dies, the resume redoes them:
+    # TensorBoard must show each step once, with the values and times metrics.jsonl keeps.
+    proc = start_trainer(str(DEMO), "--runs-dir", str(tmp_path), "--set", "training.iters=500",
+                         "--set", "training.steps_per_report=1", "--set", "training.steps_per_eval=0",
+                         "--set", "training.save_every=4", "--set", 'report.to=["tensorboard"]')
+    run = first_line(proc)
+    wait_for_step(run, 6, proc)
+    proc.kill()
+    proc.wait()
+    _, before = tensorboard_rows(RunFolder(run).tensorboard)
+    lost = max(train_steps(run))
+    # TensorBoard holds steps past the checkpoint, which the resume redoes.
+    assert max(step for _, step in before) > checkpoint_step(RunFolder(run).latest_checkpoint())
+    done = run_trainer("--resume", str(run), "--set", f"training.iters={lost + 2}")
+    assert done.returncode == 0, done.stderr
+    assert train_steps(run) == list(range(1, lost + 3))
+    _, rows = tensorboard_rows(RunFolder(run).tensorboard)
+    assert_equal_to_metrics(rows, run)
 
 
 def test_trackio_export_writes_its_local_records(run, tmp_path):

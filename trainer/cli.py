@@ -431,7 +431,7 @@ def _tidy_before_resume(folder: RunFolder, ckpt: Path | None, log: RunLog) -> No
         return
     # Nothing to continue from: the run starts over at step 0, and the earlier attempt's
     # metrics must not mix with the new ones (duplicate, unsorted steps; wrong best values).
-    earlier = [p for p in (folder.metrics, folder.summary, folder.adapters) if p.exists()]
+    earlier = [p for p in (folder.metrics, folder.summary, folder.adapters, folder.tensorboard) if p.exists()]
     if not earlier:
         log("no checkpoint to resume from: starting at step 0")
         return

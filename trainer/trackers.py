@@ -87,14 +87,22 @@ class TensorBoardSink(Sink):
     config through the hparams plugin. `purge_step` hides events at or past it that an earlier
     attempt wrote (a resumed run redoes them)."""
 
-    def __init__(self, logdir: Path, hparams: dict, purge_step: int | None = None, flush_secs: int = 120):
+    def __init__(self, logdir: Path, hparams: dict, purge_step: int | None = None, live: bool = False):
         tbx = _library(T.TENSORBOARD)
         from tensorboardX.summary import hparams as hparams_summaries
 
-        self.writer = tbx.SummaryWriter(logdir=str(logdir), purge_step=purge_step, flush_secs=flush_secs)
+        self.live = live
+        self.writer = tbx.SummaryWriter(logdir=str(logdir), purge_step=purge_step)
         if hparams:
             for summary in hparams_summaries(hparams, {}):
                 self.writer.file_writer.add_summary(summary)
+
+    def event(self, record: dict) -> None:
+        super().event(record)
+        if self.live:
+            # Reports come seconds apart: on disk at once, a watching TensorBoard shows what
+            # metrics.jsonl shows, and a killed run loses nothing it reported.
+            self.writer.flush()
 
     def scalars(self, rows: list[T.Scalar]) -> None:
         for row in rows:
@@ -168,8 +176,7 @@ def open_sink(tracker: str, target: Path | str, name: str, hparams: dict, projec
     """Open `tracker` for the run called `name`: `target` is TensorBoard's log folder,
     Trackio's project, or the folder W&B puts its `wandb/` folder in (its project: `project`)."""
     if tracker == T.TENSORBOARD:
-        # Live, the events reach a watching TensorBoard within seconds rather than minutes.
-        return TensorBoardSink(Path(target), hparams, purge_step, flush_secs=5 if live else 120)
+        return TensorBoardSink(Path(target), hparams, purge_step, live)
     if tracker == T.TRACKIO:
         return TrackioSink(str(target), name, hparams)
     if tracker == T.WANDB:

@@ -19,7 +19,8 @@ the trainer writes it, the app reads it. Its layout (the contract, also in READM
 ``adapters/checkpoints/step-NNNNNNN/``  resumable checkpoints (adapters, optimizer, state.json)
 ``notes.md``, ``tags.json``             the user's notes and tags (written by the app)
 ``attempt-N/``                          an earlier attempt set aside by a resume that had no
-                                        checkpoint and started over (its metrics, adapters)
+                                        checkpoint and started over (its metrics, adapters,
+                                        live TensorBoard events)
 ``fused/``, ``fused-best/``             standalone models written by ``orpo-train fuse``
 ``tensorboard/``                        TensorBoard event files of a run with ``[report] to``
                                         holding tensorboard (and no ``report.dir``)
