@@ -140,6 +140,20 @@ def test_live_tensorboard_of_a_killed_and_resumed_run_equals_metrics_jsonl(tmp_p
     assert_equal_to_metrics(rows, run)
 
 
+def test_only_rank_0_of_a_distributed_run_reports(tmp_path):
+    # Both ranks write into one folder if rank 1 reported too: each step would show twice.
+    done = run_trainer(str(DEMO), "--runs-dir", str(tmp_path), "--np", "2", "--backend", "ring",
+                       "--set", "training.iters=4", "--set", "training.batch_size=4", "--set", "training.steps_per_report=1",
+                       "--set", "training.steps_per_eval=2", "--set", "training.sample_prompts=0",
+                       "--set", 'report.to=["tensorboard"]')
+    assert done.returncode == 0, done.stderr
+    run = Path(done.stdout.splitlines()[0])
+    _, rows = tensorboard_rows(RunFolder(run).tensorboard)
+    assert_equal_to_metrics(rows, run)
+    assert "reporting to tensorboard" in RunFolder(run).log.read_text()
+    assert "tensorboard" not in RunFolder(run).rank_log(1).read_text()
+
+
 def test_trackio_export_writes_its_local_records(run, tmp_path):
     out = export(tmp_path, run, "trackio", "orpo-check")
     assert out.returncode == 0, out.stderr
