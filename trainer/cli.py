@@ -42,6 +42,7 @@ from trainer.pure.train_log import failure_line, start_line
 from trainer.pure.trainer_process import BACKENDS, LAUNCHER_PID_ENV, PROG, ExitCode, rank_from_env
 from trainer.reporter import LogReporter, RunFolderReporter
 from trainer.run_control import RunLog, StopFlag
+from trainer.trackers import LiveTrackers, TrackerMissing, check_installed
 
 # Changing these on resume only moves the finish line or the reporting rhythm; anything else
 # would make the resumed run a different experiment from the one its metrics describe.
@@ -162,10 +163,20 @@ def _new_run(args):
     _settle_world(args, cfg)
     if args.hosts is not None:  # a resume finds the hosts from any folder
         cfg = replace_value(cfg, "distributed.hostfile", args.hostfile)
+    _check_trackers(cfg, args.preset)
     runs_dir = _runs_dir(args.runs_dir, cfg.output.runs_dir)
     label = cfg.output.name or Path(args.preset).stem
     run_dir = create_run_dir(runs_dir, label)
     return cfg, run_dir, None, RunLock(run_dir).acquire()
+
+
+def _check_trackers(cfg, source) -> None:
+    """Refuse, before any training, a run told to report to a tracker whose library is not
+    installed: a run that silently logs nowhere is found out only when the user looks."""
+    try:
+        check_installed(cfg.report.to)
+    except TrackerMissing as exc:
+        raise BadInput(f"{source}: report.to: {exc}") from None
 
 
 def _runs_dir(flag: str | None, configured: str) -> Path:
@@ -202,6 +213,7 @@ def _resume_run(args):
         cfg = apply_overrides(load_preset(folder.config), args.overrides)
         check(cfg, str(folder.config))
         _settle_world(args, cfg)
+        _check_trackers(cfg, folder.config)
         ckpt = folder.latest_checkpoint()
         done = checkpoint_step(ckpt) if ckpt else 0
         if done >= cfg.training.iters:
@@ -404,7 +416,11 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True, force: bool
     _install_stop_handlers(stop, run_dir, leader)
     log = RunLog(Path(os.devnull) if remote else folder.rank_log(rank or 0), echo=echo)
     launcher = os.environ.get(LAUNCHER_PID_ENV) if rank is not None else None
-    reporter = RunFolderReporter(run_dir, log, pid=int(launcher) if launcher else None) if leader else LogReporter(log)
+    # Only the run's writer (rank 0) reports to trackers, as it alone writes metrics.jsonl.
+    trackers = (LiveTrackers(cfg.report.to, run_dir, log, cfg.report.dir, cfg.report.project)
+                if cfg.report.to and leader else None)
+    reporter = (RunFolderReporter(run_dir, log, pid=int(launcher) if launcher else None, trackers=trackers) if leader
+                else LogReporter(log))
     failed = _failed if leader else _rank_failed
     # Started before the MLX stack loads, and reported after: a failing inhibitor has
     # exited by then, so its reason costs the run no wait. Our launcher holds the inhibitor
@@ -490,7 +506,7 @@ def _tidy_before_resume(folder: RunFolder, ckpt: Path | None, log: RunLog) -> No
         return
     # Nothing to continue from: the run starts over at step 0, and the earlier attempt's
     # metrics must not mix with the new ones (duplicate, unsorted steps; wrong best values).
-    earlier = [p for p in (folder.metrics, folder.summary, folder.adapters) if p.exists()]
+    earlier = [p for p in (folder.metrics, folder.summary, folder.adapters, folder.tensorboard) if p.exists()]
     if not earlier:
         log("no checkpoint to resume from: starting at step 0")
         return

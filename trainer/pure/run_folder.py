@@ -19,8 +19,12 @@ the trainer writes it, the app reads it. Its layout (the contract, also in READM
 ``adapters/checkpoints/step-NNNNNNN/``  resumable checkpoints (adapters, optimizer, state.json)
 ``notes.md``, ``tags.json``             the user's notes and tags (written by the app)
 ``attempt-N/``                          an earlier attempt set aside by a resume that had no
-                                        checkpoint and started over (its metrics, adapters)
+                                        checkpoint and started over (its metrics, adapters,
+                                        live TensorBoard events)
 ``fused/``, ``fused-best/``             standalone models written by ``orpo-train fuse``
+``tensorboard/``                        TensorBoard event files of a run with ``[report] to``
+                                        holding tensorboard (and no ``report.dir``)
+``wandb/offline-run-*/``                the offline W&B run of one with wandb there
 ======================================  ==================================================
 
 Pure module: no mlx, no textual.
@@ -151,6 +155,19 @@ class RunFolder:
 
     def fused(self, best: bool = False) -> Path:
         return self.root / ("fused-best" if best else "fused")
+
+    # ------------------------------------------------------------------ trackers (a preset's [report])
+
+    @property
+    def tensorboard(self) -> Path:
+        """The live TensorBoard log folder when the preset names no ``report.dir``."""
+        return self.root / "tensorboard"
+
+    @property
+    def wandb(self) -> Path:
+        """Where W&B puts the run's offline run folder (``offline-run-*``) when the preset
+        names no ``report.dir``: W&B itself adds the ``wandb`` part to the folder it is given."""
+        return self.root / "wandb"
 
     # ------------------------------------------------------------------ the user's files
 
