@@ -31,7 +31,15 @@ from trainer.pure.events import MetricsWriter
 from trainer.pure.run_folder import RunFolder
 from trainer.pure.runs import read_status, write_status
 from trainer.pure.states import RunState
-from trainer.pure.trainer_process import HOSTFILE_ENV, LAUNCHER_PID_ENV, PROG, RANK_ENV, TRAINER, ExitCode
+from trainer.pure.trainer_process import (
+    HOSTFILE_ENV,
+    LAUNCHER_PID_ENV,
+    PROG,
+    RANK_ENV,
+    RANK_OF_FLAG,
+    TRAINER,
+    ExitCode,
+)
 
 POLL_S = 0.2
 # OpenMPI's line for a rank that died of a signal: "mpirun noticed that process rank 1 with
@@ -61,7 +69,7 @@ def ring_hostfile(n: int) -> str:
 
 
 def rank_argv(run_dir: Path, checkpoint: Path | None, backend: str, log_only: bool, force: bool = False) -> list[str]:
-    argv = [*TRAINER, "--rank-of", str(run_dir), "--backend", backend]
+    argv = [*TRAINER, RANK_OF_FLAG, str(run_dir), "--backend", backend]
     if checkpoint is not None:
         argv += ["--from-checkpoint", str(checkpoint)]
     return argv + (["--log-only"] if log_only else []) + (["--force"] if force else [])

@@ -30,6 +30,7 @@ class Team:
     size: int = 1
     group: Any = None
     here: int = 1  # ranks sharing this machine's memory: all of them when our launcher started them
+    pids: tuple[int, ...] = ()  # every rank's pid, by rank, when all of them run on this machine
 
     @property
     def leader(self) -> bool:
@@ -62,4 +63,13 @@ def join(backend: str = "any") -> Team:
     group = mx.distributed.init(strict=True, backend=backend)
     # mlx.launch may place ranks on several hosts; our own launcher starts them all here.
     here = group.size() if LAUNCHER_PID_ENV in os.environ else 1
-    return Team(group.rank(), group.size(), group, here)
+    pids = _pids(group) if here == group.size() else ()
+    return Team(group.rank(), group.size(), group, here, pids)
+
+
+def _pids(group) -> tuple[int, ...]:
+    """Every rank's pid, learnt in one all_sum, so that rank 0 can record them for whoever
+    watches the run (a pid only means something on the machine it runs on)."""
+    mine = mx.zeros((group.size(),), dtype=mx.int32)
+    mine[group.rank()] = os.getpid()
+    return tuple(int(p) for p in mx.distributed.all_sum(mine, group=group).tolist())

@@ -31,7 +31,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RANK_ENV", "MPI_RANK_ENVS", "rank_from_env", "HOSTFILE_ENV", "LAUNCHER_PID_ENV", "BACKENDS",  # noqa: RUF100
+__all__ = ["RANK_ENV", "MPI_RANK_ENVS", "rank_from_env", "HOSTFILE_ENV", "LAUNCHER_PID_ENV", "RANK_OF_FLAG", "BACKENDS",  # noqa: RUF100
            "ExitCode", "TRAINER", "PROG", "train_argv", "resume_argv", "preflight_argv", "estimate_argv",
            "read_run_dir", "error_line", "set_args"]
 
@@ -50,6 +50,9 @@ HOSTFILE_ENV = "MLX_HOSTFILE"
 # The pid of the launcher supervising the ranks: the run's status names it, so stopping the
 # run signals the launcher, which passes the signal on to every rank.
 LAUNCHER_PID_ENV = "ORPO_TUI_LAUNCHER_PID"
+# In every rank's command line (`orpo-train --rank-of RUN_DIR`): how a rank is told apart
+# from another process that got its pid since.
+RANK_OF_FLAG = "--rank-of"
 # auto: the one that scales where it runs (trainer.pure.backend); any: MLX's own pick.
 BACKENDS = ("auto", "ring", "mpi", "any")
 
