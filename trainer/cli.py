@@ -34,12 +34,13 @@ from trainer.pure.config import ConfigError, OutputConfig, apply_overrides, chec
 from trainer.pure.events import MetricsWriter
 from trainer.pure.hostfile import HostfileError, init_backend, is_local, launch_backend, read_hostfile
 from trainer.pure.messages import describe
+from trainer.pure.rank_status import RANK_PIDS, WORLD_SIZE
 from trainer.pure.run_folder import RunFolder, checkpoint_step
 from trainer.pure.run_lock import RunBusy, RunLock
 from trainer.pure.runs import create_run_dir, read_status, write_status
 from trainer.pure.states import RunState
 from trainer.pure.train_log import failure_line, start_line
-from trainer.pure.trainer_process import BACKENDS, LAUNCHER_PID_ENV, PROG, ExitCode, rank_from_env
+from trainer.pure.trainer_process import BACKENDS, LAUNCHER_PID_ENV, PROG, RANK_OF_FLAG, ExitCode, rank_from_env
 from trainer.reporter import LogReporter, RunFolderReporter
 from trainer.run_control import RunLog, StopFlag
 from trainer.trackers import LiveTrackers, TrackerMissing, check_installed
@@ -83,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="MLX distributed backend for the ranks (default: distributed.backend; with a hostfile, "
                         "the file's backend, else ring)")
     # A rank of a distributed run, started by the launcher above (or by mlx.launch).
-    p.add_argument("--rank-of", metavar="RUN_DIR", help=argparse.SUPPRESS)
+    p.add_argument(RANK_OF_FLAG, metavar="RUN_DIR", help=argparse.SUPPRESS)
     p.add_argument("--from-checkpoint", metavar="DIR", help=argparse.SUPPRESS)
     # A rank on another host: its run folder there is a copy; its output goes back through ssh.
     p.add_argument("--remote", action="store_true", help=argparse.SUPPRESS)
@@ -164,6 +165,8 @@ def _new_run(args):
     if args.hosts is not None:  # a resume finds the hosts from any folder
         cfg = replace_value(cfg, "distributed.hostfile", args.hostfile)
     _check_trackers(cfg, args.preset)
+    # The run's config says what it trained on, --np and --backend included (compare shows it).
+    cfg = replace_value(replace_value(cfg, "distributed.np", args.np), "distributed.backend", args.backend)
     runs_dir = _runs_dir(args.runs_dir, cfg.output.runs_dir)
     label = cfg.output.name or Path(args.preset).stem
     run_dir = create_run_dir(runs_dir, label)
@@ -272,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
             dump_toml(cfg, folder.config)
             write_status(run_dir, state=RunState.PENDING, pid=os.getpid(), started_at=time.time(),
                          total_steps=cfg.training.iters, step=0)
-        write_status(run_dir, world_size=args.np)  # on resume too: the rank count may change
+        # On resume too: the rank count may change, and the earlier ranks' pids are void.
+        write_status(run_dir, **{WORLD_SIZE: args.np, RANK_PIDS: None})
     except (ConfigError, BadInput) as exc:
         return _fail_line(str(exc))
     except OSError as exc:  # a read-only or full runs folder
@@ -451,6 +455,8 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True, force: bool
 
             team = join(backend)
             log(f"rank {team.rank} of {team.size} ({backend} backend)")
+            if team.leader and team.pids:
+                write_status(run_dir, **{RANK_PIDS: list(team.pids)})
         if resuming and rank is None:  # a launcher tidies before it starts the ranks
             _tidy_before_resume(folder, ckpt, log)
         if team is not None and not team.leader:

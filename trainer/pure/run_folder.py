@@ -6,7 +6,8 @@ the trainer writes it, the app reads it. Its layout (the contract, also in READM
 ======================================  ==================================================
 ``config.toml``                         the resolved config the run used (model.resolved_path
                                         names the local weights folder)
-``status.json``                         state, pid, step, total_steps, error (atomic replace)
+``status.json``                         state, pid, step, total_steps, error, world_size,
+                                        rank_pids (atomic replace; see trainer.pure.rank_status)
 ``metrics.jsonl``                       one JSON event per line (see trainer.pure.events)
 ``train.log``                           the trainer's human-readable output
 ``train.rank<N>.log``                   rank N's output in a distributed run (N >= 1;
