@@ -104,13 +104,12 @@ class ServerProcess:
             _live.add(self)
         line = read_base_url(self.proc, timeout)
         if line is None or not line.startswith("http"):
-            if self.proc.poll() is None and line is None:
-                self.stop()
-                raise ServeError(f"no URL from the server within {timeout:.0f}s")
+            # No line is a timeout or an exit (end of its stdout): an exit comes at once.
             try:
                 self.proc.wait(timeout=STOP_WAIT_S)
             except subprocess.TimeoutExpired:
-                pass
+                self.stop()
+                raise ServeError(f"no URL from the server within {timeout:.0f}s") from None
             reason = self.stderr_line() or line
             self.stop()
             raise ServeError(reason or f"the server exited with {self.proc.returncode}")
@@ -130,6 +129,21 @@ class ServerProcess:
 
     def exited(self) -> bool:
         return self.proc is not None and self.proc.poll() is not None
+
+    def exit_reason(self) -> str:
+        """Why a server that was answering is gone: its own last word if it said one (its
+        other stderr lines are access logs), else how it ended."""
+        try:
+            self._stderr.seek(0)
+            said = [ln for ln in self._stderr.read().splitlines() if ln.startswith(f"{PROG} serve: ")]
+        except (OSError, ValueError, AttributeError):
+            said = []
+        if said:
+            return said[-1].removeprefix(f"{PROG} serve: ")
+        code = self.proc.returncode if self.proc else None
+        if code is not None and code < 0:
+            return f"the server was killed ({signal.Signals(-code).name})"
+        return f"the server exited with {code}"
 
     def stop(self) -> None:
         """End the server's whole process group: SIGTERM, then SIGKILL if it lingers."""

@@ -55,7 +55,7 @@ class Column:
     def status(self) -> Text:
         if self.state == ERROR:
             return Text(f"error: {self.error}", style="bold red")
-        return Text(self.state, style="dim" if self.state in (STARTING, ANSWERING) else "")
+        return Text(self.state, style="dim")
 
 
 def served_choices(run: Path) -> list[str]:
@@ -107,11 +107,14 @@ class PlaygroundScreen(OrpoScreen):
             for column in self.columns:
                 with Vertical(id=f"col-{column.key}", classes="column"):
                     yield Static(column.title, classes="column-title", markup=False)
-                    if column.served != BASE:
+                    if column.served == BASE:
+                        yield Static("no adapters", classes="column-served muted")
+                    else:
                         choices = served_choices(column.run)
+                        if column.served not in choices:
+                            column.served = choices[0]
                         yield Select([(f"{c} adapters" if c != "fused" else "fused model", c) for c in choices],
-                                     value=column.served if column.served in choices else choices[0],
-                                     allow_blank=False, compact=True, id=f"served-{column.key}")
+                                     value=column.served, allow_blank=False, compact=True, id=f"served-{column.key}")
                     yield Static(column.status(), id=f"status-{column.key}", classes="column-status")
                     with VerticalScroll(classes="answer-box"):
                         yield Static(column.text, id=f"answer-{column.key}", markup=False, classes="answer")
@@ -221,8 +224,8 @@ class PlaygroundScreen(OrpoScreen):
                 stream_completion(server.url, prompt, settings, chat, lambda p: self.app.call_from_thread(piece, p),
                                   cancelled=lambda: not current())
             except ServeError as exc:
-                # A server that died says why on its stderr; else the connection's own error.
-                reason = (server.stderr_line() if server.exited() else "") or str(exc)
+                # A server that died says why (or how it ended); else the connection's own error.
+                reason = server.exit_reason() if server.exited() else str(exc)
                 self.app.call_from_thread(self.answer_failed, column, generation, reason)
                 return
             self.app.call_from_thread(self.answer_done, column, generation)
