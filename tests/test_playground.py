@@ -117,3 +117,9 @@ def test_a_server_that_says_nothing_in_time_is_stopped():
     with pytest.raises(ServeError, match="no URL from the server within 1s"):
         server.start(timeout=1)
     assert server.proc.returncode is not None
+
+
+def test_control_characters_a_model_says_are_shown_harmlessly():
+    from tui.screens.playground import shown_text
+
+    assert shown_text("a\x11b\nc\td\x1b[31m\x9bé") == "a\ufffdb\nc\td\ufffd[31m\ufffdé"

@@ -58,6 +58,15 @@ class Column:
         return Text(self.state, style="dim")
 
 
+# A model may say any character: control ones (a tiny model's bytes, an escape) are shown as
+# U+FFFD rather than sent to the terminal. Saved answers keep them (JSON escapes them).
+_CONTROL = {c: "\ufffd" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if chr(c) not in "\n\t"}
+
+
+def shown_text(text: str) -> str:
+    return text.translate(_CONTROL)
+
+
 def served_choices(run: Path) -> list[str]:
     """The adapters a run column can serve: the latest always (a run without them gets the
     server's own error), the best and the fused model when the run has them."""
@@ -74,8 +83,8 @@ class PlaygroundScreen(OrpoScreen):
     CSS_PATH = "playground.tcss"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     BINDINGS = [
-        Binding("escape", "app.back_to_list", "Back", id="playground.back", priority=True,
-                tooltip="Back (stops the playground's servers)"),
+        # Not a priority: an open adapters menu closes on escape before the screen does.
+        Binding("escape", "app.back_to_list", "Back", id="playground.back", tooltip="Back (stops the playground's servers)"),
         # Many terminals send ctrl+enter as a plain enter; F5 reaches the app in all of them.
         Binding("f5,ctrl+enter", "send", "Send", id="playground.send", priority=True,
                 tooltip="Send the prompt to every column"),
@@ -246,7 +255,7 @@ class PlaygroundScreen(OrpoScreen):
         if not self.is_mounted:
             return
         self.query_one(f"#status-{column.key}", Static).update(column.status())
-        self.query_one(f"#answer-{column.key}", Static).update(column.text)
+        self.query_one(f"#answer-{column.key}", Static).update(shown_text(column.text))
 
     # ------------------------------------------------------------------ saving
 
