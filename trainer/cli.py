@@ -5,6 +5,8 @@
     orpo-train preflight PRESET.toml [--set ...]   (a JSON report on the data; see preflight.py)
     orpo-train estimate PRESET.toml [--set ...] [--json]   (the run's peak memory; see estimate_cli.py)
     orpo-train fuse RUN_DIR [--best] [--quantize BITS] [--out DIR]   (a standalone model; see fuse.py)
+    orpo-train serve RUN_DIR [--best] [--fused] [--base] [--port N]   (mlx_lm.server for the run; see serve.py)
+    orpo-train push RUN_DIR --repo ID [--best] [--fused] [--private] [--dry-run DIR]   (to the hub; see push.py)
     orpo-train import-yaml FILE.yaml [--out PRESET.toml]   (from an mlx-lm-lora config; see interop.py)
     orpo-train export-yaml PRESET.toml [--out FILE.yaml]   (to an mlx-lm-lora config)
 
@@ -194,6 +196,14 @@ def main(argv: list[str] | None = None) -> int:
         from trainer.fuse import main as fuse_main  # loads mlx: only when asked
 
         return fuse_main(argv[1:])
+    if argv[:1] == ["serve"]:
+        from trainer.serve import main as serve_main  # loads mlx: only when asked
+
+        return serve_main(argv[1:])
+    if argv[:1] == ["push"]:
+        from trainer.push import main as push_main
+
+        return push_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.rank_of:
         return _rank_main(args)
