@@ -102,7 +102,13 @@ class ServerProcess:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=self._stderr, start_new_session=True, text=True)
             _live.add(self)
-        line = read_base_url(self.proc, timeout)
+        try:
+            line = read_base_url(self.proc, timeout)
+        except (OSError, ValueError):
+            line = None  # stopped meanwhile
+        finally:
+            # Closed here, by the thread reading it: the server writes nothing more there.
+            self.proc.stdout.close()
         if line is None or not line.startswith("http"):
             # No line is a timeout or an exit (end of its stdout): an exit comes at once.
             try:
@@ -131,19 +137,14 @@ class ServerProcess:
         return self.proc is not None and self.proc.poll() is not None
 
     def exit_reason(self) -> str:
-        """Why a server that was answering is gone: its own last word if it said one (its
-        other stderr lines are access logs), else how it ended."""
-        try:
-            self._stderr.seek(0)
-            said = [ln for ln in self._stderr.read().splitlines() if ln.startswith(f"{PROG} serve: ")]
-        except (OSError, ValueError, AttributeError):
-            said = []
-        if said:
-            return said[-1].removeprefix(f"{PROG} serve: ")
+        """Why a server that was answering is gone: the signal that ended it, or the last
+        line it wrote when it failed (a stop asked by someone else says only that)."""
         code = self.proc.returncode if self.proc else None
         if code is not None and code < 0:
             return f"the server was killed ({signal.Signals(-code).name})"
-        return f"the server exited with {code}"
+        if code == 0:
+            return "the server was stopped"
+        return self.stderr_line() or f"the server exited with {code}"
 
     def stop(self) -> None:
         """End the server's whole process group: SIGTERM, then SIGKILL if it lingers."""
@@ -162,9 +163,9 @@ class ServerProcess:
                 proc.wait()
         else:
             _signal_group(proc.pid, signal.SIGKILL)  # children it left in its group
-        for stream in (proc.stdout, getattr(self, "_stderr", None)):
-            if stream is not None:
-                stream.close()
+        stderr = getattr(self, "_stderr", None)
+        if stderr is not None:
+            stderr.close()
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -74,7 +74,7 @@ def served_choices(run: Path) -> list[str]:
     choices = ["final"]
     if folder.best_weights.is_file():
         choices.append("best")
-    if folder.fused().is_dir():
+    if (folder.fused() / "config.json").is_file():  # what orpo-train serve --fused loads
         choices.append("fused")
     return choices
 
