@@ -174,3 +174,19 @@ def test_bad_input_lines(trained_run, tmp_path):
 
     proc = push(trained_run, "--repo", "no-owner", "--dry-run", tmp_path / "y")
     assert proc.returncode == 2 and proc.stderr.strip() == "orpo-train push: --repo no-owner: give the owner too, as OWNER/NAME"
+
+
+def test_card_for_a_hub_base_and_dataset(tmp_path):
+    from trainer.pure.config import apply_overrides, dump_toml, load_preset
+    from trainer.pure.model_card import render_card
+
+    cfg = apply_overrides(load_preset(DEMO), ["model.path=org/base-model", "data.path=org/prefs", "finetune.type=dora",
+                                              "model.quantize.bits=4", "data.apply_chat_template=true"])
+    dump_toml(cfg, RunFolder(tmp_path).config)
+    card = render_card(cfg, tmp_path, REPO_ID, best=False, fused=False)
+    front = card.split("---\n")[1].splitlines()
+    assert front[0] == "base_model: org/base-model" and front[-2:] == ["datasets:", "- org/prefs"] and "- dora" in front
+    assert 'load("org/base-model", adapter_path=adapters)' in card
+    assert "trained on its 4-bit copy (group size 64)" in card and "DoRA adapters" in card
+    assert "apply_chat_template([" in card and "--ignore-chat-template" not in card  # it trained through the template
+    assert "No validation was run." in card
