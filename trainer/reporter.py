@@ -56,14 +56,29 @@ class Reporter:
         """The greedy completion of sample prompt `index`."""
 
 
+def train_line(step: int, total_steps: int | None, values: dict[str, float]) -> str:
+    """The log line of a train report (trainer.pure.rank_status reads its step back)."""
+    return (f"step {step}/{total_steps}: loss {values[M.LOSS]:.4f}, nll {values[M.NLL_LOSS]:.4f}, "
+            f"log-odds {values[M.LOG_ODDS_CHOSEN]:.3f}, reward acc {values[M.REWARDS_ACCURACIES]:.3f}, "
+            f"{values[M.PAIRS_PER_SECOND]:.1f} pairs/s")
+
+
 class LogReporter(Reporter):
-    """Only the log lines: a distributed run's ranks other than 0, which write nothing else."""
+    """Only the log lines: a distributed run's ranks other than 0, which write nothing else.
+    Each report's line too, so the rank's own log shows how far it got."""
 
     def __init__(self, log: Callable[[str], None]):
         self._log = log
+        self.total_steps: int | None = None
 
     def log(self, message: str) -> None:
         self._log(message)
+
+    def on_start(self, step: int, total_steps: int, resumed: bool) -> None:
+        self.total_steps = total_steps
+
+    def on_train(self, step: int, values: dict[str, float]) -> None:
+        self.log(train_line(step, self.total_steps, values))
 
     def close(self) -> None:
         pass
@@ -124,9 +139,7 @@ class RunFolderReporter(Reporter):
     def on_train(self, step: int, values: dict[str, float]) -> None:
         self._write("train", step, **values)
         write_status(self.run.root, step=step)
-        self.log(f"step {step}/{self.total_steps}: loss {values[M.LOSS]:.4f}, nll {values[M.NLL_LOSS]:.4f}, "
-                 f"log-odds {values[M.LOG_ODDS_CHOSEN]:.3f}, reward acc {values[M.REWARDS_ACCURACIES]:.3f}, "
-                 f"{values[M.PAIRS_PER_SECOND]:.1f} pairs/s")
+        self.log(train_line(step, self.total_steps, values))
 
     def on_nonfinite_loss(self, step: int, values: dict[str, float]) -> None:
         self._write("train", step, **values)

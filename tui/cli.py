@@ -3,10 +3,12 @@
 Also the comparison subcommands, which print and exit without starting the app:
 `orpo-tui diff A B [--all]`, `orpo-tui export RUN [--out FILE | --to TRACKER [TARGET]]`,
 `orpo-tui summary [RUN...] [--runs-dir DIR] [--csv]`, and the runs list for a plain shell,
-`orpo-tui ls [--runs-dir DIR] [--json]`. They are dispatched on the first argument before the
+`orpo-tui ls [--runs-dir DIR] [--json]`; and `orpo-tui serve-web [--port N] [--presets DIR]
+[--runs-dir DIR]`, the app in a browser tab (tui/web_view.py). They are dispatched on the first argument before the
 app's own parser, so the app's flags stay as they were, and they never import textual.
-Exit codes: 0 done, 2 a path that is not a run or preset, or a tracker whose library is not
-installed (one line on stderr), 1 a tracker that failed while writing (one line too).
+Exit codes: 0 done, 2 a path that is not a run or preset, a tracker whose library is not
+installed, or for serve-web a port in use or textual-serve not installed (one line on stderr),
+1 a tracker that failed while writing (one line too).
 
 `export --to` writes through the trackers' own libraries (trainer.trackers), which load numpy:
 they are imported only when that command runs, in its own short-lived process; the app never
@@ -25,6 +27,7 @@ from trainer.pure import tracking as T
 from tui.settings import app_folders, load_notify, seed_user_presets
 
 _SUBCOMMANDS = ("diff", "export", "summary")
+WEB_DEFAULT_PORT = 8000
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         return _compare_main(argv)
     if argv[:1] == ["ls"]:
         return _ls_main(argv[1:])
+    if argv[:1] == ["serve-web"]:
+        return _serve_web_main(argv[1:])
     parser = argparse.ArgumentParser(prog="orpo-tui", description="Terminal experiment manager for ORPO on MLX.")
     parser.add_argument("--presets", metavar="DIR",
                         help="folder of preset TOML files (default: presets_dir in the settings file, else a checkout's "
@@ -202,6 +207,31 @@ def _ls_main(argv: list[str]) -> int:
     else:
         print(f"no runs in {runs_dir}", file=sys.stderr)
     return 0
+
+
+def _serve_web_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="orpo-tui serve-web", description="The app in a browser tab, on 127.0.0.1 only "
+                                     "(from another machine: ssh -L 8000:127.0.0.1:8000 HOST, then open the printed URL). "
+                                     "Each tab runs its own app on the same folders. Prints the URL first; Ctrl-C stops it.")
+    parser.add_argument("--port", type=int, default=WEB_DEFAULT_PORT, metavar="N",
+                        help=f"port on 127.0.0.1 (default: {WEB_DEFAULT_PORT})")
+    parser.add_argument("--presets", metavar="DIR", help="folder of preset TOML files (default: as for orpo-tui)")
+    parser.add_argument("--runs-dir", metavar="DIR", help="folder of run directories (default: as for orpo-tui)")
+    args = parser.parse_args(argv)
+    if not 0 < args.port < 65536:
+        parser.error(f"--port {args.port}: not a port number (1-65535)")
+    try:
+        from tui.web_view import serve
+    except ImportError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing in ("", "tui"):  # our own bug, not a missing extra
+            raise
+        print(f"orpo-tui serve-web: textual-serve is not installed (no module {missing}): pip install 'orpo-tui[web]'",
+              file=sys.stderr)
+        return 2
+    folders = app_folders(args.presets, args.runs_dir)
+    # Absolute, so that each tab's app sees the folders whatever its working directory.
+    return serve(folders.presets.resolve(), folders.runs.resolve(), args.port)
 
 
 def _out(text: str) -> None:

@@ -229,10 +229,12 @@ class DistributedConfig:
         special={1: "one process"},
         unit="ranks",
     )
-    hostfile: str = opt("", "mlx.launch hostfile naming the hosts to train on (optional; not supported yet)")
+    hostfile: str = opt("", "mlx.launch hostfile: one rank per host entry, the first this machine "
+                        "(optional; relative to the current folder; see orpo-train check-hosts)")
     backend: str = opt(
         "auto",
-        "MLX distributed backend (auto: ring on macOS; on Linux MPI when an MPI library is installed, else ring)",
+        "MLX distributed backend (auto: ring on macOS; on Linux MPI when an MPI library is installed, else ring; "
+        "with a hostfile: the file's backend, else ring; jaccl: RDMA over Thunderbolt)",
         choices=BACKENDS,
     )
 

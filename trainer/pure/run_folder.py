@@ -6,7 +6,8 @@ the trainer writes it, the app reads it. Its layout (the contract, also in READM
 ======================================  ==================================================
 ``config.toml``                         the resolved config the run used (model.resolved_path
                                         names the local weights folder)
-``status.json``                         state, pid, step, total_steps, error (atomic replace)
+``status.json``                         state, pid, step, total_steps, error, world_size,
+                                        rank_pids (atomic replace; see trainer.pure.rank_status)
 ``metrics.jsonl``                       one JSON event per line (see trainer.pure.events)
 ``train.log``                           the trainer's human-readable output
 ``train.rank<N>.log``                   rank N's output in a distributed run (N >= 1;
@@ -18,6 +19,8 @@ the trainer writes it, the app reads it. Its layout (the contract, also in READM
 ``adapters/best/``                      the adapters of the best validation loss
 ``adapters/checkpoints/step-NNNNNNN/``  resumable checkpoints (adapters, optimizer, state.json)
 ``notes.md``, ``tags.json``             the user's notes and tags (written by the app)
+``playground.jsonl``                    prompts and answers saved from the app's playground,
+                                        one JSON object a line
 ``attempt-N/``                          an earlier attempt set aside by a resume that had no
                                         checkpoint and started over (its metrics, adapters,
                                         live TensorBoard events)
@@ -178,6 +181,11 @@ class RunFolder:
     @property
     def tags(self) -> Path:
         return self.root / "tags.json"
+
+    @property
+    def playground(self) -> Path:
+        """Prompts and the answers to them saved from the playground (one JSON line each)."""
+        return self.root / "playground.jsonl"
 
     # ------------------------------------------------------------------ questions
 
