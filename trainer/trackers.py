@@ -211,7 +211,7 @@ class LiveTrackers:
 
     def __init__(self, trackers: Iterable[str], run_dir: Path, log: Callable[[str], None], directory: str = "",
                  project: str = T.DEFAULT_PROJECT):
-        self.wanted = tuple(trackers)
+        self.wanted = tuple(dict.fromkeys(trackers))  # a tracker named twice is still one writer
         self.folder = RunFolder(run_dir)
         self.log = log
         self.directory = directory
