@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -251,6 +252,21 @@ def test_a_run_told_to_report_where_it_cannot_is_refused_before_training(tmp_pat
     assert out.returncode == 2
     assert out.stderr == f"orpo-train: {DEMO}: report.to: wandb needs wandb: pip install 'orpo-tui[wandb]'\n"
     assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_a_resume_told_to_report_where_it_cannot_is_refused_too(run, tmp_path):
+    copy = tmp_path / run.name
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("train.lock"))
+    config = RunFolder(copy).config
+    config.write_text(config.read_text().replace('to = [\n    "tensorboard",\n]', 'to = [\n    "wandb",\n]'))
+    assert '"wandb"' in config.read_text()
+    before = RunFolder(copy).metrics.read_bytes()
+    out = subprocess.run([sys.executable, "-m", "trainer", "--resume", str(copy), "--set", "training.iters=30"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120,
+                         env=_env(tmp_path, PYTHONPATH=blocked(tmp_path, "wandb")))
+    assert out.returncode == 2
+    assert out.stderr == f"orpo-train: {config}: report.to: wandb needs wandb: pip install 'orpo-tui[wandb]'\n"
+    assert RunFolder(copy).metrics.read_bytes() == before
 
 
 def test_an_unknown_tracker_is_a_config_error(tmp_path):
