@@ -112,6 +112,9 @@ def test_tensorboard_export_equals_metrics_jsonl(run, tmp_path):
     assert start.hparams["training.learning_rate"].number_value == 1e-3
     assert start.hparams["model.path"].string_value == "builtin:tiny"
     assert start.hparams["report.to"].string_value == '["tensorboard"]'
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(acc.PluginTagToContent("hparams")["_hparams_/experiment"])
+    assert [m.name.tag for m in experiment.experiment.metric_infos] == ["val/loss", "val/rewards/accuracies",
+                                                                        "val/rewards/margins"]
 
 
 def test_live_tensorboard_equals_metrics_jsonl(run):

@@ -94,7 +94,8 @@ class TensorBoardSink(Sink):
         self.live = live
         self.writer = tbx.SummaryWriter(logdir=str(logdir), purge_step=purge_step)
         if hparams:
-            for summary in hparams_summaries(hparams, {}):
+            # Only the metric names count here: the table reads their values from the run's scalars.
+            for summary in hparams_summaries(hparams, dict.fromkeys(T.HPARAM_METRICS, 0.0)):
                 self.writer.file_writer.add_summary(summary)
 
     def event(self, record: dict) -> None:
