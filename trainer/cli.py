@@ -6,6 +6,8 @@
     orpo-train estimate PRESET.toml [--set ...] [--json]   (the run's peak memory; see estimate_cli.py)
     orpo-train check-hosts HOSTFILE [--preset PRESET.toml]   (ssh, python, mlx, paths on every host; see hosts.py)
     orpo-train fuse RUN_DIR [--best] [--quantize BITS] [--out DIR]   (a standalone model; see fuse.py)
+    orpo-train serve RUN_DIR [--best] [--fused] [--base] [--port N]   (mlx_lm.server for the run; see serve.py)
+    orpo-train push RUN_DIR --repo ID [--best] [--fused] [--private] [--dry-run DIR]   (to the hub; see push.py)
     orpo-train import-yaml FILE.yaml [--out PRESET.toml]   (from an mlx-lm-lora config; see interop.py)
     orpo-train export-yaml PRESET.toml [--out FILE.yaml]   (to an mlx-lm-lora config)
 
@@ -32,14 +34,16 @@ from trainer.pure.config import ConfigError, OutputConfig, apply_overrides, chec
 from trainer.pure.events import MetricsWriter
 from trainer.pure.hostfile import HostfileError, init_backend, is_local, launch_backend, read_hostfile
 from trainer.pure.messages import describe
+from trainer.pure.rank_status import RANK_PIDS, WORLD_SIZE
 from trainer.pure.run_folder import RunFolder, checkpoint_step
 from trainer.pure.run_lock import RunBusy, RunLock
 from trainer.pure.runs import create_run_dir, read_status, write_status
 from trainer.pure.states import RunState
 from trainer.pure.train_log import failure_line, start_line
-from trainer.pure.trainer_process import BACKENDS, LAUNCHER_PID_ENV, PROG, ExitCode, rank_from_env
+from trainer.pure.trainer_process import BACKENDS, LAUNCHER_PID_ENV, PROG, RANK_OF_FLAG, ExitCode, rank_from_env
 from trainer.reporter import LogReporter, RunFolderReporter
 from trainer.run_control import RunLog, StopFlag
+from trainer.trackers import LiveTrackers, TrackerMissing, check_installed
 
 # Changing these on resume only moves the finish line or the reporting rhythm; anything else
 # would make the resumed run a different experiment from the one its metrics describe.
@@ -80,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="MLX distributed backend for the ranks (default: distributed.backend; with a hostfile, "
                         "the file's backend, else ring)")
     # A rank of a distributed run, started by the launcher above (or by mlx.launch).
-    p.add_argument("--rank-of", metavar="RUN_DIR", help=argparse.SUPPRESS)
+    p.add_argument(RANK_OF_FLAG, metavar="RUN_DIR", help=argparse.SUPPRESS)
     p.add_argument("--from-checkpoint", metavar="DIR", help=argparse.SUPPRESS)
     # A rank on another host: its run folder there is a copy; its output goes back through ssh.
     p.add_argument("--remote", action="store_true", help=argparse.SUPPRESS)
@@ -164,10 +168,24 @@ def _new_run(args):
         cfg = replace_value(cfg, "distributed.hostfile", args.hostfile)
     elif cfg.distributed.hostfile:
         cfg = replace_value(cfg, "distributed.hostfile", "")
+    _check_trackers(cfg, args.preset)
+    # The run's config says what it trained on, --np and --backend included (compare shows it);
+    # on hosts, the backend the file or --backend chose.
+    backend = args.launch_backend if args.hosts is not None else args.backend
+    cfg = replace_value(replace_value(cfg, "distributed.np", args.np), "distributed.backend", backend)
     runs_dir = _runs_dir(args.runs_dir, cfg.output.runs_dir)
     label = cfg.output.name or Path(args.preset).stem
     run_dir = create_run_dir(runs_dir, label)
     return cfg, run_dir, None, RunLock(run_dir).acquire()
+
+
+def _check_trackers(cfg, source) -> None:
+    """Refuse, before any training, a run told to report to a tracker whose library is not
+    installed: a run that silently logs nowhere is found out only when the user looks."""
+    try:
+        check_installed(cfg.report.to)
+    except TrackerMissing as exc:
+        raise BadInput(f"{source}: report.to: {exc}") from None
 
 
 def _runs_dir(flag: str | None, configured: str) -> Path:
@@ -204,6 +222,7 @@ def _resume_run(args):
         cfg = apply_overrides(load_preset(folder.config), args.overrides)
         check(cfg, str(folder.config))
         _settle_world(args, cfg)
+        _check_trackers(cfg, folder.config)
         ckpt = folder.latest_checkpoint()
         done = checkpoint_step(ckpt) if ckpt else 0
         if done >= cfg.training.iters:
@@ -236,6 +255,14 @@ def main(argv: list[str] | None = None) -> int:
         from trainer.fuse import main as fuse_main  # loads mlx: only when asked
 
         return fuse_main(argv[1:])
+    if argv[:1] == ["serve"]:
+        from trainer.serve import main as serve_main  # loads mlx: only when asked
+
+        return serve_main(argv[1:])
+    if argv[:1] == ["push"]:
+        from trainer.push import main as push_main
+
+        return push_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.rank_of:
         return _rank_main(args)
@@ -254,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
             dump_toml(cfg, folder.config)
             write_status(run_dir, state=RunState.PENDING, pid=os.getpid(), started_at=time.time(),
                          total_steps=cfg.training.iters, step=0)
-        write_status(run_dir, world_size=args.np)  # on resume too: the rank count may change
+        # On resume too: the rank count may change, and the earlier ranks' pids are void.
+        write_status(run_dir, **{WORLD_SIZE: args.np, RANK_PIDS: None})
     except (ConfigError, BadInput) as exc:
         return _fail_line(str(exc))
     except OSError as exc:  # a read-only or full runs folder
@@ -398,7 +426,11 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True, force: bool
     _install_stop_handlers(stop, run_dir, leader)
     log = RunLog(Path(os.devnull) if remote else folder.rank_log(rank or 0), echo=echo)
     launcher = os.environ.get(LAUNCHER_PID_ENV) if rank is not None else None
-    reporter = RunFolderReporter(run_dir, log, pid=int(launcher) if launcher else None) if leader else LogReporter(log)
+    # Only the run's writer (rank 0) reports to trackers, as it alone writes metrics.jsonl.
+    trackers = (LiveTrackers(cfg.report.to, run_dir, log, cfg.report.dir, cfg.report.project)
+                if cfg.report.to and leader else None)
+    reporter = (RunFolderReporter(run_dir, log, pid=int(launcher) if launcher else None, trackers=trackers) if leader
+                else LogReporter(log))
     failed = _failed if leader else _rank_failed
     # Started before the MLX stack loads, and reported after: a failing inhibitor has
     # exited by then, so its reason costs the run no wait. Our launcher holds the inhibitor
@@ -429,6 +461,8 @@ def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True, force: bool
 
             team = join(backend)
             log(f"rank {team.rank} of {team.size} ({backend} backend)")
+            if team.leader and team.pids:
+                write_status(run_dir, **{RANK_PIDS: list(team.pids)})
         if resuming and rank is None:  # a launcher tidies before it starts the ranks
             _tidy_before_resume(folder, ckpt, log)
         if team is not None and not team.leader:
@@ -484,7 +518,7 @@ def _tidy_before_resume(folder: RunFolder, ckpt: Path | None, log: RunLog) -> No
         return
     # Nothing to continue from: the run starts over at step 0, and the earlier attempt's
     # metrics must not mix with the new ones (duplicate, unsorted steps; wrong best values).
-    earlier = [p for p in (folder.metrics, folder.summary, folder.adapters) if p.exists()]
+    earlier = [p for p in (folder.metrics, folder.summary, folder.adapters, folder.tensorboard) if p.exists()]
     if not earlier:
         log("no checkpoint to resume from: starting at step 0")
         return

@@ -62,6 +62,7 @@ from trainer.pure.trainer_process import (
     LAUNCHER_PID_ENV,
     PROG,
     RANK_ENV,
+    RANK_OF_FLAG,
     RANKS_HERE_ENV,
     TRAINER,
     ExitCode,
@@ -150,7 +151,7 @@ def ring_hostfile(n: int) -> str:
 def rank_argv(run_dir: Path, checkpoint: Path | None, backend: str, log_only: bool, force: bool = False,
               overrides: Sequence[str] = ()) -> list[str]:
     """`overrides`: a resume's --set values, which config.toml does not hold."""
-    argv = [*TRAINER, "--rank-of", str(run_dir), "--backend", backend, *set_args(overrides)]
+    argv = [*TRAINER, RANK_OF_FLAG, str(run_dir), "--backend", backend, *set_args(overrides)]
     if checkpoint is not None:
         argv += ["--from-checkpoint", str(checkpoint)]
     return argv + (["--log-only"] if log_only else []) + (["--force"] if force else [])
@@ -195,7 +196,7 @@ class RemoteError(Exception):
 
 def _is_rank(proc: psutil.Process) -> bool:
     try:
-        return "--rank-of" in proc.cmdline()
+        return RANK_OF_FLAG in proc.cmdline()
     except psutil.Error:
         return False
 

@@ -32,9 +32,9 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RANK_ENV", "MPI_RANK_ENVS", "rank_from_env", "HOSTFILE_ENV", "LAUNCHER_PID_ENV", "RANKS_HERE_ENV", "BACKENDS",  # noqa: RUF100
+__all__ = ["RANK_ENV", "MPI_RANK_ENVS", "rank_from_env", "HOSTFILE_ENV", "LAUNCHER_PID_ENV", "RANKS_HERE_ENV", "RANK_OF_FLAG", "BACKENDS",  # noqa: RUF100
            "ExitCode", "TRAINER", "PROG", "train_argv", "resume_argv", "preflight_argv", "estimate_argv", "check_hosts_argv",
-           "read_run_dir", "error_line", "set_args"]
+           "read_first_line", "read_run_dir", "error_line", "set_args"]
 
 PROG = "orpo-train"
 # The trainer as a module of the interpreter running the caller: the same environment, and
@@ -53,6 +53,9 @@ HOSTFILE_ENV = "MLX_HOSTFILE"
 LAUNCHER_PID_ENV = "ORPO_TUI_LAUNCHER_PID"
 # How many ranks of the run share this rank's machine (its memory check prices them all).
 RANKS_HERE_ENV = "ORPO_TUI_RANKS_HERE"
+# In every rank's command line (`orpo-train --rank-of RUN_DIR`): how a rank is told apart
+# from another process that got its pid since.
+RANK_OF_FLAG = "--rank-of"
 # auto: the one that scales where it runs (trainer.pure.backend); any: MLX's own pick.
 # jaccl, jaccl-ring: RDMA over Thunderbolt between Macs, for the hosts of a hostfile only.
 BACKENDS = ("auto", "ring", "mpi", "jaccl", "jaccl-ring", "any")
@@ -105,14 +108,19 @@ def estimate_argv(preset: Any, overrides: Sequence[str] = (), as_json: bool = Tr
     return [*TRAINER, "estimate", str(preset), *set_args(overrides)] + (["--json"] if as_json else [])
 
 
-def read_run_dir(proc: subprocess.Popen, timeout: float | None = None) -> Path | None:
-    """The run folder a starting trainer announces on its first stdout line (a text-mode
-    pipe), or None when it exits, or ``timeout`` passes, without printing one."""
+def read_first_line(proc: subprocess.Popen, timeout: float | None = None) -> str | None:
+    """The first stdout line of a starting `orpo-train` (a text-mode pipe), or None when it
+    exits, or ``timeout`` passes, without printing one."""
     if timeout is not None:
         ready, _, _ = select.select([proc.stdout], [], [], timeout)
         if not ready:
             return None
-    line = proc.stdout.readline().strip()
+    return proc.stdout.readline().strip() or None
+
+
+def read_run_dir(proc: subprocess.Popen, timeout: float | None = None) -> Path | None:
+    """The run folder a starting trainer announces on its first stdout line."""
+    line = read_first_line(proc, timeout)
     return Path(line) if line else None
 
 
