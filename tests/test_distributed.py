@@ -236,7 +236,7 @@ def test_local_ranks_share_one_memory_check_and_one_sleep_inhibitor(tmp_path):
 
 def test_the_preset_distributed_section_sets_the_ranks_and_is_checked(tmp_path):
     """[distributed] np starts the ranks when no --np is given; --np overrides it; a batch
-    that does not divide and a hostfile (not supported yet) are refused in one line."""
+    that does not divide and a hostfile that is not there are refused in one line."""
     short = ["--set", "training.iters=1", "--set", "training.batch_size=4", "--set", "training.steps_per_eval=0",
              "--set", "training.sample_prompts=0"]
     two = run_trainer(str(DEMO), "--runs-dir", str(tmp_path / "two"), "--set", "distributed.np=2",
@@ -257,7 +257,7 @@ def test_the_preset_distributed_section_sets_the_ranks_and_is_checked(tmp_path):
     hosts = run_trainer(str(DEMO), "--runs-dir", str(tmp_path / "hosts"), "--set", "distributed.hostfile=hosts.json", *short)
     assert hosts.returncode == ExitCode.BAD_INPUT
     [line] = hosts.stderr.strip().splitlines()
-    assert line.startswith("orpo-train: distributed.hostfile = 'hosts.json': ") and "not supported yet" in line
+    assert line == "orpo-train: hosts.json: no such hostfile"
 
 
 def test_the_default_backend_is_the_one_that_scales_here(monkeypatch):
