@@ -18,7 +18,9 @@ before the speed-up.
 
 --matmul: the claim behind the default backend. A float32 matmul loop (no communication) in
 two plain processes, in two ring ranks after `mx.distributed.init`, and in two MPI ranks
-under mpirun, all at once per case; it prints GFLOP/s and the CPU each process used.
+under mpirun, all at once per case; it prints GFLOP/s and the CPU each process used, and
+their ratio (GFLOP per CPU second), which other load on the machine leaves alone: a transport
+that polled between collectives would show as system CPU and fewer GFLOP per CPU second.
 
 --profile: where a rank's step goes (tests/bench/rank_step.py in one process, 2 ring ranks and
 2 MPI ranks): compute alone for new shapes and cached ones, the step as trained on a team,
@@ -154,7 +156,7 @@ while time.perf_counter() - t0 < seconds:
     mx.eval(a @ b)
     k += 1
 c1, dt = os.times(), time.perf_counter() - t0
-print(f"{2 * n**3 * k / dt / 1e9:.2f} {(c1.user - c0.user) / dt:.2f} {(c1.system - c0.system) / dt:.2f}", flush=True)
+print(f"{2 * n**3 * k / dt / 1e9:.3f} {(c1.user - c0.user) / dt:.3f} {(c1.system - c0.system) / dt:.3f}", flush=True)
 """
 
 
@@ -178,14 +180,16 @@ def matmul(args: argparse.Namespace) -> int:
 
     names = ["plain", "ring", *(["mpi"] if choose("mpi", 2).env else [])]
     single = subprocess.run([*py, "plain", str(args.seconds)], capture_output=True, text=True).stdout.split()
-    print(f"one plain process alone: {single[0]} GFLOP/s (user {single[1]}, system {single[2]} cores); "
+    print(f"one plain process alone: {single[0]} GFLOP/s (user {single[1]}, system {single[2]} cores: "
+          f"{float(single[0]) / max(float(single[1]) + float(single[2]), 1e-9):.1f} GFLOP per CPU second); "
           f"load avg {load1():.2f}")
     for name in names:
         before = load1()
         procs = start(name)
         lines = [ln for p in procs for ln in p.communicate()[0].split("\n") if ln.strip()]
         total = sum(float(ln.split()[0]) for ln in lines)
-        each = "; ".join(f"{x} GFLOP/s (user {u}, system {s} cores)" for x, u, s in (ln.split() for ln in lines))
+        each = "; ".join(f"{x} GFLOP/s (user {u}, system {s} cores: {float(x) / max(float(u) + float(s), 1e-9):.1f} "
+                         f"GFLOP per CPU second)" for x, u, s in (ln.split() for ln in lines))
         print(f"2 x {name:5s}: total {total:.2f} GFLOP/s = {total / float(single[0]):.2f}x one alone  [{each}]; "
               f"load avg {before:.2f}-{load1():.2f}")
     return 0
