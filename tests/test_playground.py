@@ -19,6 +19,7 @@ from tui.playground import (
     read_entries,
     save_entry,
     served_argv,
+    shown_text,
     sse_pieces,
 )
 
@@ -120,6 +121,4 @@ def test_a_server_that_says_nothing_in_time_is_stopped():
 
 
 def test_control_characters_a_model_says_are_shown_harmlessly():
-    from tui.screens.playground import shown_text
-
     assert shown_text("a\x11b\nc\td\x1b[31m\x9bé") == "a\ufffdb\nc\td\ufffd[31m\ufffdé"

@@ -253,6 +253,17 @@ def stream_completion(url: str, prompt: str, settings: Settings, chat: bool, on_
         conn.close()
 
 
+# ---------------------------------------------------------------------------- showing
+
+# A model may say any character: control ones (a tiny model's bytes, an escape) are shown as
+# U+FFFD rather than sent to the terminal. Saved answers keep them (JSON escapes them).
+_CONTROL = {c: "\ufffd" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if chr(c) not in "\n\t"}
+
+
+def shown_text(text: str) -> str:
+    return text.translate(_CONTROL)
+
+
 # ---------------------------------------------------------------------------- saving
 
 def playground_entry(prompt: str, settings: Settings, answers: list[dict]) -> dict:
