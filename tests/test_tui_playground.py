@@ -155,7 +155,9 @@ async def test_a_column_whose_server_cannot_start_shows_why_and_the_other_answer
         await send(pilot, screen)
         await wait_until(pilot, lambda: base.state == DONE, 120, "the base answer")
         assert base.text and run.state == ERROR
-    assert live_servers() == []
+        pid = base.server.proc.pid
+    # The app exited with the playground open: its server went with it.
+    assert live_servers() == [] and not group_alive(pid)
 
 
 async def test_saving_into_a_folder_that_cannot_be_written_keeps_the_answers(tmp_path):

@@ -147,25 +147,27 @@ class ServerProcess:
         return self.stderr_line() or f"the server exited with {code}"
 
     def stop(self) -> None:
-        """End the server's whole process group: SIGTERM, then SIGKILL if it lingers."""
+        """End the server's whole process group: SIGTERM, then SIGKILL if it lingers. It
+        stays listed as live until it is gone, so that the app's exit, which stops every
+        live server, waits for one a closing screen is still stopping."""
         with _live_guard:
             self._stopped = True
-            _live.discard(self)
         proc = self.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            _signal_group(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=STOP_WAIT_S)
-            except subprocess.TimeoutExpired:
-                _signal_group(proc.pid, signal.SIGKILL)
-                proc.wait()
-        else:
-            _signal_group(proc.pid, signal.SIGKILL)  # children it left in its group
-        stderr = getattr(self, "_stderr", None)
-        if stderr is not None:
-            stderr.close()
+        if proc is not None:
+            if proc.poll() is None:
+                _signal_group(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=STOP_WAIT_S)
+                except subprocess.TimeoutExpired:
+                    _signal_group(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            else:
+                _signal_group(proc.pid, signal.SIGKILL)  # children it left in its group
+            stderr = getattr(self, "_stderr", None)
+            if stderr is not None:
+                stderr.close()
+        with _live_guard:
+            _live.discard(self)
 
 
 def _signal_group(pid: int, sig: int) -> None:
