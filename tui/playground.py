@@ -79,7 +79,8 @@ def served_argv(run_dir: Path, served: str) -> list[str]:
 
 
 _live: set[ServerProcess] = set()
-_live_guard = threading.Lock()
+# Reentrant: the hangup handler (below) runs on the main thread, maybe while it holds this.
+_live_guard = threading.RLock()
 
 
 class ServerProcess:
@@ -178,11 +179,41 @@ def _signal_group(pid: int, sig: int) -> None:
 
 
 def stop_all_servers() -> None:
-    """Every server still running: at app exit, and at interpreter exit after a crash."""
+    """Every server still running: at app exit, at interpreter exit after a crash, and on a
+    hangup. All are asked at once, then each is waited for."""
     with _live_guard:
         servers = list(_live)
     for server in servers:
+        if server.proc is not None and server.proc.poll() is None:
+            _signal_group(server.proc.pid, signal.SIGTERM)
+    for server in servers:
         server.stop()
+
+
+_HANGUP_SIGNALS = (signal.SIGHUP, signal.SIGTERM)
+
+
+def stop_servers_on_hangup() -> None:
+    """A lost SSH link (SIGHUP) or a SIGTERM ends the app without its exit handlers; the
+    servers, in sessions of their own, would live on. Stop them first, then let the signal
+    do what it did before. Only the main thread may install handlers: elsewhere, nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in _HANGUP_SIGNALS:
+        previous = signal.getsignal(signum)
+        if getattr(previous, "stops_servers", False):
+            continue
+
+        def handler(number, frame, previous=previous):
+            stop_all_servers()
+            if callable(previous):
+                previous(number, frame)
+            elif previous != signal.SIG_IGN:
+                signal.signal(number, signal.SIG_DFL)
+                os.kill(os.getpid(), number)
+
+        handler.stops_servers = True
+        signal.signal(signum, handler)
 
 
 def live_servers() -> list[ServerProcess]:

@@ -26,6 +26,7 @@ from tui.playground import (
     save_entry,
     served_argv,
     shown_text,
+    stop_servers_on_hangup,
     stream_completion,
 )
 from tui.screens.base import OrpoScreen
@@ -135,6 +136,7 @@ class PlaygroundScreen(OrpoScreen):
         self.sub_title = " vs ".join(run.name for run in self.runs)
         self.query_one("#prompt", TextArea).focus()
         if self.start_servers:
+            stop_servers_on_hangup()
             for column in self.columns:
                 self.start_server(column)
 
