@@ -1,16 +1,19 @@
 """`orpo-train serve`: mlx-lm's server for a run, started as the playground starts it."""
 
 import json
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import urllib.request
+from pathlib import Path
 
 import psutil
 import pytest
 from trainer_helpers import DEMO, REPO, run_trainer
 
+from trainer.fuse import base_folder
 from trainer.pure.run_folder import RunFolder
 from trainer.pure.serve import HOST, read_base_url, serve_argv
 
@@ -28,9 +31,9 @@ def trained_run(tmp_path_factory):
 
 
 class Server:
-    def __init__(self, run_dir, **kw):
+    def __init__(self, run_dir, env=None, **kw):
         self.proc = subprocess.Popen(serve_argv(run_dir, **kw), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, cwd=REPO)
+                                     text=True, cwd=REPO, env=env)
         self.url = read_base_url(self.proc, timeout=180)
         assert self.url, f"no URL line; exit {self.proc.poll()}: {self.proc.stderr.read() if self.proc.poll() is not None else ''}"
 
@@ -95,9 +98,7 @@ def mlx_lm_answers(run_dir, adapters):
     as a plain one: what /v1/chat/completions and /v1/completions must answer."""
     from mlx_lm import generate, load
 
-    import trainer.fuse as fuse
-
-    model, tokenizer = load(str(fuse.base_folder(run_dir)), adapter_path=str(adapters) if adapters else None)
+    model, tokenizer = load(str(base_folder(run_dir)), adapter_path=str(adapters) if adapters else None)
     return tuple(generate(model, tokenizer, prompt=training_prompt(tokenizer, chat), max_tokens=MAX_TOKENS)
                  for chat in (True, False))
 
@@ -128,15 +129,29 @@ def test_greedy_answers_equal_mlx_lm_generate_and_the_base_differs(trained_run, 
     assert (base_chat, base_plain) != (chat, plain)  # the adapters change what the model says
 
 
-def test_best_adapters_are_served(trained_run, server_for):
+def test_best_adapters_and_the_fused_model_are_served(trained_run, server_for, tmp_path):
     best = server_for(trained_run, best=True)
     chat, _ = mlx_lm_answers(trained_run, RunFolder(trained_run).best)
     assert best.chat(PROMPT) == chat
 
+    run_copy = tmp_path / "run"
+    shutil.copytree(trained_run, run_copy)
+    assert run_trainer("fuse", str(run_copy)).returncode == 0
+    fused = server_for(run_copy, fused=True)
+    from mlx_lm import generate, load
 
-def test_sigterm_stops_the_server_and_leaves_no_process(trained_run, server_for):
-    s = server_for(trained_run)
+    model, tokenizer = load(str(RunFolder(run_copy).fused()))  # its own tokenizer files, template included
+    expected = [generate(model, tokenizer, prompt=training_prompt(tokenizer, chat), max_tokens=MAX_TOKENS) for chat in (True, False)]
+    assert [fused.chat(PROMPT), fused.complete(PROMPT)] == expected
+
+
+def test_sigterm_stops_the_server_and_leaves_no_process(trained_run, server_for, tmp_path):
+    # A machine that never downloaded from the hub has no hub cache, which /v1/models scans.
+    s = server_for(trained_run, env={**os.environ, "HF_HUB_CACHE": str(tmp_path / "no-hub-cache")})
     assert port_open(s.port)
+    with urllib.request.urlopen(s.url + "/models", timeout=30) as resp:
+        models = [m["id"] for m in json.loads(resp.read())["data"]]
+    assert models == [str(Path(base_folder(trained_run)).resolve())]
     assert psutil.Process(s.proc.pid).children(recursive=True) == []  # the server runs in this one process
     assert s.stop() == 0
     assert not port_open(s.port)
@@ -174,6 +189,8 @@ def test_one_line_errors(trained_run, tmp_path):
     code, line = fail_line(trained_run, "--fused")
     assert code == 2 and line == (f"orpo-train serve: {trained_run}: no fused model (fused/); "
                                   f"run `orpo-train fuse {trained_run}` first")
+    assert fail_line(trained_run, "--base", "--best") == (
+        2, "orpo-train serve: --base serves the bare base: it goes with neither --best nor --fused")
     code, line = fail_line(tmp_path / "nowhere")
     assert code == 2 and line == f"orpo-train serve: {tmp_path / 'nowhere'}: no such run directory"
     empty = tmp_path / "empty"

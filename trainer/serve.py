@@ -179,6 +179,12 @@ def serve(model: Path, adapters: Path | None, port: int) -> int:
     # serves; with no MPI library to load MLX falls back to a group of one.
     os.environ[MPI_LIBNAME_ENV] = os.devnull
     import mlx_lm.server as server
+    from huggingface_hub import constants
+
+    # /v1/models lists the hub cache's models, and fails without that folder (a machine that
+    # only ever used local models); an empty one lists just the served model.
+    with contextlib.suppress(OSError):
+        Path(constants.HF_HUB_CACHE).mkdir(parents=True, exist_ok=True)
 
     real_stdout = sys.stdout
     sys.stdout = sys.stderr  # stdout carries the URL line only

@@ -6,7 +6,8 @@ the trainer writes it, the app reads it. Its layout (the contract, also in READM
 ======================================  ==================================================
 ``config.toml``                         the resolved config the run used (model.resolved_path
                                         names the local weights folder)
-``status.json``                         state, pid, step, total_steps, error (atomic replace)
+``status.json``                         state, pid, step, total_steps, error, world_size,
+                                        rank_pids (atomic replace; see trainer.pure.rank_status)
 ``metrics.jsonl``                       one JSON event per line (see trainer.pure.events)
 ``train.log``                           the trainer's human-readable output
 ``train.rank<N>.log``                   rank N's output in a distributed run (N >= 1;
@@ -21,8 +22,12 @@ the trainer writes it, the app reads it. Its layout (the contract, also in READM
 ``playground.jsonl``                    prompts and answers saved from the app's playground,
                                         one JSON object a line
 ``attempt-N/``                          an earlier attempt set aside by a resume that had no
-                                        checkpoint and started over (its metrics, adapters)
+                                        checkpoint and started over (its metrics, adapters,
+                                        live TensorBoard events)
 ``fused/``, ``fused-best/``             standalone models written by ``orpo-train fuse``
+``tensorboard/``                        TensorBoard event files of a run with ``[report] to``
+                                        holding tensorboard (and no ``report.dir``)
+``wandb/offline-run-*/``                the offline W&B run of one with wandb there
 ======================================  ==================================================
 
 Pure module: no mlx, no textual.
@@ -153,6 +158,19 @@ class RunFolder:
 
     def fused(self, best: bool = False) -> Path:
         return self.root / ("fused-best" if best else "fused")
+
+    # ------------------------------------------------------------------ trackers (a preset's [report])
+
+    @property
+    def tensorboard(self) -> Path:
+        """The live TensorBoard log folder when the preset names no ``report.dir``."""
+        return self.root / "tensorboard"
+
+    @property
+    def wandb(self) -> Path:
+        """Where W&B puts the run's offline run folder (``offline-run-*``) when the preset
+        names no ``report.dir``: W&B itself adds the ``wandb`` part to the folder it is given."""
+        return self.root / "wandb"
 
     # ------------------------------------------------------------------ the user's files
 

@@ -16,7 +16,6 @@ Pure module: no mlx, no textual.
 from __future__ import annotations
 
 import json
-import select
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 from trainer.pure.config import ConfigError, load_preset
 from trainer.pure.run_folder import RunFolder
 from trainer.pure.sources import SourceError, SourceKind, resolve_source, split_files
-from trainer.pure.trainer_process import TRAINER
+from trainer.pure.trainer_process import TRAINER, read_first_line
 
 __all__ = ["HOST", "base_url", "serve_argv", "read_base_url", "trained_on_chat_template"]
 
@@ -44,12 +43,7 @@ def serve_argv(run_dir: Any, best: bool = False, fused: bool = False, base: bool
 def read_base_url(proc: subprocess.Popen, timeout: float | None = None) -> str | None:
     """The base URL a starting server announces on its first stdout line (a text-mode pipe),
     or None when it exits, or ``timeout`` passes, without printing one."""
-    if timeout is not None:
-        ready, _, _ = select.select([proc.stdout], [], [], timeout)
-        if not ready:
-            return None
-    line = proc.stdout.readline().strip()
-    return line or None
+    return read_first_line(proc, timeout)
 
 
 def trained_on_chat_template(run_dir: Any) -> bool:

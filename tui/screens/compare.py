@@ -34,7 +34,8 @@ OVERLAY_METRICS = tuple(f"{kind} {name}" for name in ORPO_METRICS for kind in ("
     f"train {name}" for name in RATE_METRICS)
 EXPORTS_DIR = ".exports"
 # The summary's columns (compare.summarize's keys) and their headers, in display order.
-SUMMARY_COLUMNS = {"run": "run", "preset": "preset", "state": "state", "steps": "steps", "final_val_loss": "val loss",
+SUMMARY_COLUMNS = {"run": "run", "preset": "preset", "state": "state", "steps": "steps", "world_size": "ranks",
+                   "final_val_loss": "val loss",
                    "best_val_loss": "best val", "best_val_step": "best step", "final_val_accuracy": "val acc",
                    "final_val_margin": "val margin", "final_val_log_odds_chosen": "val log-odds",
                    "mean_pairs_per_second": "pairs/s", "max_peak_memory_gb": "peak GB", "duration_s": "duration"}
@@ -89,6 +90,8 @@ def summary_columns(rows: list[dict], width: int, sort_key: str = "") -> list[st
         return 2 + max([header] + [len(cell(row.get(column), column)) for row in rows])
 
     columns = list(SUMMARY_COLUMNS)
+    if not any((row.get("world_size") or 1) > 1 for row in rows):
+        columns.remove("world_size")  # all on one process: a column of ones says nothing
     for column in SUMMARY_DROPPED_FIRST:
         if sum(map(needed, columns)) <= width:
             break
@@ -390,7 +393,7 @@ class CompareScreen(OrpoScreen):
 
         for row in sorted(self.rows, key=key, reverse=self.sort_reverse):
             table.add_row(*(cell(row.get(c), c) for c in columns))
-        hidden = len(SUMMARY_COLUMNS) - len(columns)
+        hidden = len(summary_columns(self.rows, 10**9, self.sort_key)) - len(columns)
         more = f" · {hidden} more column{'s' if hidden > 1 else ''} when wider (the CSV has all)" if hidden else ""
         self.query_one("#summary-note", Static).update(f"click a column header (or enter on it) to sort · x exports CSV{more}")
 
