@@ -1,10 +1,12 @@
 """`orpo-train push`: the upload folder (adapters or fused model + model card) and the offline failure."""
 
+import http.server
 import math
 import os
 import shutil
 import socket
 import subprocess
+import threading
 
 import pytest
 from trainer_helpers import DEMO, ORPO_TRAIN, REPO, run_trainer
@@ -117,6 +119,42 @@ def test_offline_push_fails_in_one_line_and_quickly(trained_run):
     [line] = proc.stderr.strip().splitlines()
     assert line.startswith(f"orpo-train push: cannot reach the hub at http://127.0.0.1:{closed}: ConnectError: ")
     assert "Connection refused" in line and line.endswith("; nothing was uploaded")
+
+    offline = push(trained_run, "--repo", REPO_ID, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert offline.returncode == 1
+    assert offline.stderr.strip().splitlines() == ["orpo-train push: HF_HUB_OFFLINE is set: nothing was uploaded"]
+
+
+class _Refusing(http.server.BaseHTTPRequestHandler):
+    """A hub stand-in that refuses every request as huggingface.co refuses a missing token."""
+
+    def _refuse(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b'{"error": "Invalid credentials in Authorization header"}'
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = _refuse
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_hub_that_refuses_the_token_gives_one_line(trained_run):
+    hub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+    threading.Thread(target=hub.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{hub.server_address[1]}"
+        env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_TOKEN": "hf_not_a_token", "HF_HUB_OFFLINE": "0"}
+        proc = push(trained_run, "--repo", REPO_ID, env=env)
+    finally:
+        hub.shutdown()
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        f"orpo-train push: {endpoint}: not logged in (run `hf auth login` or set HF_TOKEN); nothing was uploaded"]
 
 
 def test_bad_input_lines(trained_run, tmp_path):
