@@ -119,6 +119,11 @@ def test_a_server_that_exits_before_its_url_gives_its_last_stderr_line():
     assert server.proc.returncode == 2
 
 
+def test_a_server_command_that_cannot_run_is_one_error(tmp_path):
+    with pytest.raises(ServeError, match="no-such-python: No such file or directory$"):
+        ServerProcess([str(tmp_path / "no-such-python"), "-m", "trainer"]).start(timeout=5)
+
+
 def test_a_server_that_says_nothing_in_time_is_stopped():
     server = ServerProcess([sys.executable, "-c", "import time; time.sleep(60)"])
     with pytest.raises(ServeError, match="no URL from the server within 1s"):

@@ -100,8 +100,12 @@ class ServerProcess:
                 raise ServeError("stopped")
             # stderr goes to a nameless file: a pipe nobody drains would block a chatty server.
             self._stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=self._stderr, start_new_session=True, text=True)
+            try:
+                self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                             stderr=self._stderr, start_new_session=True, text=True)
+            except OSError as exc:
+                self._stderr.close()
+                raise ServeError(f"{self.argv[0]}: {exc.strerror or exc}") from None
             _live.add(self)
         try:
             line = read_base_url(self.proc, timeout)

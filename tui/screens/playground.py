@@ -180,8 +180,8 @@ class PlaygroundScreen(OrpoScreen):
         if column.server is server and self.is_attached:
             column.state = READY
             self.show(column)
-        elif column.server is not server:
-            server.stop()  # replaced or closed while it started
+        elif column.server is not server:  # replaced or closed while it started
+            threading.Thread(target=server.stop, daemon=True, name="stop a replaced server").start()
 
     def server_failed(self, column: Column, server: ServerProcess, reason: str) -> None:
         if column.server is server and self.is_attached:
