@@ -219,6 +219,30 @@ def test_servers_are_stopped_when_the_app_process_dies_of_an_error(demo_run):
     assert not group_alive(pid), "the server outlived the app"
 
 
+def test_servers_end_when_the_app_process_is_killed(demo_run):
+    """SIGKILL runs no exit handler: the server sees its stdin close and ends by itself."""
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from tui.playground import ServerProcess, served_argv\n"
+        f"server = ServerProcess(served_argv(Path({str(demo_run)!r}), 'base'))\n"
+        "server.start()\n"
+        "print(server.proc.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    app = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        pid = int(app.stdout.readline())
+        assert group_alive(pid)
+    finally:
+        app.kill()
+        app.wait()
+    deadline = time.monotonic() + 20
+    while group_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not group_alive(pid), "the server outlived the killed app"
+
+
 async def test_p_on_the_compare_screen_opens_base_a_and_b_and_escape_goes_back_to_it(tmp_path):
     runs = tmp_path / "runs"
     shutil.copytree(REPO / "tests" / "fixtures" / "runs", runs)

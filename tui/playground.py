@@ -9,6 +9,7 @@ so a crash of the app leaves none behind.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import http.client
 import json
 import os
@@ -75,7 +76,9 @@ SERVED = ("final", "best", "fused", "base")
 def served_argv(run_dir: Path, served: str) -> list[str]:
     if served not in SERVED:
         raise ValueError(f"served must be one of {SERVED}, not {served!r}")
-    return serve_argv(run_dir, best=served == "best", fused=served == "fused", base=served == "base")
+    # The server ends with the app even when the app is SIGKILLed: it holds the server's stdin.
+    return serve_argv(run_dir, best=served == "best", fused=served == "fused", base=served == "base",
+                      until_stdin_closes=True)
 
 
 _live: set[ServerProcess] = set()
@@ -101,7 +104,7 @@ class ServerProcess:
             # stderr goes to a nameless file: a pipe nobody drains would block a chatty server.
             self._stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115
             try:
-                self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                              stderr=self._stderr, start_new_session=True, text=True)
             except OSError as exc:
                 self._stderr.close()
@@ -171,6 +174,9 @@ class ServerProcess:
             stderr = getattr(self, "_stderr", None)
             if stderr is not None:
                 stderr.close()
+            if proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
         with _live_guard:
             _live.discard(self)
 
