@@ -145,7 +145,9 @@ class _Readiness(threading.Thread):
                 continue  # not listening yet
             if not healthy:
                 _finish(f"{self.what}: the model did not load: {self.last_error.message or 'the generation thread died'}", ExitCode.ERROR)
-            if loaded:
+            # No provider while HTTP answers: this mlx-lm's main() did not go through the
+            # run() we wrap, so answering HTTP is all that can be waited for.
+            if loaded or self.provider is None:
                 print(base_url(self.port), file=self.out, flush=True)
                 return
 
@@ -194,8 +196,7 @@ def serve(model: Path, adapters: Path | None, port: int) -> int:
 
     def run_watched(host, port_, provider, *args, **kwargs):
         logging.getLogger().addHandler(last_error)  # after main()'s basicConfig
-        ready.provider = provider
-        ready.start()
+        ready.provider = provider  # before the HTTP server is up: the readiness check sees it
         return original_run(host, port_, provider, *args, **kwargs)
 
     argv = ["mlx_lm.server", "--model", str(model), "--host", HOST, "--port", str(port), "--log-level", "WARNING"]
@@ -203,6 +204,7 @@ def serve(model: Path, adapters: Path | None, port: int) -> int:
         argv += ["--adapter-path", str(adapters)]
     saved_argv, sys.argv = sys.argv, argv
     server.run = run_watched
+    ready.start()
     try:
         server.main()
     except KeyboardInterrupt:
