@@ -29,12 +29,12 @@ def test_table_of_the_fixture_runs_newest_first():
     out = ls("--runs-dir", FIXTURE_RUNS)
     assert out.returncode == 0 and out.stderr == ""
     assert out.stdout.splitlines() == [
-        "RUN                     STATE      STEP     LOSS    VAL LOSS  VAL ACC  STARTED           DURATION  ERROR",
-        "20240101-140000-demo-3  stopped    90/150   1.5600  1.4000    0.650    2024-01-01 14:00  3m05s     -",
-        "20240101-130000-demo-2  failed     60/150   1.8500  1.3000    0.650    2024-01-01 13:00  2m05s     "
+        "RUN                     STATE      STEP     RANKS  LOSS    VAL LOSS  VAL ACC  STARTED           DURATION  ERROR",
+        "20240101-140000-demo-3  stopped    90/150   -      1.5600  1.4000    0.650    2024-01-01 14:00  3m05s     -",
+        "20240101-130000-demo-2  failed     60/150   -      1.8500  1.3000    0.650    2024-01-01 13:00  2m05s     "
         "RuntimeError: [metal::malloc] Attempting to allocate 4294967296 bytes which is greater than the maximum "
         "allowed buffer size",
-        "20240101-120000-demo    completed  150/150  1.0800  1.0500    0.850    2024-01-01 12:00  5m05s     -",
+        "20240101-120000-demo    completed  150/150  -      1.0800  1.0500    0.850    2024-01-01 12:00  5m05s     -",
     ]
 
 
@@ -46,7 +46,9 @@ def test_json_has_the_documented_keys_and_the_runs_lists_values():
     done = rows[2]
     assert done == {
         "run": "20240101-120000-demo", "path": str(FIXTURE_RUNS / "20240101-120000-demo"), "state": "completed",
-        "error": None, "step": 150, "total_steps": 150, "loss": 1.08, "val_loss": 1.05, "val_accuracy": pytest.approx(0.85),
+        "error": None, "step": 150, "total_steps": 150,
+        "world_size": None, "ranks": None,  # a run from before the world size was recorded
+        "loss": 1.08, "val_loss": 1.05, "val_accuracy": pytest.approx(0.85),
         "started_at": 1704110400.0, "ended_at": 1704110705.0, "duration_s": 305.0,
     }
     # Every key is named in the README's contract, and no other.

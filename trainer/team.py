@@ -21,7 +21,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from trainer.pure.trainer_process import LAUNCHER_PID_ENV, rank_from_env
+from trainer.pure.trainer_process import LAUNCHER_PID_ENV, RANKS_HERE_ENV, rank_from_env
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class Team:
     size: int = 1
     group: Any = None
     here: int = 1  # ranks sharing this machine's memory: all of them when our launcher started them
+    pids: tuple[int, ...] = ()  # every rank's pid, by rank, when all of them run on this machine
 
     @property
     def leader(self) -> bool:
@@ -60,6 +61,22 @@ def join(backend: str = "any") -> Team:
     if rank_from_env(os.environ) is None:
         return Team()
     group = mx.distributed.init(strict=True, backend=backend)
-    # mlx.launch may place ranks on several hosts; our own launcher starts them all here.
-    here = group.size() if LAUNCHER_PID_ENV in os.environ else 1
-    return Team(group.rank(), group.size(), group, here)
+    # Our launcher says how many ranks share each machine; mlx.launch starts one per entry.
+    if os.environ.get(RANKS_HERE_ENV, "").isdigit():
+        here = int(os.environ[RANKS_HERE_ENV])
+    else:
+        here = group.size() if LAUNCHER_PID_ENV in os.environ else 1
+    # A collective: every rank takes part, whatever it then keeps (ranks on several hosts may
+    # count `here` differently, and a rank that skipped it would leave the others waiting).
+    pids = _pids(group)
+    if here != group.size():
+        pids = ()
+    return Team(group.rank(), group.size(), group, here, pids)
+
+
+def _pids(group) -> tuple[int, ...]:
+    """Every rank's pid, learnt in one all_sum, so that rank 0 can record them for whoever
+    watches the run (a pid only means something on the machine it runs on)."""
+    mine = mx.zeros((group.size(),), dtype=mx.int32)
+    mine[group.rank()] = os.getpid()
+    return tuple(int(p) for p in mx.distributed.all_sum(mine, group=group).tolist())

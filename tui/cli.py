@@ -1,13 +1,18 @@
 """`orpo-tui [--presets DIR] [--runs-dir DIR]`: start the app.
 
 Also the comparison subcommands, which print and exit without starting the app:
-`orpo-tui diff A B [--all]`, `orpo-tui export RUN [--out FILE]`,
+`orpo-tui diff A B [--all]`, `orpo-tui export RUN [--out FILE | --to TRACKER [TARGET]]`,
 `orpo-tui summary [RUN...] [--runs-dir DIR] [--csv]`, and the runs list for a plain shell,
 `orpo-tui ls [--runs-dir DIR] [--json]`; and `orpo-tui serve-web [--port N] [--presets DIR]
 [--runs-dir DIR]`, the app in a browser tab (tui/web_view.py). They are dispatched on the first argument before the
 app's own parser, so the app's flags stay as they were, and they never import textual.
-Exit codes: 0 done, 2 a path that is not a run or preset, or for serve-web a port in use or
-textual-serve not installed (one line on stderr).
+Exit codes: 0 done, 2 a path that is not a run or preset, a tracker whose library is not
+installed, or for serve-web a port in use or textual-serve not installed (one line on stderr),
+1 a tracker that failed while writing (one line too).
+
+`export --to` writes through the trackers' own libraries (trainer.trackers), which load numpy:
+they are imported only when that command runs, in its own short-lived process; the app never
+loads them (tests/test_layering.py checks the modules the app imports).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import os
 import shutil
 import sys
 
+from trainer.pure import tracking as T
 from tui.settings import app_folders, load_notify, seed_user_presets
 
 _SUBCOMMANDS = ("diff", "export", "summary")
@@ -64,9 +70,15 @@ def _compare_parser() -> argparse.ArgumentParser:
     diff.add_argument("a", metavar="A", help="run directory or preset .toml")
     diff.add_argument("b", metavar="B", help="run directory or preset .toml")
     diff.add_argument("--all", action="store_true", help="show unchanged keys too")
-    export = sub.add_parser("export", help="a run's train/val metrics as CSV")
+    export = sub.add_parser("export", help="a run's train/val metrics as CSV, or the whole run into a tracker",
+                            usage="orpo-tui export RUN [--out FILE | --to TRACKER [TARGET]] [--project PROJECT]")
     export.add_argument("run", metavar="RUN", help="run directory")
-    export.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+    export.add_argument("--out", metavar="FILE", help="write the CSV here instead of stdout")
+    export.add_argument("--to", nargs="+", metavar=("TRACKER", "TARGET"),
+                        help="write metrics, config and samples into a tracker instead: tensorboard DIR (its log "
+                             "folder), trackio PROJECT (its local database), or wandb [DIR] (an offline run under "
+                             "DIR/wandb/, default the current folder)")
+    export.add_argument("--project", default=T.DEFAULT_PROJECT, help=f"the W&B project (default {T.DEFAULT_PROJECT})")
     summary = sub.add_parser("summary", help="headline numbers of one or more runs")
     summary.add_argument("runs", metavar="RUN", nargs="*",
                          help="run directories (default: every run in the runs folder; other paths are skipped)")
@@ -80,6 +92,8 @@ def _compare_main(argv: list[str]) -> int:
     from tui.compare import CompareError
 
     args = _compare_parser().parse_args(argv)
+    if args.command == "export" and args.to is not None:
+        return _export_to_tracker(args)
     try:
         text = {"diff": _diff, "export": _export, "summary": _summary}[args.command](args)
     except CompareError as exc:
@@ -115,6 +129,41 @@ def _export(args: argparse.Namespace) -> str:
     except OSError as exc:
         raise CompareError(f"{args.out}: cannot write: {exc.strerror or exc}") from None
     return ""
+
+
+def _tracker_target(to: list[str]) -> tuple[str, str]:
+    """`--to`'s tracker and target, or a CompareError saying what it takes."""
+    from tui.compare import CompareError
+
+    usage = "expected tensorboard DIR, trackio PROJECT or wandb [DIR]"
+    tracker, rest = to[0], to[1:]
+    if tracker not in T.TRACKERS:
+        raise CompareError(f"--to: unknown tracker {tracker!r}; {usage}")
+    if len(rest) > 1 or (tracker != T.WANDB and not rest):
+        raise CompareError(f"--to {tracker}: {usage}")
+    return tracker, rest[0] if rest else "."
+
+
+def _export_to_tracker(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from trainer.pure.messages import describe
+    from trainer.trackers import TrackerMissing, export_run  # the libraries load at command time only
+    from tui.compare import CompareError, check_run_dir
+
+    try:
+        if args.out is not None:
+            raise CompareError("--out is for the CSV export; --to writes into the tracker")
+        tracker, target = _tracker_target(args.to)
+        where = export_run(check_run_dir(Path(args.run)), tracker, target, args.project)
+    except (CompareError, TrackerMissing) as exc:
+        print(f"orpo-tui export: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - whatever the library raises: one line, never a traceback
+        print(f"orpo-tui export: {args.to[0]}: {describe(exc)}", file=sys.stderr)
+        return 1
+    _out(where)
+    return 0
 
 
 def _summary(args: argparse.Namespace) -> str:

@@ -21,6 +21,7 @@ from trainer.pure import metrics as M
 from trainer.pure.config import Config, ConfigError, get_value, iter_fields, load_preset
 from trainer.pure.events import read_events
 from trainer.pure.queue import read as read_queue
+from trainer.pure.rank_status import world_size
 from trainer.pure.run_folder import RunFolder
 from trainer.pure.runs import effective_state, read_status, run_label
 from trainer.pure.states import ACTIVE
@@ -233,6 +234,7 @@ def summarize(run_dir: Path, now: float | None = None) -> dict:
         "preset": preset_of(run_dir),
         "state": state,
         "steps": _steps(status, train),
+        "world_size": world_size(status),  # the ranks of its latest start (null: not recorded)
         "final_val_loss": _number(last_val.get(M.LOSS)),
         "best_val_loss": best[0],
         "best_val_step": best[1],

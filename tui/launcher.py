@@ -17,10 +17,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
+from trainer.pure.rank_status import rank_pids
 from trainer.pure.run_lock import holder
 from trainer.pure.runs import pid_alive, read_status, write_status
 from trainer.pure.states import ACTIVE, RunState
-from trainer.pure.trainer_process import error_line, read_run_dir, resume_argv, train_argv
+from trainer.pure.trainer_process import RANK_OF_FLAG, error_line, read_run_dir, resume_argv, train_argv
 
 
 class LaunchError(Exception):
@@ -112,6 +115,23 @@ def _holder_unless_exiting(run_dir: Path) -> int | None:
 
 # ---------------------------------------------------------------------------- stopping
 
+
+def kill_orphan_ranks(pids: Sequence[int]) -> list[int]:
+    """A launcher killed with SIGKILL cannot pass it on: its ranks, each in its own session,
+    would train on. End those still alive (a pid whose command line is not a rank's is some
+    other process that got the number since, and is left alone). Returns the pids killed."""
+    killed = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            if RANK_OF_FLAG not in proc.cmdline():
+                continue
+            proc.kill()
+            killed.append(pid)
+        except psutil.Error:
+            continue
+    return killed
+
 STOP_PHASES = ("SIGINT", "SIGTERM", "SIGKILL")
 
 
@@ -146,6 +166,7 @@ def stop_run(run_dir: Path, on_phase: Callable[[str, float], None] = lambda phas
         return ""
     ended_by = stop_process(pid, on_phase, waits, alive)
     if ended_by == "SIGKILL":
+        kill_orphan_ranks(rank_pids(status) or [])
         write_status(run_dir, state=RunState.STOPPED, ended_at=time.time(),
                      error="killed with SIGKILL after ignoring SIGINT and SIGTERM; resumes from its last checkpoint")
     return ended_by

@@ -55,6 +55,8 @@ class PreflightReport:
     first_row_origin: str | None
     segments: tuple[Segment, ...]
     raw: Mapping[str, Any] = field(repr=False, compare=False)
+    # With a hostfile: one line per host problem, () when every host is ready; None without.
+    hosts: tuple[str, ...] | None = None
 
     @property
     def ok(self) -> bool:
@@ -81,6 +83,7 @@ class PreflightReport:
                 for s in first.get("segments") or ()
             ),
             raw=data,
+            hosts=None if data.get("hosts") is None else tuple(data["hosts"]),
         )
 
 
@@ -138,6 +141,10 @@ def format_report(report: PreflightReport) -> list[str]:
     lines: list[str] = []
     if report.error:
         lines.append(f"error: {report.error}")
+    if report.hosts is not None:  # blockers of a run on several hosts: first, where they are seen
+        lines.extend(f"host problem: {h}" for h in report.hosts)
+        if not report.hosts:
+            lines.append("hosts: every host of the hostfile is ready (ssh, python, mlx, model and data paths)")
     if report.source:
         kind = {
             "prompt": "prompt + answers",

@@ -35,28 +35,44 @@ def system_memory() -> SystemMemory:
 
 class TrainerProcess:
     """The trainer's process, kept between looks: psutil's CPU% is the share of CPU time
-    since the previous look, so the same Process object must be asked each time."""
+    since the previous look, so the same Process objects must be asked each time.
+
+    A distributed run's pid is its launcher, which trains nothing: its ranks are its
+    children (under MPI, mpirun's), so the figures are those of the whole process tree."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self._proc = None
-        self._primed = False
+        self._known: dict[int, object] = {}  # pid -> psutil.Process, primed for CPU%
 
     def usage(self) -> TrainerUsage | None:
-        """CPU% (of one core; a trainer on four cores can show 400%) and RSS, or None when
-        the process is gone or not ours to look at."""
+        """CPU% (of one core; a trainer on four cores can show 400%) and RSS, summed over the
+        trainer and its descendants, or None when the process is gone or not ours to look at."""
         import psutil
 
         try:
             if self._proc is None:
                 self._proc = psutil.Process(self.pid)
-            with self._proc.oneshot():
-                cpu = self._proc.cpu_percent(interval=None)
-                rss = float(self._proc.memory_info().rss)
+            tree = [self._proc, *self._proc.children(recursive=True)]
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             return None
-        primed, self._primed = self._primed, True
-        return TrainerUsage(cpu if primed else None, rss)
+        cpu, rss, unprimed, seen = 0.0, 0.0, False, {}
+        for proc in tree:
+            known = self._known.get(proc.pid, proc)  # the same object as last time, for its CPU%
+            try:
+                with known.oneshot():
+                    part = known.cpu_percent(interval=None)
+                    rss += float(known.memory_info().rss)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                if known is self._proc:
+                    return None
+                continue
+            unprimed |= proc.pid not in self._known
+            cpu += part
+            seen[proc.pid] = known
+        self._known = seen
+        # A process seen for the first time has no CPU% yet: say so rather than a low figure.
+        return TrainerUsage(None if unprimed else cpu, rss)
 
 
 def format_bytes(n: float | None) -> str:

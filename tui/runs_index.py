@@ -18,6 +18,7 @@ from pathlib import Path
 from trainer.pure.crash_cause import LogCause
 from trainer.pure.events import MetricsTail
 from trainer.pure.metrics import LOSS, REWARDS_ACCURACIES
+from trainer.pure.rank_status import world_size
 from trainer.pure.run_folder import RunFolder
 from trainer.pure.run_lock import holder
 from trainer.pure.runs import DAMAGED, effective_state, list_runs, read_status, run_end_time
@@ -50,6 +51,7 @@ class RunSummary:
     loading: bool = False
     # tui.compare.summarize's numbers (pairs/s, memory, duration), None until computed.
     perf: dict | None = None
+    world_size: int | None = None  # the ranks of its latest start (None: not recorded)
 
     @property
     def busy_reason(self) -> str | None:
@@ -207,7 +209,7 @@ class RunsIndex:
                 or (None if read is not None else f"no {RunFolder(run).status.name}"),
                 pid=status.get("pid"), alarm=latest.alarm if latest else None,
                 tags=tuple(read_tags(run)), note=first_line(read_notes(run)), held_by=holder(run),
-                loading=latest is None, perf=latest.perf if latest else None,
+                loading=latest is None, perf=latest.perf if latest else None, world_size=world_size(status),
             ))
         self._unread, self._unsummarized = unread, unsummarized
         listed = {s.path for s in out}

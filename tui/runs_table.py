@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 from trainer.pure.events import encode_value
+from trainer.pure.rank_status import rank_states
+from trainer.pure.runs import read_status
 from tui.runs_index import RunsIndex, format_duration, shown_duration
 
 __all__ = ["JSON_KEYS", "ls_records", "json_ready", "format_ls"]
@@ -24,6 +26,8 @@ JSON_KEYS = (
     "error",  # one line: a crashed run's cause, a failed run's error, or why a file is damaged
     "step",
     "total_steps",
+    "world_size",  # the ranks of its latest start (1: one process; null: not recorded)
+    "ranks",  # a distributed run's ranks: rank, pid (null: not recorded), alive, step (its log's last), line
     "loss",  # the last train report's
     "val_loss",  # the last evaluation's
     "val_accuracy",  # rewards/accuracies of the last evaluation
@@ -32,7 +36,7 @@ JSON_KEYS = (
     "duration_s",  # a live run: so far; a finished one: the time it trained, over all attempts
 )
 
-_COLUMNS = (("run", "RUN"), ("state", "STATE"), ("step", "STEP"), ("loss", "LOSS"), ("val_loss", "VAL LOSS"),
+_COLUMNS = (("run", "RUN"), ("state", "STATE"), ("step", "STEP"), ("world_size", "RANKS"), ("loss", "LOSS"), ("val_loss", "VAL LOSS"),
             ("val_accuracy", "VAL ACC"), ("started_at", "STARTED"), ("duration_s", "DURATION"), ("error", "ERROR"))
 
 
@@ -44,7 +48,8 @@ def ls_records(runs_dir: Path) -> list[dict]:
         index.refresh()
     return [{
         "run": s.name, "path": str(s.path), "state": str(s.state), "error": s.error,
-        "step": s.step, "total_steps": s.total or None,
+        "step": s.step, "total_steps": s.total or None, "world_size": s.world_size,
+        "ranks": [r.to_json() for r in rank_states(s.path, read_status(s.path))] or None,
         "loss": s.loss, "val_loss": s.val_loss, "val_accuracy": s.val_acc,
         "started_at": s.started_at, "ended_at": None if s.active else s.ended_at,
         "duration_s": shown_duration(s, s.perf or {}),

@@ -11,7 +11,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Header, Static, TabbedContent, TabPane
 
 from trainer.pure.events import MetricsTail
@@ -21,6 +21,7 @@ from trainer.pure.runs import atomic_write_text, run_label
 from trainer.pure.states import ACTIVE
 from tui.charts import NO_VALUES, WAITING, ChartSeries
 from tui.compare import CompareError, config_diff, load_side, summaries_to_csv, summarize
+from tui.playground import read_entries, shown_text
 from tui.runs_index import format_duration
 from tui.screens.base import OrpoScreen
 from tui.series import RunSeries, cursor_move, ema, index_at_or_before, last_n
@@ -33,7 +34,8 @@ OVERLAY_METRICS = tuple(f"{kind} {name}" for name in ORPO_METRICS for kind in ("
     f"train {name}" for name in RATE_METRICS)
 EXPORTS_DIR = ".exports"
 # The summary's columns (compare.summarize's keys) and their headers, in display order.
-SUMMARY_COLUMNS = {"run": "run", "preset": "preset", "state": "state", "steps": "steps", "final_val_loss": "val loss",
+SUMMARY_COLUMNS = {"run": "run", "preset": "preset", "state": "state", "steps": "steps", "world_size": "ranks",
+                   "final_val_loss": "val loss",
                    "best_val_loss": "best val", "best_val_step": "best step", "final_val_accuracy": "val acc",
                    "final_val_margin": "val margin", "final_val_log_odds_chosen": "val log-odds",
                    "mean_pairs_per_second": "pairs/s", "max_peak_memory_gb": "peak GB", "duration_s": "duration"}
@@ -60,6 +62,17 @@ def nearest_common_step(a: list[dict], b: list[dict]) -> int | None:
     return min(steps_a, key=lambda x: min(abs(x - y) for y in steps_b))
 
 
+def playground_lines(entry: dict) -> list[str]:
+    """One saved playground exchange: when, the prompt, then each column's answer."""
+    when = entry.get("time")
+    stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(when)) if isinstance(when, (int, float)) else "?"
+    lines = [f"{stamp} » {entry['prompt']}"]
+    for answer in entry["answers"]:
+        who = "base model" if answer.get("served") == "base" else f"{answer.get('run', '?')} ({answer.get('served', '?')})"
+        lines.append(f"  {who}: {answer.get('answer', '')}")
+    return lines + [""]
+
+
 def cell(value, column: str = "") -> str:
     if value is None:
         return ""
@@ -77,6 +90,8 @@ def summary_columns(rows: list[dict], width: int, sort_key: str = "") -> list[st
         return 2 + max([header] + [len(cell(row.get(column), column)) for row in rows])
 
     columns = list(SUMMARY_COLUMNS)
+    if not any((row.get("world_size") or 1) > 1 for row in rows):
+        columns.remove("world_size")  # all on one process: a column of ones says nothing
     for column in SUMMARY_DROPPED_FIRST:
         if sum(map(needed, columns)) <= width:
             break
@@ -107,6 +122,8 @@ class CompareScreen(OrpoScreen):
                 tooltip="Overlay: step cursor to the first report"),
         Binding("end", "cursor_to(-1)", "Last step", id="compare.cursor_last", show=False,
                 tooltip="Overlay: step cursor to the last report"),
+        Binding("p", "playground", "Playground", id="compare.playground", show=False,
+                tooltip="Prompt A, B and A's base model side by side (starts their servers)"),
         Binding("x", "export", "Export", id="compare.export", tooltip="Write the summary as CSV into the runs folder's .exports/"),
     ]
 
@@ -136,11 +153,14 @@ class CompareScreen(OrpoScreen):
             with TabPane("Overlay", id="overlay"):
                 yield ChartView(id="overlay-chart")
                 yield Static(id="overlay-readout", markup=False)
-            with TabPane("Samples", id="samples"):
+            with TabPane("Samples", id="samples"), VerticalScroll(id="samples-scroll"):
+                # One scroll for the eval samples and the playground's below them: at 80x24
+                # neither fits beside the other.
                 yield Static(id="samples-title")
                 with Horizontal(id="samples-row"):
                     yield Static(id="samples-a", markup=False)
                     yield Static(id="samples-b", markup=False)
+                yield Static(id="samples-playground", markup=False)
             with TabPane("Summary", id="summary"):
                 with Vertical():
                     yield FitTable(id="summary-table", cursor_type="row", zebra_stripes=True, elastic=("run", "preset"))
@@ -192,6 +212,7 @@ class CompareScreen(OrpoScreen):
         if len(self.runs) > 2 and self.against is None:
             self.b_index = self.b_index % (len(self.runs) - 1) + 1
             self.show_diff()
+            self.show_samples()
 
     # ------------------------------------------------------------------ overlay
 
@@ -306,6 +327,7 @@ class CompareScreen(OrpoScreen):
     # ------------------------------------------------------------------ samples
 
     def show_samples(self) -> None:
+        self.show_playground()
         if len(self.runs) < 2:
             self.query_one("#samples-title", Static).update("Samples are compared between two runs.")
             return
@@ -325,6 +347,34 @@ class CompareScreen(OrpoScreen):
                     lines += [f"» {s.get('prompt', '')}", f"  {s.get('completion', '')}", ""]
             self.query_one(widget_id, Static).update("\n".join(lines))
 
+    def shown_pair(self) -> list[Path]:
+        """The runs the samples tab and the playground are about: A and B (or the one run)."""
+        return [self.runs[0]] + ([self.runs[self.b_index]] if len(self.runs) > 1 else [])
+
+    def show_playground(self) -> None:
+        """The exchanges saved from the playground, beside the eval samples: each once, though
+        it was saved into every run it involved."""
+        seen, shown, notes = set(), [], []
+        for run in self.shown_pair():
+            entries, skipped = read_entries(run)
+            notes += [f"{run.name}/{note}" for note in skipped]
+            for entry in entries:
+                key = (entry.get("time"), entry["prompt"])
+                if key not in seen:
+                    seen.add(key)
+                    shown.append(entry)
+        # The newest first, whichever run it was saved in.
+        shown.sort(key=lambda e: e.get("time") if isinstance(e.get("time"), (int, float)) else 0, reverse=True)
+        lines = [line for entry in shown for line in playground_lines(entry)]
+        head = f"Playground: {len(seen)} saved prompt{'s' if len(seen) != 1 else ''}" if seen else (
+            "Playground: nothing saved yet (p opens it; ctrl+s there saves a prompt and its answers)")
+        self.query_one("#samples-playground", Static).update(shown_text("\n".join([head, *notes, "", *lines]).rstrip()))
+
+    def action_playground(self) -> None:
+        from tui.screens.playground import PlaygroundScreen
+
+        self.app.push_screen(PlaygroundScreen(self.workspace, self.shown_pair()))
+
     # ------------------------------------------------------------------ summary
 
     def show_summary(self) -> None:
@@ -343,7 +393,7 @@ class CompareScreen(OrpoScreen):
 
         for row in sorted(self.rows, key=key, reverse=self.sort_reverse):
             table.add_row(*(cell(row.get(c), c) for c in columns))
-        hidden = len(SUMMARY_COLUMNS) - len(columns)
+        hidden = len(summary_columns(self.rows, 10**9, self.sort_key)) - len(columns)
         more = f" · {hidden} more column{'s' if hidden > 1 else ''} when wider (the CSV has all)" if hidden else ""
         self.query_one("#summary-note", Static).update(f"click a column header (or enter on it) to sort · x exports CSV{more}")
 
@@ -374,5 +424,6 @@ class CompareScreen(OrpoScreen):
         self.notify(f"Wrote {target}")
 
     def commands(self):
+        yield SystemCommand("Playground", "Prompt A, B and A's base model side by side", self.action_playground)
         yield SystemCommand("Export summary CSV", "Write the summary table as CSV into the runs folder's .exports/", self.action_export)
         yield SystemCommand("Toggle only differences", "Config diff: changed keys only, or all", self.action_toggle_changed)

@@ -20,6 +20,7 @@ from textual.widgets import Header, ProgressBar, Static
 from trainer.pure.crash_cause import LogCause
 from trainer.pure.events import MetricsTail
 from trainer.pure.metrics import LOSS, metric_label
+from trainer.pure.rank_status import RankState, rank_states, world_size
 from trainer.pure.run_folder import RunFolder
 from trainer.pure.runs import DAMAGED, effective_state, read_status, run_end_time
 from trainer.pure.states import ACTIVE, RESUMABLE, RunState
@@ -33,6 +34,7 @@ from tui.screens.base import OrpoScreen
 from tui.series import RunSeries, cursor_move, index_at_or_before
 from tui.widgets.chart_view import ChartView
 from tui.widgets.fit_footer import FitFooter
+from tui.widgets.resume_ranks import ask_resume_ranks
 from tui.workspace import Workspace
 
 LOG_TAIL_BYTES = 64 * 1024
@@ -67,6 +69,16 @@ def _index_at_or_before(track, step: int) -> int | None:
     return None if track is None else index_at_or_before(track.steps, step)
 
 
+def ranks_text(ranks: list[RankState]) -> Text:
+    """`2 ranks · rank 0 step 12 (pid 4241 alive) · rank 1 …`; a rank whose process is gone
+    while the others live is what a user must see first."""
+    text = Text(f"{len(ranks)} ranks", style="bold")
+    for r in ranks:
+        text.append(" · ")
+        text.append(r.short(), style="red" if r.alive is False and any(o.alive for o in ranks) else "")
+    return text
+
+
 def _value(value: float) -> str:
     return f"{value:.6g}"
 
@@ -81,6 +93,10 @@ class MonitorScreen(OrpoScreen):
         Binding("a", "toggle_window", "All/last", id="monitor.window", show=False, tooltip="All steps or the last 200 reports"),
         Binding("x", "stop", "Stop", id="monitor.stop", tooltip="Stop: SIGINT, then SIGTERM, then SIGKILL"),
         Binding("u", "resume", "Resume", id="monitor.resume", tooltip="Resume a stopped or crashed run"),
+        Binding("U", "resume_ranks", "Resume on N ranks", id="monitor.resume_ranks", show=False,
+                tooltip="Resume on another number of ranks (distributed.np)"),
+        Binding("g", "next_rank_log", "Rank log", id="monitor.rank_log", show=False,
+                tooltip="Log pane: the next rank's log (train.log is rank 0's)"),
         Binding("left", "cursor(-1)", "◀ Step", id="monitor.cursor_prev", show=False,
                 tooltip="Step cursor: the report before (shows every value at that step)"),
         Binding("right", "cursor(1)", "Step ▶", id="monitor.cursor_next", show=False, tooltip="Step cursor: the next report"),
@@ -116,6 +132,8 @@ class MonitorScreen(OrpoScreen):
         self._drawn_active: bool | None = None
         self._trainer: TrainerProcess | None = None
         self._resources_due = 0.0
+        self.world_size = 1
+        self.log_rank = 0  # whose log the log pane shows
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -126,6 +144,7 @@ class MonitorScreen(OrpoScreen):
                 yield ProgressBar(id="progress", show_eta=False, total=1)
                 yield Static(id="state")
             yield Static(id="resources", markup=False)
+            yield Static(id="ranks", markup=False)
             yield Static(id="alarms")
             yield Static(id="readout", markup=False)
         with Grid(id="charts"):
@@ -138,7 +157,9 @@ class MonitorScreen(OrpoScreen):
 
     def on_mount(self) -> None:
         self.title, self.sub_title = "Monitor", self.run_dir.name
-        self.show_status(read_status(self.run_dir) or {})
+        status = read_status(self.run_dir) or {}
+        self.show_status(status)
+        self.show_ranks(status)
         try:
             size = RunFolder(self.run_dir).metrics.stat().st_size
         except OSError:
@@ -177,6 +198,7 @@ class MonitorScreen(OrpoScreen):
         status = read_status(self.run_dir) or {}
         self.show_status(status)
         self.show_resources(status)
+        self.show_ranks(status)
         # Six charts cost tens of milliseconds to draw on a slow CPU; curves that move every
         # report need not move more than every few seconds, so idle watching stays cheap.
         due = time.monotonic() - self._drawn_at >= CHART_MIN_INTERVAL
@@ -194,16 +216,33 @@ class MonitorScreen(OrpoScreen):
             height = self.query_one("#log", Static).size.height
         except NoMatches:  # a refresh callback that outlived its screen (a double start)
             return
+        log = RunFolder(self.run_dir).rank_log(self.log_rank)
         try:
-            st = RunFolder(self.run_dir).log.stat()
-            key = (st.st_mtime_ns, st.st_size, height)
+            st = log.stat()
+            key = (st.st_mtime_ns, st.st_size, height, self.log_rank)
         except OSError:
             key = None
         if key == self._log_key and key is not None:
             return
         self._log_key = key
-        log = RunFolder(self.run_dir).log
-        self.set_text("#log", tail_text(log, max(height, 1)) or f"{log.name} is empty")
+        # Another rank's log names itself on its first row: rank 0's train.log is the default.
+        rows = max(height - (1 if self.log_rank else 0), 1)
+        text = tail_text(log, rows) or f"{log.name} is empty"
+        self.set_text("#log", f"── {log.name} (rank {self.log_rank}; g: next rank) ──\n{text}" if self.log_rank else text)
+
+    def show_ranks(self, status: dict) -> None:
+        """A distributed run's world size and each rank's state, one line: its last reported
+        step and whether its process lives. Hidden for a run on one process."""
+        ranks = rank_states(self.run_dir, status)
+        self.world_size = world_size(status) or 1
+        if self.log_rank >= self.world_size:  # resumed on fewer ranks
+            self.log_rank = 0
+            self.show_log()
+        box = self.query_one("#ranks", Static)
+        if box.display != bool(ranks):
+            box.display = bool(ranks)
+        if ranks:
+            self.set_text("#ranks", ranks_text(ranks))
 
     def redraw(self) -> None:
         self._drawn_version, self._drawn_at = self.series.version, time.monotonic()
@@ -400,6 +439,20 @@ class MonitorScreen(OrpoScreen):
     def action_stop(self) -> None:
         self.post_message(RunStopRequested(self.run_dir))
 
+    def action_next_rank_log(self) -> None:
+        if self.world_size < 2:
+            self.notify("This run trains on one process: train.log is its only log.", timeout=3)
+            return
+        self.log_rank = (self.log_rank + 1) % self.world_size
+        self.show_log()
+
+    def action_resume_ranks(self) -> None:
+        state = effective_state(read_status(self.run_dir))
+        if state in RESUMABLE:
+            ask_resume_ranks(self, self.run_dir, self.world_size)
+        else:
+            self.notify(f"A {state} run cannot be resumed.", severity="warning")
+
     def action_resume(self) -> None:
         state = effective_state(read_status(self.run_dir))
         if state in RESUMABLE:
@@ -413,3 +466,5 @@ class MonitorScreen(OrpoScreen):
         yield SystemCommand("Toggle all / last steps", "Show all steps or only the last 200 reports", self.action_toggle_window)
         yield SystemCommand("Stop run", "SIGINT, then SIGTERM, then SIGKILL", self.action_stop)
         yield SystemCommand("Resume run", "Resume this stopped or crashed run", self.action_resume)
+        yield SystemCommand("Resume on N ranks", "Resume this run on another number of ranks", self.action_resume_ranks)
+        yield SystemCommand("Next rank's log", "Show the next rank's log in the log pane", self.action_next_rank_log)

@@ -47,6 +47,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Training", ("training.",)),
     ("Distributed", ("distributed.",)),
     ("Output", ("output.",)),
+    ("Reporting", ("report.",)),
 )
 HIDDEN = {"model.resolved_path"}  # written by the trainer into a run, never by hand
 
@@ -452,7 +453,8 @@ class PresetEditorScreen(EditorScreen):
     def show_preflight(self, report, cfg: Config | None = None) -> None:
         from tui.preflight_client import format_report
 
-        styles = {"error:": "bold red", "warning:": "yellow", "  prompt": "dim", "  chosen": "green", "  rejected": "red"}
+        styles = {"error:": "bold red", "host problem:": "bold red", "warning:": "yellow",
+                  "  prompt": "dim", "  chosen": "green", "  rejected": "red"}
         text = Text()
         for line in format_report(report):
             style = next((st for prefix, st in styles.items() if line.startswith(prefix)), "")

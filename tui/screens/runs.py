@@ -14,9 +14,10 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Header, Input, Static
 
 from trainer.pure.config import Config, get_value
+from trainer.pure.rank_status import rank_states, ranks_line
 from trainer.pure.run_folder import RunFolder
 from trainer.pure.run_lock import RunBusy
-from trainer.pure.runs import trash_run
+from trainer.pure.runs import read_status, trash_run
 from trainer.pure.states import RESUMABLE, STATE_STYLE, RunState
 from tui.compare import CompareError, differing_keys, display_value, load_side
 from tui.messages import RunResumeRequested, RunStartRequested, RunStopRequested
@@ -27,6 +28,7 @@ from tui.widgets.ask_name import AskName
 from tui.widgets.confirm import Confirm
 from tui.widgets.fit_footer import FitFooter
 from tui.widgets.fit_table import FitTable
+from tui.widgets.resume_ranks import ask_resume_ranks
 from tui.workspace import Workspace
 
 HEAD_COLUMNS = (("run", "Run"), ("state", "State"), ("step", "Step"), ("loss", "Loss"), ("val_loss", "Val loss"),
@@ -93,12 +95,16 @@ class RunsScreen(OrpoScreen):
         Binding("enter", "monitor", "Monitor", id="runs.monitor", show=False, tooltip="Open the run's live charts"),
         Binding("x", "stop", "Stop", id="runs.stop", tooltip="Stop: SIGINT, then SIGTERM, then SIGKILL"),
         Binding("u", "resume", "Resume", id="runs.resume", tooltip="Resume a stopped or crashed run"),
+        Binding("U", "resume_ranks", "Resume on N ranks", id="runs.resume_ranks", show=False,
+                tooltip="Resume on another number of ranks (distributed.np)"),
         Binding("e", "extend", "Extend", id="runs.extend", show=False, tooltip="Train a finished run for more steps"),
         Binding("r", "rerun", "Run again", id="runs.rerun", show=False, tooltip="Start a new run from this run's resolved config"),
         Binding("d", "delete", "Delete", id="runs.delete", show=False, tooltip="Move the run folder to the trash"),
         Binding("o", "sort", "Sort", id="runs.sort", show=False, tooltip="Cycle the sort order"),
         Binding("space", "mark", "Mark", id="runs.mark", show=False, tooltip="Mark or unmark the run for comparison"),
         Binding("c", "compare", "Compare", id="runs.compare", tooltip="Compare the marked runs (or the highlighted one with the next)"),
+        Binding("p", "playground", "Playground", id="runs.playground",
+                tooltip="Prompt the run and its base model side by side (starts their servers)"),
         Binding("v", "diff_preset", "Diff preset", id="runs.diff_preset", show=False, tooltip="Diff the run's config against a preset"),
         Binding("t", "tags", "Tags", id="runs.tags", show=False, tooltip="Edit the run's tags"),
         Binding("n", "notes", "Notes", id="runs.notes", show=False, tooltip="Edit the run's notes (notes.md)"),
@@ -298,6 +304,8 @@ class RunsScreen(OrpoScreen):
             detail.update(f"No runs in {self.workspace.runs_dir} yet. Start one from a preset (F2, then s).")
             return
         lines = [str(s.path)]
+        if (s.world_size or 1) > 1:
+            lines.append(ranks_line(rank_states(s.path, read_status(s.path))))
         if s.error:
             lines.append(f"{'crashed' if s.state == RunState.CRASHED else 'error'}: {s.error}")
         shown = {k for k, _ in self.columns()}
@@ -355,6 +363,13 @@ class RunsScreen(OrpoScreen):
         from tui.screens.compare import CompareScreen
 
         self.app.push_screen(CompareScreen(self.workspace, runs))
+
+    def action_playground(self) -> None:
+        s = self.selected
+        if s is not None:
+            from tui.screens.playground import PlaygroundScreen
+
+            self.app.push_screen(PlaygroundScreen(self.workspace, [s.path]))
 
     def action_diff_preset(self) -> None:
         s = self.selected
@@ -434,6 +449,16 @@ class RunsScreen(OrpoScreen):
             return
         self.post_message(RunResumeRequested(s.path))
 
+    def action_resume_ranks(self) -> None:
+        s = self.selected
+        if s is None or s.state not in RESUMABLE:
+            self.notify("Resume takes a stopped, crashed or failed run.", severity="warning")
+            return
+        if s.busy_reason:
+            self.notify(f"Not resumed: {s.busy_reason}", severity="warning")
+            return
+        ask_resume_ranks(self, s.path, s.world_size or 1)
+
     def action_extend(self) -> None:
         s = self.selected
         if s is None or s.active:
@@ -483,11 +508,14 @@ class RunsScreen(OrpoScreen):
     def commands(self):
         yield SystemCommand("Stop run", "Stop the highlighted run (SIGINT → SIGTERM → SIGKILL)", self.action_stop)
         yield SystemCommand("Resume run", "Resume the highlighted stopped or crashed run", self.action_resume)
+        yield SystemCommand("Resume on N ranks", "Resume the highlighted run on another number of ranks",
+                            self.action_resume_ranks)
         yield SystemCommand("Extend run", "Train the highlighted run for more steps", self.action_extend)
         yield SystemCommand("Run again", "Start a new run from the highlighted run's config", self.action_rerun)
         yield SystemCommand("Delete run", "Move the highlighted run to the trash", self.action_delete)
         # The keys the 80-column footer leaves out, findable here as well as under F1.
         yield SystemCommand("Mark run", "Mark or unmark the highlighted run for comparison", self.action_mark)
+        yield SystemCommand("Playground", "Prompt the highlighted run and its base model side by side", self.action_playground)
         yield SystemCommand("Compare marked runs", "Config diff, overlaid curves, samples and summary", self.action_compare)
         yield SystemCommand("Diff run against a preset", "The highlighted run's config against a preset", self.action_diff_preset)
         yield SystemCommand("Edit tags", "The highlighted run's tags", self.action_tags)
