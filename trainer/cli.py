@@ -254,7 +254,9 @@ def _launch_ranks(args, cfg, run_dir: Path, ckpt) -> int:
         backend = choose(args.backend, args.np)
         log(f"{args.np} ranks on this machine, {backend.name} backend" + (f" ({backend.note})" if backend.note else ""))
         log.close()
-        return launch(run_dir, args.np, ckpt, backend, args.log_only, force=args.force)
+        # A new run's config.toml already holds its --sets; a resume's are passed on.
+        return launch(run_dir, args.np, ckpt, backend, args.log_only, force=args.force,
+                      overrides=args.overrides if args.resume else ())
     finally:
         if awake is not None:
             awake.release()
@@ -267,7 +269,7 @@ def _rank_main(args) -> int:
     run_dir = Path(args.rank_of)
     folder = RunFolder(run_dir)
     try:
-        cfg = load_preset(folder.config)
+        cfg = apply_overrides(load_preset(folder.config), args.overrides)
     except ConfigError as exc:
         return _fail_line(str(exc))
     ckpt = Path(args.from_checkpoint) if args.from_checkpoint else None

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
@@ -39,6 +40,7 @@ from trainer.pure.trainer_process import (
     RANK_OF_FLAG,
     TRAINER,
     ExitCode,
+    set_args,
 )
 
 POLL_S = 0.2
@@ -68,8 +70,11 @@ def ring_hostfile(n: int) -> str:
     return json.dumps([[f"127.0.0.1:{port}"] for port in free_ports(n)])
 
 
-def rank_argv(run_dir: Path, checkpoint: Path | None, backend: str, log_only: bool, force: bool = False) -> list[str]:
-    argv = [*TRAINER, RANK_OF_FLAG, str(run_dir), "--backend", backend]
+def rank_argv(run_dir: Path, checkpoint: Path | None, backend: str, log_only: bool, force: bool = False,
+              overrides: Sequence[str] = ()) -> list[str]:
+    """`overrides`: the run's `--set`s. A rank reads the run's config.toml, which a resume
+    does not rewrite, so a resume's `--set training.iters=N` must reach every rank itself."""
+    argv = [*TRAINER, RANK_OF_FLAG, str(run_dir), "--backend", backend, *set_args(overrides)]
     if checkpoint is not None:
         argv += ["--from-checkpoint", str(checkpoint)]
     return argv + (["--log-only"] if log_only else []) + (["--force"] if force else [])
@@ -123,10 +128,10 @@ class Ranks:
     rank on the ring backend, or one mpirun starting them all on MPI."""
 
     def __init__(self, run_dir: Path, n: int, checkpoint: Path | None, backend: Backend, log_only: bool,
-                 force: bool = False):
+                 force: bool = False, overrides: Sequence[str] = ()):
         self.run_dir, self.n, self.backend = run_dir, n, backend
         self.folder = RunFolder(run_dir)
-        self.argv = rank_argv(run_dir, checkpoint, backend.name, log_only, force)
+        self.argv = rank_argv(run_dir, checkpoint, backend.name, log_only, force, overrides)
         self.procs: list[subprocess.Popen] = []
         self.signals = 0
         self.hostfile: Path | None = None
@@ -261,8 +266,9 @@ class Ranks:
         return code if code == ExitCode.BAD_INPUT else ExitCode.ERROR
 
 
-def launch(run_dir: Path, n: int, checkpoint: Path | None, backend: Backend, log_only: bool, force: bool = False) -> int:
-    ranks = Ranks(run_dir, n, checkpoint, backend, log_only, force)
+def launch(run_dir: Path, n: int, checkpoint: Path | None, backend: Backend, log_only: bool, force: bool = False,
+           overrides: Sequence[str] = ()) -> int:
+    ranks = Ranks(run_dir, n, checkpoint, backend, log_only, force, overrides)
 
     def handler(signum, _frame):
         ranks.forward(signum)
