@@ -1,5 +1,6 @@
 """Snapshot tests of every screen and dialog at 80x24 and 160x48: the preset list and editor,
-the runs list, a run's monitor, the four compare tabs, the queue, the dialogs and the F1 panel.
+the runs list, a run's monitor, the four compare tabs, the playground, the queue, the dialogs
+and the F1 panel.
 
 The app is built through the same `make_app` factory the CLI uses, on the committed fixture
 presets in tests/fixtures/presets/ and run folders in tests/fixtures/runs/. The screens show
@@ -210,7 +211,27 @@ SCREENS = {
     "show_command": lambda pilot: _preset_key(pilot, "x", "ShowCommand"),
     "sweep": lambda pilot: _preset_key(pilot, "w", "SweepDialog"),
     "help": _help,
+    "playground": lambda pilot: _playground(pilot),
 }
+
+
+async def _playground(pilot):
+    """The playground over the completed and the failed run, in a finished state given to it
+    (no servers: what streamed answers look like once done, and a column whose server failed)."""
+    from tui.screens.playground import DONE, ERROR, Column, PlaygroundScreen
+
+    await _runs_list(pilot, COMPLETED)
+    runs = Path("runs")
+    columns = [Column("base", runs / COMPLETED, "base", state=DONE, text="voc voc voc noi noi noi noi"),
+               Column("A", runs / COMPLETED, "final", state=DONE,
+                      text="Happy to help! Grass is green. I hope that helps."),
+               Column("B", runs / FAILED, "final", state=ERROR, error="runs/20240101-130000-demo-2: no adapters")]
+    screen = PlaygroundScreen(pilot.app.workspace, [runs / COMPLETED, runs / FAILED], columns=columns,
+                              start_servers=False)
+    screen.prompt = "What colour is grass?"
+    await pilot.app.push_screen(screen)
+    screen.query_one("#prompt").cursor_blink = False
+    await _settle(pilot)
 
 
 async def _queue(pilot):

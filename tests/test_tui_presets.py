@@ -502,3 +502,40 @@ async def test_memory_verdict_is_live_in_the_form_and_real_after_the_data_check(
 
         await type_into(pilot, "f-training--batch_size", "4")  # another config: the check no longer holds
         assert "Memory (est.)" not in derived() and "worst case" in derived()["Fits?"]
+
+
+async def test_the_data_check_checks_the_hosts_of_a_hostfile_and_shows_one_line_per_problem(presets, monkeypatch, tmp_path):
+    """With distributed.hostfile set, the form's data check runs the host checks too (here a
+    stand-in ssh on PATH: mac2 answers, mac3 cannot be reached)."""
+    hostfile = tmp_path / "hosts.json"
+    hostfile.write_text(json.dumps([{"ssh": "localhost", "ips": ["127.0.0.1"]}, {"ssh": "mac2", "ips": ["127.0.0.1"]},
+                                    {"ssh": "mac3", "ips": ["127.0.0.1"]}, {"ssh": "localhost", "ips": ["127.0.0.1"]}]))
+    monkeypatch.setenv("PATH", f"{REPO / 'tests' / 'fake_ssh'}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("FAKE_SSH_DOWN", "mac3")
+    app = app_for(presets)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press(*"demo", "enter")
+        await pilot.pause()
+        editor = app.screen
+        await type_into(pilot, "f-distributed--hostfile", str(hostfile))
+        await pilot.press("ctrl+b")
+
+        def shown() -> str:
+            return str(editor.query_one("#preflight", Static).render())
+
+        for _ in range(400):
+            await pilot.pause(0.05)
+            if "host problem:" in shown() or "hosts:" in shown():
+                break
+        problems = [ln for ln in shown().splitlines() if ln.startswith("host problem:")]
+        assert problems == [f"host problem: {hostfile}: host 2 (mac3): not reachable over ssh in batch mode: ssh: connect "
+                            "to host mac3 port 22: Connection refused (passwordless ssh with a key is needed)"]
+        assert "train: " in shown()  # the data report is still there
+
+        monkeypatch.setenv("FAKE_SSH_DOWN", "")
+        await pilot.press("ctrl+b")
+        for _ in range(400):
+            await pilot.pause(0.05)
+            if "hosts:" in shown():
+                break
+        assert "hosts: every host of the hostfile is ready" in shown() and "host problem:" not in shown()

@@ -4,7 +4,10 @@
     orpo-train --resume RUN_DIR [--set training.iters=N ...]
     orpo-train preflight PRESET.toml [--set ...]   (a JSON report on the data; see preflight.py)
     orpo-train estimate PRESET.toml [--set ...] [--json]   (the run's peak memory; see estimate_cli.py)
+    orpo-train check-hosts HOSTFILE [--preset PRESET.toml]   (ssh, python, mlx, paths on every host; see hosts.py)
     orpo-train fuse RUN_DIR [--best] [--quantize BITS] [--out DIR]   (a standalone model; see fuse.py)
+    orpo-train serve RUN_DIR [--best] [--fused] [--base] [--port N]   (mlx_lm.server for the run; see serve.py)
+    orpo-train push RUN_DIR --repo ID [--best] [--fused] [--private] [--dry-run DIR]   (to the hub; see push.py)
     orpo-train import-yaml FILE.yaml [--out PRESET.toml]   (from an mlx-lm-lora config; see interop.py)
     orpo-train export-yaml PRESET.toml [--out FILE.yaml]   (to an mlx-lm-lora config)
 
@@ -29,6 +32,7 @@ from trainer.keep_awake import KeepAwake
 from trainer.pure.app_folders import SettingsError, resolve_folders
 from trainer.pure.config import ConfigError, OutputConfig, apply_overrides, check, dump_toml, load_preset, replace_value
 from trainer.pure.events import MetricsWriter
+from trainer.pure.hostfile import HostfileError, init_backend, is_local, launch_backend, read_hostfile
 from trainer.pure.messages import describe
 from trainer.pure.rank_status import RANK_PIDS, WORLD_SIZE
 from trainer.pure.run_folder import RunFolder, checkpoint_step
@@ -39,6 +43,7 @@ from trainer.pure.train_log import failure_line, start_line
 from trainer.pure.trainer_process import BACKENDS, LAUNCHER_PID_ENV, PROG, RANK_OF_FLAG, ExitCode, rank_from_env
 from trainer.reporter import LogReporter, RunFolderReporter
 from trainer.run_control import RunLog, StopFlag
+from trainer.trackers import LiveTrackers, TrackerMissing, check_installed
 
 # Changing these on resume only moves the finish line or the reporting rhythm; anything else
 # would make the resumed run a different experiment from the one its metrics describe.
@@ -54,6 +59,7 @@ RESUME_SETTABLE = (
     "training.prevent_sleep",
     "distributed.np",  # the checkpoint is global state: any number of ranks continues it
     "distributed.backend",
+    "distributed.hostfile",
 )
 
 
@@ -71,11 +77,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="after the run directory line, send all output to its train.log (for launchers such as orpo-tui)")
     p.add_argument("--np", type=int, metavar="N",
                    help="train on N local ranks (data parallel, MLX distributed; default: distributed.np)")
+    p.add_argument("--hostfile", metavar="FILE",
+                   help="train on the hosts of this mlx.launch hostfile, one rank per entry; the first must be "
+                        "this machine (default: distributed.hostfile)")
     p.add_argument("--backend", choices=BACKENDS,
-                   help="MLX distributed backend for the ranks (default: distributed.backend)")
+                   help="MLX distributed backend for the ranks (default: distributed.backend; with a hostfile, "
+                        "the file's backend, else ring)")
     # A rank of a distributed run, started by the launcher above (or by mlx.launch).
     p.add_argument(RANK_OF_FLAG, metavar="RUN_DIR", help=argparse.SUPPRESS)
     p.add_argument("--from-checkpoint", metavar="DIR", help=argparse.SUPPRESS)
+    # A rank on another host: its run folder there is a copy; its output goes back through ssh.
+    p.add_argument("--remote", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset value, e.g. --set training.iters=50 (repeatable)")
     p.add_argument("--force", action="store_true",
@@ -108,18 +120,41 @@ def _install_stop_handlers(stop, run_dir: Path, leader: bool = True) -> None:
 
 
 def _settle_world(args, cfg) -> None:
-    """The ranks and backend of this run into `args`: --np and --backend, else the preset's
-    [distributed] keys (on resume the run's own, so --np can change the rank count)."""
-    if cfg.distributed.hostfile:
-        raise BadInput(f"distributed.hostfile = {cfg.distributed.hostfile!r}: training on the hosts of a hostfile "
-                       "is not supported yet; leave it empty and use distributed.np for ranks on this machine")
-    args.np = cfg.distributed.np if args.np is None else args.np
+    """The ranks and backend of this run into `args`: --hostfile, else --np, else the
+    preset's [distributed] hostfile, else its np (on resume the run's own, so --np can change
+    the rank count); --backend, else distributed.backend. `args.hosts` is the hostfile read
+    (None for ranks on this machine only)."""
+    args.hosts = None
+    path = args.hostfile or (cfg.distributed.hostfile if args.np is None else "")
     args.backend = args.backend or cfg.distributed.backend
+    if path:
+        _settle_hosts(args, path)
+    args.np = cfg.distributed.np if args.np is None else args.np
     if args.np < 1:
         raise BadInput(f"--np {args.np}: must be at least 1")
+    if args.hosts is None and args.backend.startswith("jaccl"):
+        raise BadInput(f"--backend {args.backend}: JACCL connects Macs over Thunderbolt; give the hosts with --hostfile")
     if cfg.training.batch_size % args.np:
         raise BadInput(f"training.batch_size = {cfg.training.batch_size} does not divide evenly across {args.np} ranks; "
                        f"choose a multiple of {args.np}")
+
+
+def _settle_hosts(args, path: str) -> None:
+    """Read the hostfile and refuse what cannot start: rank 0 writes the run folder and must
+    be this process's machine; the backend must find in the file what it needs."""
+    from trainer.hosts import local_names, start_problems
+
+    try:
+        hosts = read_hostfile(path)
+    except HostfileError as exc:
+        raise BadInput(str(exc)) from None
+    if args.np is not None and args.np != hosts.size:
+        raise BadInput(f"--np {args.np} and --hostfile {path} ({hosts.size} ranks) disagree; give one of them")
+    args.launch_backend = launch_backend(hosts, args.backend)
+    problems = start_problems(hosts, args.backend, local_names())
+    if problems:
+        raise BadInput(problems[0])
+    args.hosts, args.np, args.hostfile = hosts, hosts.size, str(Path(path).expanduser().resolve())
 
 
 def _new_run(args):
@@ -127,12 +162,24 @@ def _new_run(args):
     cfg = apply_overrides(cfg, args.overrides)
     check(cfg, args.preset)
     _settle_world(args, cfg)
+    if args.hosts is not None:  # a resume finds the hosts from any folder
+        cfg = replace_value(cfg, "distributed.hostfile", args.hostfile)
+    _check_trackers(cfg, args.preset)
     # The run's config says what it trained on, --np and --backend included (compare shows it).
     cfg = replace_value(replace_value(cfg, "distributed.np", args.np), "distributed.backend", args.backend)
     runs_dir = _runs_dir(args.runs_dir, cfg.output.runs_dir)
     label = cfg.output.name or Path(args.preset).stem
     run_dir = create_run_dir(runs_dir, label)
     return cfg, run_dir, None, RunLock(run_dir).acquire()
+
+
+def _check_trackers(cfg, source) -> None:
+    """Refuse, before any training, a run told to report to a tracker whose library is not
+    installed: a run that silently logs nowhere is found out only when the user looks."""
+    try:
+        check_installed(cfg.report.to)
+    except TrackerMissing as exc:
+        raise BadInput(f"{source}: report.to: {exc}") from None
 
 
 def _runs_dir(flag: str | None, configured: str) -> Path:
@@ -169,6 +216,7 @@ def _resume_run(args):
         cfg = apply_overrides(load_preset(folder.config), args.overrides)
         check(cfg, str(folder.config))
         _settle_world(args, cfg)
+        _check_trackers(cfg, folder.config)
         ckpt = folder.latest_checkpoint()
         done = checkpoint_step(ckpt) if ckpt else 0
         if done >= cfg.training.iters:
@@ -193,10 +241,22 @@ def main(argv: list[str] | None = None) -> int:
         from trainer.estimate_cli import main as estimate_main  # loads mlx: only when asked
 
         return estimate_main(argv[1:])
+    if argv[:1] == ["check-hosts"]:
+        from trainer.hosts import main as check_hosts_main
+
+        return check_hosts_main(argv[1:])
     if argv[:1] == ["fuse"]:
         from trainer.fuse import main as fuse_main  # loads mlx: only when asked
 
         return fuse_main(argv[1:])
+    if argv[:1] == ["serve"]:
+        from trainer.serve import main as serve_main  # loads mlx: only when asked
+
+        return serve_main(argv[1:])
+    if argv[:1] == ["push"]:
+        from trainer.push import main as push_main
+
+        return push_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.rank_of:
         return _rank_main(args)
@@ -251,16 +311,35 @@ def _launch_ranks(args, cfg, run_dir: Path, ckpt) -> int:
             log("sleep is not prevented: training.prevent_sleep = false")
         if args.resume:
             _tidy_before_resume(RunFolder(run_dir), ckpt, log)
-        backend = choose(args.backend, args.np)
-        log(f"{args.np} ranks on this machine, {backend.name} backend" + (f" ({backend.note})" if backend.note else ""))
+        placement = None
+        if args.hosts is not None:
+            backend, placement = _host_backend(args)
+            here = placement.hosts.count(None)
+            log(f"{args.np} ranks on the hosts of {args.hostfile} ({here} on this machine), {args.launch_backend} backend"
+                + (f" ({backend.note})" if backend.note else ""))
+        else:
+            backend = choose(args.backend, args.np)
+            log(f"{args.np} ranks on this machine, {backend.name} backend" + (f" ({backend.note})" if backend.note else ""))
         log.close()
-        # A new run's config.toml already holds its --sets; a resume's are passed on.
-        return launch(run_dir, args.np, ckpt, backend, args.log_only, force=args.force,
+        # A resume's --set values are not in config.toml, which the ranks read: they get them too.
+        return launch(run_dir, args.np, ckpt, backend, args.log_only, force=args.force, placement=placement,
                       overrides=args.overrides if args.resume else ())
     finally:
         if awake is not None:
             awake.release()
         log.close()
+
+
+def _host_backend(args):
+    """The backend and placement of the ranks of a hostfile run."""
+    from trainer.backend_choice import Backend, choose
+    from trainer.hosts import local_names
+    from trainer.ranks import host_placement
+
+    names = local_names()
+    name = init_backend(args.launch_backend)
+    backend = choose("mpi", args.np) if name == "mpi" else Backend(name)
+    return backend, host_placement(args.hosts, args.launch_backend, lambda host: is_local(host, names))
 
 
 def _rank_main(args) -> int:
@@ -274,11 +353,15 @@ def _rank_main(args) -> int:
         return _fail_line(str(exc))
     ckpt = Path(args.from_checkpoint) if args.from_checkpoint else None
     rank = rank_from_env(os.environ) or 0
-    if rank:
-        _redirect_output(folder.rank_log(rank))  # under mpirun its output would join rank 0's
-    _log_fatal_errors(folder.rank_log(rank), mark=False)
+    if args.remote:  # its output goes back through ssh into its log on the launcher's machine
+        faulthandler.enable(file=sys.stderr, all_threads=True)
+    else:
+        if rank:
+            _redirect_output(folder.rank_log(rank))  # under mpirun its output would join rank 0's
+        _log_fatal_errors(folder.rank_log(rank), mark=False)
     return run(cfg, run_dir, ckpt, resuming=ckpt is not None,
-               echo=not args.log_only and rank == 0, force=args.force, rank=rank, backend=args.backend)
+               echo=args.remote or (not args.log_only and rank == 0), force=args.force, rank=rank, backend=args.backend,
+               remote=args.remote)
 
 
 # faulthandler writes through this file's descriptor when the process dies on a fatal signal
@@ -327,16 +410,21 @@ def _redirect_output(log_path: Path) -> None:
 
 
 def run(cfg, run_dir: Path, ckpt, resuming: bool, echo: bool = True, force: bool = False,
-        rank: int | None = None, backend: str = "ring") -> int:
+        rank: int | None = None, backend: str = "ring", remote: bool = False) -> int:
     """Train in this process. `rank` is set for a rank of a distributed run: the ranks join
-    their group first, and only rank 0 writes the run folder (the others their own log)."""
+    their group first, and only rank 0 writes the run folder (the others their own log; a
+    `remote` rank only its output, which the launcher keeps as its log)."""
     folder = RunFolder(run_dir)
     stop = StopFlag()
     leader = not rank
     _install_stop_handlers(stop, run_dir, leader)
-    log = RunLog(folder.rank_log(rank or 0), echo=echo)
+    log = RunLog(Path(os.devnull) if remote else folder.rank_log(rank or 0), echo=echo)
     launcher = os.environ.get(LAUNCHER_PID_ENV) if rank is not None else None
-    reporter = RunFolderReporter(run_dir, log, pid=int(launcher) if launcher else None) if leader else LogReporter(log)
+    # Only the run's writer (rank 0) reports to trackers, as it alone writes metrics.jsonl.
+    trackers = (LiveTrackers(cfg.report.to, run_dir, log, cfg.report.dir, cfg.report.project)
+                if cfg.report.to and leader else None)
+    reporter = (RunFolderReporter(run_dir, log, pid=int(launcher) if launcher else None, trackers=trackers) if leader
+                else LogReporter(log))
     failed = _failed if leader else _rank_failed
     # Started before the MLX stack loads, and reported after: a failing inhibitor has
     # exited by then, so its reason costs the run no wait. Our launcher holds the inhibitor
@@ -424,7 +512,7 @@ def _tidy_before_resume(folder: RunFolder, ckpt: Path | None, log: RunLog) -> No
         return
     # Nothing to continue from: the run starts over at step 0, and the earlier attempt's
     # metrics must not mix with the new ones (duplicate, unsorted steps; wrong best values).
-    earlier = [p for p in (folder.metrics, folder.summary, folder.adapters) if p.exists()]
+    earlier = [p for p in (folder.metrics, folder.summary, folder.adapters, folder.tensorboard) if p.exists()]
     if not earlier:
         log("no checkpoint to resume from: starting at step 0")
         return

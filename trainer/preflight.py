@@ -121,6 +121,7 @@ def empty_report(cfg: Config | None) -> dict[str, Any]:
         "memory": None,
         "first_row": None,
         "warnings": [],
+        "hosts": None,  # with distributed.hostfile: one line per host problem ([]: every host ready)
         "error": None,
     }
 
@@ -272,6 +273,13 @@ def main(argv: Sequence[str]) -> int:
             report = empty_report(cfg)
             report["error"] = describe(exc)
             code = ExitCode.ERROR
+        try:
+            from trainer.hosts import hostfile_lines
+
+            report["hosts"] = hostfile_lines(cfg)
+        except Exception as exc:  # noqa: BLE001 - a bug here must not cost the data report
+            traceback.print_exc()
+            report["hosts"] = [f"the host check failed: {describe(exc)}"]
     print(json.dumps(report), flush=True)
     if report["error"] is not None and code == ExitCode.OK:
         code = ExitCode.BAD_INPUT

@@ -1,4 +1,4 @@
-"""Starting and supervising the local ranks of a distributed run (no mlx here).
+"""Starting and supervising the ranks of a distributed run (no mlx here).
 
 `orpo-train PRESET --np N` stays the one process whoever started the run knows about: it
 holds the run's lock, its pid is in the status, and it starts N rank processes of its own
@@ -8,27 +8,52 @@ rank (each rank is in its own session, so a terminal's Ctrl-C reaches the ranks 
 here), and watches them: when a rank dies, the others would wait for it forever inside an
 all-reduce, so they are killed at once and the run is marked failed with the rank's last
 error line.
+
+With a hostfile (`--hostfile`, an mlx.launch hostfile; trainer.pure.hostfile) the ranks are
+placed on its hosts as mlx.launch would place them, with the environment it would give
+them: a rank on this machine is started as above, a rank on another host through
+`ssh -o BatchMode=yes HOST 'echo $$; ...; exec python -m trainer --rank-of RUN_DIR --remote'`.
+Its output comes back through ssh into `train.rank<N>.log` here, and the pid it prints first
+is how a stop reaches it (`ssh HOST kill -INT PID`). Before the ranks start, each other host
+gets the run folder's config.toml (and, on resume, the checkpoint) at the same path.
 """
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
 from trainer.backend_choice import Backend
 from trainer.pure.events import MetricsWriter
+from trainer.pure.host_checks import SSH_FAILED
+from trainer.pure.hostfile import (
+    RING_FIRST_PORT,
+    Hostfile,
+    envs_dict,
+    jaccl_setup,
+    mpi_hostfile_text,
+    remote_script,
+    ring_addresses,
+    ssh_argv,
+)
 from trainer.pure.run_folder import RunFolder
 from trainer.pure.runs import read_status, write_status
 from trainer.pure.states import RunState
@@ -38,6 +63,7 @@ from trainer.pure.trainer_process import (
     PROG,
     RANK_ENV,
     RANK_OF_FLAG,
+    RANKS_HERE_ENV,
     TRAINER,
     ExitCode,
     set_args,
@@ -49,6 +75,58 @@ POLL_S = 0.2
 MPIRUN_SIGNAL = re.compile(r"process rank (\d+) .*exited on signal (\d+)")
 GRACE_S = 2.0  # how long the peers of a failed rank get to end on their own (see Ranks._cause)
 CLEAN_EXITS = (ExitCode.OK, ExitCode.STOPPED)
+REMOTE_TIMEOUT_S = 60  # one ssh call that stages files on a host or signals a rank there
+REMOTE_FLAG = "--remote"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where each rank runs (None: this machine; else the host to ssh into) and what every
+    rank is started with beyond its rank: environment, and files (an environment variable
+    -> the text of the file it must name)."""
+
+    hosts: tuple[str | None, ...]
+    env: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)
+    mpi_hostfile: str | None = None  # the text of mpirun's --hostfile, for MPI over hosts
+
+    @classmethod
+    def local(cls, n: int) -> Placement:
+        """n ranks here, on free ports of this machine when on the ring."""
+        return cls((None,) * n, files={HOSTFILE_ENV: ring_hostfile(n)})
+
+    @property
+    def n(self) -> int:
+        return len(self.hosts)
+
+    def ranks_here(self, rank: int) -> int:
+        """Ranks sharing rank `rank`'s machine."""
+        return Counter(self.hosts)[self.hosts[rank]]
+
+
+def host_placement(hostfile: Hostfile, launch_backend: str, is_here) -> Placement:
+    """The placement mlx.launch would give the ranks of `hostfile` on `launch_backend`.
+    `is_here(name)` says whether a host is this machine. The ring ports of ranks that are all
+    here are free ones (tests and --np runs beside each other must not collide); across
+    hosts they count up from mlx.launch's starting port."""
+    hosts = tuple(None if is_here(h.ssh) else h.ssh for h in hostfile.hosts)
+    env = envs_dict(hostfile)
+    files: dict = {}
+    mpi = None
+    if launch_backend == "ring" and hostfile.size > 1:
+        # A rank here listens on free ports (runs and tests side by side must not collide);
+        # one elsewhere on mlx.launch's, counting up.
+        ips = [h.ips for h in hostfile.hosts]
+        free = iter(free_ports(sum(len(i) for i, h in zip(ips, hosts) if h is None)))
+        counted = itertools.count(RING_FIRST_PORT)
+        ports = [next(free if h is None else counted) for i, h in zip(ips, hosts) for _ in i]
+        files[HOSTFILE_ENV] = ring_addresses(ips, ports)
+    elif launch_backend.startswith("jaccl"):
+        more_env, files = jaccl_setup(hostfile, launch_backend)
+        env.update(more_env)
+    elif launch_backend == "mpi":
+        mpi = mpi_hostfile_text(hostfile)
+    return Placement(hosts, env, files, mpi)
 
 
 def free_ports(n: int) -> list[int]:
@@ -72,8 +150,7 @@ def ring_hostfile(n: int) -> str:
 
 def rank_argv(run_dir: Path, checkpoint: Path | None, backend: str, log_only: bool, force: bool = False,
               overrides: Sequence[str] = ()) -> list[str]:
-    """`overrides`: the run's `--set`s. A rank reads the run's config.toml, which a resume
-    does not rewrite, so a resume's `--set training.iters=N` must reach every rank itself."""
+    """`overrides`: a resume's --set values, which config.toml does not hold."""
     argv = [*TRAINER, RANK_OF_FLAG, str(run_dir), "--backend", backend, *set_args(overrides)]
     if checkpoint is not None:
         argv += ["--from-checkpoint", str(checkpoint)]
@@ -113,9 +190,21 @@ def describe_exit(code: int) -> str:
     return f"exited with code {code}"
 
 
-def mpirun_argv(n: int, rank_argv: list[str], env_names: list[str]) -> list[str]:
-    """mpirun starting n local ranks (OpenMPI's options; as root it wants to be told)."""
-    argv = ["mpirun", "-np", str(n), "--oversubscribe"]
+class RemoteError(Exception):
+    """Another host could not be prepared for its rank: one line naming it."""
+
+
+def _is_rank(proc: psutil.Process) -> bool:
+    try:
+        return RANK_OF_FLAG in proc.cmdline()
+    except psutil.Error:
+        return False
+
+
+def mpirun_argv(n: int, rank_argv: list[str], env_names: list[str], hostfile: str | None = None) -> list[str]:
+    """mpirun starting n ranks, here or on the hosts of an OpenMPI hostfile (OpenMPI's
+    options; as root it wants to be told)."""
+    argv = ["mpirun", "-np", str(n), "--oversubscribe"] + (["--hostfile", hostfile] if hostfile else [])
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         argv.append("--allow-run-as-root")
     for name in env_names:
@@ -125,50 +214,159 @@ def mpirun_argv(n: int, rank_argv: list[str], env_names: list[str]) -> list[str]
 
 class Ranks:
     """The rank processes of one run, started and watched by this process: one process per
-    rank on the ring backend, or one mpirun starting them all on MPI."""
+    rank on the ring and JACCL backends (here, or through ssh on another host), or one
+    mpirun starting them all on MPI."""
 
     def __init__(self, run_dir: Path, n: int, checkpoint: Path | None, backend: Backend, log_only: bool,
-                 force: bool = False, overrides: Sequence[str] = ()):
+                 force: bool = False, placement: Placement | None = None, overrides: Sequence[str] = ()):
         self.run_dir, self.n, self.backend = run_dir, n, backend
+        self.placement = placement or Placement.local(n)
         self.folder = RunFolder(run_dir)
+        self.checkpoint = checkpoint
         self.argv = rank_argv(run_dir, checkpoint, backend.name, log_only, force, overrides)
         self.procs: list[subprocess.Popen] = []
+        self.remote_pids: dict[int, int] = {}  # rank -> its pid on its host, once it said it
         self.signals = 0
-        self.hostfile: Path | None = None
+        self.temp_files: list[Path] = []
         self.mpi_signalled: tuple[int, int] | None = None  # (rank, -signal) as mpirun reports it
 
     @property
     def mpi(self) -> bool:
         return self.backend.name == "mpi"
 
+    def _temp_file(self, text: str, suffix: str = ".json") -> str:
+        fd, path = tempfile.mkstemp(prefix="orpo-ranks-", suffix=suffix)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        self.temp_files.append(Path(path))
+        return path
+
     def start(self) -> None:
-        base = {**os.environ, **self.backend.env, LAUNCHER_PID_ENV: str(os.getpid())}
+        place = self.placement
+        base = {**os.environ, **self.backend.env, **place.env, LAUNCHER_PID_ENV: str(os.getpid())}
         if self.mpi:
             # rank 0 speaks where this process does; the others send their output to their
             # own logs themselves (cli._rank_main), mpirun having one output for all.
-            argv = mpirun_argv(self.n, self.argv, [*self.backend.env, LAUNCHER_PID_ENV])
+            names = [*self.backend.env, *place.env, LAUNCHER_PID_ENV]
+            if place.mpi_hostfile is not None:
+                base[RANKS_HERE_ENV] = str(max(place.ranks_here(r) for r in range(self.n)))
+                names.append(RANKS_HERE_ENV)
+            argv = mpirun_argv(self.n, self.argv, names,
+                               self._temp_file(place.mpi_hostfile, ".txt") if place.mpi_hostfile else None)
             proc = subprocess.Popen(argv, env=base, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                     start_new_session=True)
             self.procs.append(proc)
             threading.Thread(target=self._read_mpirun, args=(proc.stderr,), daemon=True).start()
             return
-        fd, hostfile = tempfile.mkstemp(prefix="orpo-hosts-", suffix=".json")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(ring_hostfile(self.n))
-        self.hostfile = Path(hostfile)
-        base[HOSTFILE_ENV] = hostfile
-        for rank in range(self.n):
-            env = {**base, RANK_ENV: str(rank)}
-            if rank == 0:  # rank 0 speaks where this process does (the terminal, or train.log)
-                out = None
-            else:
-                out = open(self.folder.rank_log(rank), "ab")
+        files = place.files
+        for name, text in files.items():
+            base[name] = self._temp_file(text)
+        for rank, host in enumerate(place.hosts):
+            out = None if rank == 0 else open(self.folder.rank_log(rank), "ab")  # rank 0 speaks where we do
             try:
-                self.procs.append(subprocess.Popen(self.argv, env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
-                                                   start_new_session=True))
+                if host is None:
+                    env = {**base, RANK_ENV: str(rank), RANKS_HERE_ENV: str(place.ranks_here(rank))}
+                    self.procs.append(subprocess.Popen(self.argv, env=env, stdout=out, stderr=out,
+                                                       stdin=subprocess.DEVNULL, start_new_session=True))
+                else:
+                    self._start_remote(rank, host, files, out)
             finally:
                 if out is not None:
                     out.close()
+
+    def _start_remote(self, rank: int, host: str, files: dict, out) -> None:
+        """Rank `rank` on `host` through ssh: its output into its log here (the pid it prints
+        first is kept for signalling it)."""
+        env = {**self.backend.env, **self.placement.env, RANK_ENV: str(rank),
+               RANKS_HERE_ENV: str(self.placement.ranks_here(rank))}
+        script = remote_script(os.getcwd(), env, files, [*self.argv, REMOTE_FLAG])
+        proc = subprocess.Popen(ssh_argv(host, script), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=out, start_new_session=True)
+        self.procs.append(proc)
+        log = open(self.folder.rank_log(rank), "ab")
+        threading.Thread(target=self._read_remote, args=(rank, proc.stdout, log), daemon=True).start()
+
+    def _read_remote(self, rank: int, stream, log) -> None:
+        first = stream.readline()
+        if first.strip().isdigit():
+            self.remote_pids[rank] = int(first)
+        else:
+            log.write(first)
+        for raw in iter(stream.readline, b""):
+            log.write(raw)
+            log.flush()
+        log.close()
+        stream.close()
+
+    def stage_remote_hosts(self) -> None:
+        """Give every other host the run folder a rank reads, at the same path: config.toml
+        and, on resume, the checkpoint (both written to a temporary name, then moved)."""
+        hosts = sorted({h for h in self.placement.hosts if h is not None})
+        if not hosts:
+            return
+        run = shlex.quote(str(self.run_dir))
+        config = self.folder.config
+        steps = [(f"mkdir -p {run} && cat > {shlex.quote(str(config))}.part && "
+                  f"mv {shlex.quote(str(config))}.part {shlex.quote(str(config))}", config.read_bytes())]
+        if self.checkpoint is not None:
+            packed = io.BytesIO()
+            with tarfile.open(fileobj=packed, mode="w") as tar:
+                tar.add(self.checkpoint, arcname=self.checkpoint.name)
+            parent = shlex.quote(str(self.checkpoint.parent))
+            steps.append((f"mkdir -p {parent} && tar -xf - -C {parent}", packed.getvalue()))
+        for host in hosts:
+            for command, data in steps:
+                done = subprocess.run(ssh_argv(host, command), input=data, capture_output=True,
+                                      timeout=REMOTE_TIMEOUT_S)
+                if done.returncode != 0:
+                    why = (done.stderr.decode("utf-8", "replace").strip().splitlines() or [f"exit {done.returncode}"])[-1]
+                    raise RemoteError(f"{host}: cannot copy the run folder's files to the same path there: {why}")
+
+    def forward(self, signum: int) -> None:
+        """A stop reaches every rank itself: mpirun would end the job on SIGINT rather than
+        pass it on, so under MPI its children (the ranks) get the signal directly; a rank on
+        another host gets it through ssh. (The ranks also vote on stopping at every step, so
+        a stop that reaches one rank stops them all after the same step.)"""
+        self.signals += 1
+        targets = []
+        for rank, (p, host) in enumerate(zip(self.procs, self.placement.hosts if not self.mpi else [None])):
+            if p.poll() is not None:
+                continue
+            if self.mpi:
+                targets += [c.pid for c in psutil.Process(p.pid).children(recursive=True) if _is_rank(c)]
+            elif host is None:
+                targets.append(p.pid)
+            elif rank in self.remote_pids:
+                self._remote_kill(host, self.remote_pids[rank], signum, wait=False)
+        for pid in targets:
+            try:
+                os.kill(pid, signum)
+            except (ProcessLookupError, psutil.Error):
+                pass
+
+    def _remote_kill(self, host: str, pid: int, signum: int, wait: bool) -> None:
+        argv = ssh_argv(host, f"kill -{signal.Signals(signum).name.removeprefix('SIG')} {pid}")
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            if wait:
+                proc.wait(timeout=REMOTE_TIMEOUT_S)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+
+    def kill_all(self) -> None:
+        if not self.mpi:
+            for rank, (p, host) in enumerate(zip(self.procs, self.placement.hosts)):
+                if host is not None and p.poll() is None and rank in self.remote_pids:
+                    self._remote_kill(host, self.remote_pids[rank], signal.SIGKILL, wait=True)
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    p.kill()
+                except ProcessLookupError:
+                    pass
+        for p in self.procs:
+            p.wait()
 
     def _read_mpirun(self, stream) -> None:
         """Pass mpirun's stderr on (the ranks' too, rank 0's being the run's), noting which
@@ -180,30 +378,6 @@ class Ranks:
             if found and self.mpi_signalled is None:
                 self.mpi_signalled = (int(found[1]), -int(found[2]))
         stream.close()
-
-    def forward(self, signum: int) -> None:
-        """A stop reaches every rank itself: mpirun would end the job on SIGINT rather than
-        pass it on, so under MPI its children (the ranks) get the signal directly."""
-        self.signals += 1
-        targets = []
-        for p in self.procs:
-            if p.poll() is None:
-                targets += [c.pid for c in psutil.Process(p.pid).children(recursive=True)] if self.mpi else [p.pid]
-        for pid in targets:
-            try:
-                os.kill(pid, signum)
-            except (ProcessLookupError, psutil.Error):
-                pass
-
-    def kill_all(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                try:
-                    p.kill()
-                except ProcessLookupError:
-                    pass
-        for p in self.procs:
-            p.wait()
 
     def supervise(self) -> int:
         """Wait for every rank; the run's exit code. A rank that fails (or dies) ends them all."""
@@ -217,8 +391,8 @@ class Ranks:
                 time.sleep(POLL_S)
         finally:
             self.kill_all()
-            if self.hostfile is not None:
-                self.hostfile.unlink(missing_ok=True)
+            for path in self.temp_files:
+                path.unlink(missing_ok=True)
 
     def _cause(self) -> tuple[int, int]:
         """The failed rank to name, with its exit code. One rank's end makes its peers fail
@@ -255,7 +429,13 @@ class Ranks:
             why = status["error"]  # rank 0 recorded its own failure
         else:
             why = last_error(self.run_dir, rank)
-        message = f"rank {rank} {describe_exit(code)}: {why}"
+        host = self.placement.hosts[rank] if not self.mpi else None
+        if host is None:
+            message = f"rank {rank} {describe_exit(code)}: {why}"
+        elif code == SSH_FAILED:
+            message = f"rank {rank} on {host} was killed or lost its ssh connection (ssh exit {code}): {why}"
+        else:
+            message = f"rank {rank} on {host} {describe_exit(code)}: {why}"
         write_status(self.run_dir, state=RunState.FAILED, error=message, ended_at=time.time())
         try:
             with MetricsWriter(self.folder.metrics) as writer:
@@ -267,8 +447,15 @@ class Ranks:
 
 
 def launch(run_dir: Path, n: int, checkpoint: Path | None, backend: Backend, log_only: bool, force: bool = False,
-           overrides: Sequence[str] = ()) -> int:
-    ranks = Ranks(run_dir, n, checkpoint, backend, log_only, force, overrides)
+           placement: Placement | None = None, overrides: Sequence[str] = ()) -> int:
+    ranks = Ranks(run_dir, n, checkpoint, backend, log_only, force, placement, overrides)
+    try:
+        ranks.stage_remote_hosts()
+    except (RemoteError, OSError, subprocess.TimeoutExpired) as exc:
+        message = str(exc) if isinstance(exc, RemoteError) else f"cannot prepare the other hosts: {exc}"
+        write_status(run_dir, state=RunState.FAILED, error=message, ended_at=time.time())
+        print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+        return ExitCode.ERROR
 
     def handler(signum, _frame):
         ranks.forward(signum)
@@ -281,4 +468,4 @@ def launch(run_dir: Path, n: int, checkpoint: Path | None, backend: Backend, log
     return ranks.supervise()
 
 
-__all__ = ["launch", "Ranks", "ring_hostfile", "last_error", "rank_argv"]
+__all__ = ["launch", "Ranks", "Placement", "host_placement", "ring_hostfile", "last_error", "rank_argv"]

@@ -14,6 +14,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from trainer.pure import metrics as M
 from trainer.pure.events import MetricsWriter
@@ -84,16 +85,18 @@ class LogReporter(Reporter):
 
 
 class RunFolderReporter(Reporter):
-    """Reports as events in the run's metrics stream, its status file and its log.
+    """Reports as events in the run's metrics stream, its status file and its log, and hands
+    each event as written to the run's live trackers (trainer.trackers.LiveTrackers), if any.
 
     `pid`: the process the status names (a distributed run's launcher; else this one)."""
 
-    def __init__(self, run_dir: Path, log: Callable[[str], None], pid: int | None = None):
+    def __init__(self, run_dir: Path, log: Callable[[str], None], pid: int | None = None, trackers: Any = None):
         self.pid = pid or os.getpid()
         self.run = RunFolder(run_dir)
         self._log = log
         self._writer: MetricsWriter | None = None
         self.total_steps: int | None = None
+        self.trackers = trackers
 
     @property
     def writer(self) -> MetricsWriter:
@@ -102,10 +105,17 @@ class RunFolderReporter(Reporter):
             self._writer = MetricsWriter(self.run.metrics)
         return self._writer
 
+    def _write(self, event: str, step: int, **values: Any) -> None:
+        record = self.writer.write(event, step, **values)
+        if self.trackers is not None:
+            self.trackers.event(record)
+
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self.trackers is not None:
+            self.trackers.close()
 
     def _inside(self, path: Path) -> str:
         return str(path.relative_to(self.run.root))
@@ -117,36 +127,38 @@ class RunFolderReporter(Reporter):
         dropped = truncate_metrics_after(self.run.metrics, step)
         redone = f"; {dropped} metric lines past it dropped and redone" if dropped else ""
         self.log(f"resumed from {checkpoint.name} (step {step}){redone}")
+        if self.trackers is not None:
+            self.trackers.resumed_at(step)
 
     def on_start(self, step: int, total_steps: int, resumed: bool) -> None:
         self.total_steps = total_steps
         write_status(self.run.root, state=RunState.RUNNING, pid=self.pid, step=step, total_steps=total_steps, error=None,
                      ended_at=None)
-        self.writer.write("status", step, state=RunState.RUNNING, resumed=resumed)
+        self._write("status", step, state=RunState.RUNNING, resumed=resumed)
 
     def on_train(self, step: int, values: dict[str, float]) -> None:
-        self.writer.write("train", step, **values)
+        self._write("train", step, **values)
         write_status(self.run.root, step=step)
         self.log(train_line(step, self.total_steps, values))
 
     def on_nonfinite_loss(self, step: int, values: dict[str, float]) -> None:
-        self.writer.write("train", step, **values)
+        self._write("train", step, **values)
 
     def on_val(self, step: int, values: dict[str, float]) -> None:
-        self.writer.write("val", step, **values)
+        self._write("val", step, **values)
         self.log(f"step {step}: val loss {values[M.LOSS]:.4f}, reward acc {values[M.REWARDS_ACCURACIES]:.3f}, "
                  f"margin {values[M.REWARDS_MARGINS]:.4f}")
 
     def on_new_best(self, step: int, folder: Path, val_loss: float) -> None:
-        self.writer.write("checkpoint", step, path=self._inside(folder), best=True, val_loss=val_loss)
+        self._write("checkpoint", step, path=self._inside(folder), best=True, val_loss=val_loss)
         self.log(f"step {step}: new best val loss, adapters saved to {self._inside(folder)}")
 
     def on_checkpoint(self, step: int, path: Path) -> None:
-        self.writer.write("checkpoint", step, path=self._inside(path))
+        self._write("checkpoint", step, path=self._inside(path))
         self.log(f"step {step}: checkpoint saved ({path.name})")
 
     def on_sample(self, step: int, index: int, prompt: str, completion: str) -> None:
-        self.writer.write("sample", step, prompt=prompt, completion=completion, index=index)
+        self._write("sample", step, prompt=prompt, completion=completion, index=index)
 
 
 def truncate_metrics_after(path: Path, step: int) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from trainer.pure.trainer_process import LAUNCHER_PID_ENV, rank_from_env
+from trainer.pure.trainer_process import LAUNCHER_PID_ENV, RANKS_HERE_ENV, rank_from_env
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,16 @@ def join(backend: str = "any") -> Team:
     if rank_from_env(os.environ) is None:
         return Team()
     group = mx.distributed.init(strict=True, backend=backend)
-    # mlx.launch may place ranks on several hosts; our own launcher starts them all here.
-    here = group.size() if LAUNCHER_PID_ENV in os.environ else 1
-    pids = _pids(group) if here == group.size() else ()
+    # Our launcher says how many ranks share each machine; mlx.launch starts one per entry.
+    if os.environ.get(RANKS_HERE_ENV, "").isdigit():
+        here = int(os.environ[RANKS_HERE_ENV])
+    else:
+        here = group.size() if LAUNCHER_PID_ENV in os.environ else 1
+    # A collective: every rank takes part, whatever it then keeps (ranks on several hosts may
+    # count `here` differently, and a rank that skipped it would leave the others waiting).
+    pids = _pids(group)
+    if here != group.size():
+        pids = ()
     return Team(group.rank(), group.size(), group, here, pids)
 
 

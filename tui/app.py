@@ -21,6 +21,7 @@ from trainer.pure.user_settings import NotifySettings
 from tui.crash_report import crash_line, write_crash_file
 from tui.launcher import LaunchError, stop_run
 from tui.messages import RunResumeRequested, RunStartRequested, RunStopRequested
+from tui.playground import stop_all_servers
 from tui.screens.base import OrpoScreen
 from tui.screens.preset_list import PresetListScreen
 from tui.screens.queue import QueueScreen
@@ -94,6 +95,7 @@ class OrpoApp(App):
 
     def on_unmount(self) -> None:
         thaw()
+        stop_all_servers()  # the playground's, whichever screen was left open
 
     # ------------------------------------------------------------------ run ends
 

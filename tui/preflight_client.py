@@ -55,6 +55,8 @@ class PreflightReport:
     first_row_origin: str | None
     segments: tuple[Segment, ...]
     raw: Mapping[str, Any] = field(repr=False, compare=False)
+    # With a hostfile: one line per host problem, () when every host is ready; None without.
+    hosts: tuple[str, ...] | None = None
 
     @property
     def ok(self) -> bool:
@@ -81,6 +83,7 @@ class PreflightReport:
                 for s in first.get("segments") or ()
             ),
             raw=data,
+            hosts=None if data.get("hosts") is None else tuple(data["hosts"]),
         )
 
 
@@ -169,6 +172,10 @@ def format_report(report: PreflightReport) -> list[str]:
             how = "scored" if s.scored else "masked"
             lines.append(f"  {s.role} · {how} · {s.tokens} tokens: {_visible(s.text)}")
     lines.extend(f"warning: {w}" for w in report.warnings)
+    if report.hosts is not None:
+        lines.extend(f"host problem: {h}" for h in report.hosts)
+        if not report.hosts:
+            lines.append("hosts: every host of the hostfile is ready (ssh, python, mlx, model and data paths)")
     return lines
 
 

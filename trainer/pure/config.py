@@ -29,6 +29,7 @@ from trainer.pure.config_schema import (
     OutputConfig,
     QatConfig,
     QuantizeConfig,
+    ReportConfig,
     TrainingConfig,
 )
 from trainer.pure.config_toml import (
@@ -54,6 +55,7 @@ __all__ = [
     "QatConfig",
     "TrainingConfig",
     "OutputConfig",
+    "ReportConfig",
     "iter_fields",
     "iter_sections",
     "load_preset",

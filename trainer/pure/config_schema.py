@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from trainer.pure.builtin_names import DEMO_DATA, TINY_MODEL
 from trainer.pure.config_fields import opt, section
 from trainer.pure.config_problems import Problem
+from trainer.pure.tracking import DEFAULT_PROJECT, TRACKERS
 from trainer.pure.trainer_process import BACKENDS
 
 # The group the top-level keys (description) are listed under in the form.
@@ -228,10 +229,12 @@ class DistributedConfig:
         special={1: "one process"},
         unit="ranks",
     )
-    hostfile: str = opt("", "mlx.launch hostfile naming the hosts to train on (optional; not supported yet)")
+    hostfile: str = opt("", "mlx.launch hostfile: one rank per host entry, the first this machine "
+                        "(optional; relative to the current folder; see orpo-train check-hosts)")
     backend: str = opt(
         "auto",
-        "MLX distributed backend (auto: ring on macOS; on Linux MPI when an MPI library is installed, else ring)",
+        "MLX distributed backend (auto: ring on macOS; on Linux MPI when an MPI library is installed, else ring; "
+        "with a hostfile: the file's backend, else ring; jaccl: RDMA over Thunderbolt)",
         choices=BACKENDS,
     )
 
@@ -241,6 +244,19 @@ class OutputConfig:
     runs_dir: str = opt("runs", "Where orpo-train puts runs without --runs-dir (the default `runs`: the app's runs folder)",
                         nonempty=True)
     name: str = opt("", "Label for the run folder name instead of the preset file name (optional)")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    to: tuple[str, ...] = opt(
+        (),
+        "Trackers that follow the run while it trains: " + ", ".join(TRACKERS) + " (W&B offline only; empty = none)",
+    )
+    dir: str = opt(
+        "",
+        "Folder for TensorBoard (one subfolder per run) and W&B's offline runs (empty = inside the run folder)",
+    )
+    project: str = opt(DEFAULT_PROJECT, "Trackio and W&B project the run is logged under", nonempty=True)
 
 
 @dataclass(frozen=True)
@@ -254,6 +270,7 @@ class Config:
     training: TrainingConfig = section(TrainingConfig, "Training", "Optimizer, schedule and reporting")
     distributed: DistributedConfig = section(DistributedConfig, "Distributed", "Data-parallel ranks (MLX distributed)")
     output: OutputConfig = section(OutputConfig, "Output", "Where runs are written")
+    report: ReportConfig = section(ReportConfig, "Reporting", "Trackers that log the run live")
 
 
 def cross_field_problems(cfg: Config) -> list:
@@ -278,6 +295,10 @@ def cross_field_problems(cfg: Config) -> list:
     if t.batch_size % cfg.distributed.np:
         found.append(Problem("training.batch_size", t.batch_size,
                              f"must be a multiple of distributed.np ({cfg.distributed.np}): each rank takes an even share"))
+    unknown = [name for name in cfg.report.to if name not in TRACKERS]
+    if unknown:
+        found.append(Problem("report.to", list(cfg.report.to),
+                             f"unknown tracker {unknown[0]!r}; expected some of {', '.join(TRACKERS)}"))
     if t.min_learning_rate > t.learning_rate:
         found.append(
             Problem(

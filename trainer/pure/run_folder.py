@@ -19,9 +19,15 @@ the trainer writes it, the app reads it. Its layout (the contract, also in READM
 ``adapters/best/``                      the adapters of the best validation loss
 ``adapters/checkpoints/step-NNNNNNN/``  resumable checkpoints (adapters, optimizer, state.json)
 ``notes.md``, ``tags.json``             the user's notes and tags (written by the app)
+``playground.jsonl``                    prompts and answers saved from the app's playground,
+                                        one JSON object a line
 ``attempt-N/``                          an earlier attempt set aside by a resume that had no
-                                        checkpoint and started over (its metrics, adapters)
+                                        checkpoint and started over (its metrics, adapters,
+                                        live TensorBoard events)
 ``fused/``, ``fused-best/``             standalone models written by ``orpo-train fuse``
+``tensorboard/``                        TensorBoard event files of a run with ``[report] to``
+                                        holding tensorboard (and no ``report.dir``)
+``wandb/offline-run-*/``                the offline W&B run of one with wandb there
 ======================================  ==================================================
 
 Pure module: no mlx, no textual.
@@ -153,6 +159,19 @@ class RunFolder:
     def fused(self, best: bool = False) -> Path:
         return self.root / ("fused-best" if best else "fused")
 
+    # ------------------------------------------------------------------ trackers (a preset's [report])
+
+    @property
+    def tensorboard(self) -> Path:
+        """The live TensorBoard log folder when the preset names no ``report.dir``."""
+        return self.root / "tensorboard"
+
+    @property
+    def wandb(self) -> Path:
+        """Where W&B puts the run's offline run folder (``offline-run-*``) when the preset
+        names no ``report.dir``: W&B itself adds the ``wandb`` part to the folder it is given."""
+        return self.root / "wandb"
+
     # ------------------------------------------------------------------ the user's files
 
     @property
@@ -162,6 +181,11 @@ class RunFolder:
     @property
     def tags(self) -> Path:
         return self.root / "tags.json"
+
+    @property
+    def playground(self) -> Path:
+        """Prompts and the answers to them saved from the playground (one JSON line each)."""
+        return self.root / "playground.jsonl"
 
     # ------------------------------------------------------------------ questions
 

@@ -72,12 +72,12 @@ def resolve_source(spec: str) -> Source:
         return Source(SourceKind.FOLDER, spec, path)
     if path.is_file():
         return Source(SourceKind.FILE, spec, path)
-    if _looks_local(spec):
+    if looks_local(spec):
         raise SourceError(f"data.path: {spec}: no such file or folder")
     return Source(SourceKind.HUB, spec)
 
 
-def _looks_local(spec: str) -> bool:
+def looks_local(spec: str) -> bool:
     return spec.startswith((".", "/", "~")) or spec.endswith(EXTENSIONS) or spec.count("/") != 1
 
 

@@ -7,6 +7,7 @@ Command line::
     orpo-train --resume RUN_DIR [--set training.iters=N ...] [--log-only] [--force]
     orpo-train preflight PRESET.toml [--set KEY=VALUE ...]
     orpo-train estimate PRESET.toml [--set KEY=VALUE ...] [--json]
+    orpo-train check-hosts HOSTFILE [--preset PRESET.toml] [--set KEY=VALUE ...]
 
 - The first stdout line of a training run is the run folder's path; it is printed once the
   folder exists with its config.toml and a status. With ``--log-only`` nothing else comes
@@ -31,9 +32,9 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RANK_ENV", "MPI_RANK_ENVS", "rank_from_env", "HOSTFILE_ENV", "LAUNCHER_PID_ENV", "RANK_OF_FLAG", "BACKENDS",  # noqa: RUF100
-           "ExitCode", "TRAINER", "PROG", "train_argv", "resume_argv", "preflight_argv", "estimate_argv",
-           "read_run_dir", "error_line", "set_args"]
+__all__ = ["RANK_ENV", "MPI_RANK_ENVS", "rank_from_env", "HOSTFILE_ENV", "LAUNCHER_PID_ENV", "RANKS_HERE_ENV", "RANK_OF_FLAG", "BACKENDS",  # noqa: RUF100
+           "ExitCode", "TRAINER", "PROG", "train_argv", "resume_argv", "preflight_argv", "estimate_argv", "check_hosts_argv",
+           "read_first_line", "read_run_dir", "error_line", "set_args"]
 
 PROG = "orpo-train"
 # The trainer as a module of the interpreter running the caller: the same environment, and
@@ -50,11 +51,14 @@ HOSTFILE_ENV = "MLX_HOSTFILE"
 # The pid of the launcher supervising the ranks: the run's status names it, so stopping the
 # run signals the launcher, which passes the signal on to every rank.
 LAUNCHER_PID_ENV = "ORPO_TUI_LAUNCHER_PID"
+# How many ranks of the run share this rank's machine (its memory check prices them all).
+RANKS_HERE_ENV = "ORPO_TUI_RANKS_HERE"
 # In every rank's command line (`orpo-train --rank-of RUN_DIR`): how a rank is told apart
 # from another process that got its pid since.
 RANK_OF_FLAG = "--rank-of"
 # auto: the one that scales where it runs (trainer.pure.backend); any: MLX's own pick.
-BACKENDS = ("auto", "ring", "mpi", "any")
+# jaccl, jaccl-ring: RDMA over Thunderbolt between Macs, for the hosts of a hostfile only.
+BACKENDS = ("auto", "ring", "mpi", "jaccl", "jaccl-ring", "any")
 
 
 def rank_from_env(env) -> int | None:
@@ -69,6 +73,7 @@ class ExitCode(IntEnum):
     OK = 0  # finished (all iterations, or an early stop)
     ERROR = 1  # anything unexpected, a diverged loss
     BAD_INPUT = 2  # a bad preset, --set, dataset or run folder, or a run that does not fit in memory; one line on stderr
+    HOSTS_NOT_READY = 3  # check-hosts found a problem on a host (one line each on stdout)
     STOPPED = 130  # stopped by SIGINT/SIGTERM after saving; resumable
 
 
@@ -91,6 +96,10 @@ def resume_argv(run_dir: Any, overrides: Sequence[str] = (), log_only: bool = Tr
             + (["--force"] if force else []))
 
 
+def check_hosts_argv(hostfile: Any, preset: Any = None, overrides: Sequence[str] = ()) -> list[str]:
+    return [*TRAINER, "check-hosts", str(hostfile)] + (["--preset", str(preset), *set_args(overrides)] if preset else [])
+
+
 def preflight_argv(preset: Any, overrides: Sequence[str] = ()) -> list[str]:
     return [*TRAINER, "preflight", str(preset), *set_args(overrides)]
 
@@ -99,14 +108,19 @@ def estimate_argv(preset: Any, overrides: Sequence[str] = (), as_json: bool = Tr
     return [*TRAINER, "estimate", str(preset), *set_args(overrides)] + (["--json"] if as_json else [])
 
 
-def read_run_dir(proc: subprocess.Popen, timeout: float | None = None) -> Path | None:
-    """The run folder a starting trainer announces on its first stdout line (a text-mode
-    pipe), or None when it exits, or ``timeout`` passes, without printing one."""
+def read_first_line(proc: subprocess.Popen, timeout: float | None = None) -> str | None:
+    """The first stdout line of a starting `orpo-train` (a text-mode pipe), or None when it
+    exits, or ``timeout`` passes, without printing one."""
     if timeout is not None:
         ready, _, _ = select.select([proc.stdout], [], [], timeout)
         if not ready:
             return None
-    line = proc.stdout.readline().strip()
+    return proc.stdout.readline().strip() or None
+
+
+def read_run_dir(proc: subprocess.Popen, timeout: float | None = None) -> Path | None:
+    """The run folder a starting trainer announces on its first stdout line."""
+    line = read_first_line(proc, timeout)
     return Path(line) if line else None
 
 

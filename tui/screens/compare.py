@@ -11,7 +11,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Header, Static, TabbedContent, TabPane
 
 from trainer.pure.events import MetricsTail
@@ -21,6 +21,7 @@ from trainer.pure.runs import atomic_write_text, run_label
 from trainer.pure.states import ACTIVE
 from tui.charts import NO_VALUES, WAITING, ChartSeries
 from tui.compare import CompareError, config_diff, load_side, summaries_to_csv, summarize
+from tui.playground import read_entries
 from tui.runs_index import format_duration
 from tui.screens.base import OrpoScreen
 from tui.series import RunSeries, cursor_move, ema, index_at_or_before, last_n
@@ -59,6 +60,17 @@ def nearest_common_step(a: list[dict], b: list[dict]) -> int | None:
     if not steps_a or not steps_b:
         return None
     return min(steps_a, key=lambda x: min(abs(x - y) for y in steps_b))
+
+
+def playground_lines(entry: dict) -> list[str]:
+    """One saved playground exchange: when, the prompt, then each column's answer."""
+    when = entry.get("time")
+    stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(when)) if isinstance(when, (int, float)) else "?"
+    lines = [f"{stamp} » {entry['prompt']}"]
+    for answer in entry["answers"]:
+        who = "base model" if answer.get("served") == "base" else f"{answer.get('run', '?')} ({answer.get('served', '?')})"
+        lines.append(f"  {who}: {answer.get('answer', '')}")
+    return lines + [""]
 
 
 def cell(value, column: str = "") -> str:
@@ -110,6 +122,8 @@ class CompareScreen(OrpoScreen):
                 tooltip="Overlay: step cursor to the first report"),
         Binding("end", "cursor_to(-1)", "Last step", id="compare.cursor_last", show=False,
                 tooltip="Overlay: step cursor to the last report"),
+        Binding("p", "playground", "Playground", id="compare.playground", show=False,
+                tooltip="Prompt A, B and A's base model side by side (starts their servers)"),
         Binding("x", "export", "Export", id="compare.export", tooltip="Write the summary as CSV into the runs folder's .exports/"),
     ]
 
@@ -139,11 +153,14 @@ class CompareScreen(OrpoScreen):
             with TabPane("Overlay", id="overlay"):
                 yield ChartView(id="overlay-chart")
                 yield Static(id="overlay-readout", markup=False)
-            with TabPane("Samples", id="samples"):
+            with TabPane("Samples", id="samples"), VerticalScroll(id="samples-scroll"):
+                # One scroll for the eval samples and the playground's below them: at 80x24
+                # neither fits beside the other.
                 yield Static(id="samples-title")
                 with Horizontal(id="samples-row"):
                     yield Static(id="samples-a", markup=False)
                     yield Static(id="samples-b", markup=False)
+                yield Static(id="samples-playground", markup=False)
             with TabPane("Summary", id="summary"):
                 with Vertical():
                     yield FitTable(id="summary-table", cursor_type="row", zebra_stripes=True, elastic=("run", "preset"))
@@ -195,6 +212,7 @@ class CompareScreen(OrpoScreen):
         if len(self.runs) > 2 and self.against is None:
             self.b_index = self.b_index % (len(self.runs) - 1) + 1
             self.show_diff()
+            self.show_samples()
 
     # ------------------------------------------------------------------ overlay
 
@@ -309,6 +327,7 @@ class CompareScreen(OrpoScreen):
     # ------------------------------------------------------------------ samples
 
     def show_samples(self) -> None:
+        self.show_playground()
         if len(self.runs) < 2:
             self.query_one("#samples-title", Static).update("Samples are compared between two runs.")
             return
@@ -327,6 +346,31 @@ class CompareScreen(OrpoScreen):
                 if s.get("step") == near:
                     lines += [f"» {s.get('prompt', '')}", f"  {s.get('completion', '')}", ""]
             self.query_one(widget_id, Static).update("\n".join(lines))
+
+    def shown_pair(self) -> list[Path]:
+        """The runs the samples tab and the playground are about: A and B (or the one run)."""
+        return [self.runs[0]] + ([self.runs[self.b_index]] if len(self.runs) > 1 else [])
+
+    def show_playground(self) -> None:
+        """The exchanges saved from the playground, beside the eval samples: each once, though
+        it was saved into every run it involved."""
+        seen, lines, notes = set(), [], []
+        for run in self.shown_pair():
+            entries, skipped = read_entries(run)
+            notes += [f"{run.name}/{note}" for note in skipped]
+            for entry in entries:
+                key = (entry.get("time"), entry["prompt"])
+                if key not in seen:
+                    seen.add(key)
+                    lines += playground_lines(entry)
+        head = f"Playground: {len(seen)} saved prompt{'s' if len(seen) != 1 else ''}" if seen else (
+            "Playground: nothing saved yet (p opens it; ctrl+s there saves a prompt and its answers)")
+        self.query_one("#samples-playground", Static).update("\n".join([head, *notes, "", *lines]).rstrip())
+
+    def action_playground(self) -> None:
+        from tui.screens.playground import PlaygroundScreen
+
+        self.app.push_screen(PlaygroundScreen(self.workspace, self.shown_pair()))
 
     # ------------------------------------------------------------------ summary
 
@@ -377,5 +421,6 @@ class CompareScreen(OrpoScreen):
         self.notify(f"Wrote {target}")
 
     def commands(self):
+        yield SystemCommand("Playground", "Prompt A, B and A's base model side by side", self.action_playground)
         yield SystemCommand("Export summary CSV", "Write the summary table as CSV into the runs folder's .exports/", self.action_export)
         yield SystemCommand("Toggle only differences", "Config diff: changed keys only, or all", self.action_toggle_changed)

@@ -452,7 +452,8 @@ class PresetEditorScreen(EditorScreen):
     def show_preflight(self, report, cfg: Config | None = None) -> None:
         from tui.preflight_client import format_report
 
-        styles = {"error:": "bold red", "warning:": "yellow", "  prompt": "dim", "  chosen": "green", "  rejected": "red"}
+        styles = {"error:": "bold red", "host problem:": "bold red", "warning:": "yellow",
+                  "  prompt": "dim", "  chosen": "green", "  rejected": "red"}
         text = Text()
         for line in format_report(report):
             style = next((st for prefix, st in styles.items() if line.startswith(prefix)), "")

@@ -103,6 +103,8 @@ class RunsScreen(OrpoScreen):
         Binding("o", "sort", "Sort", id="runs.sort", show=False, tooltip="Cycle the sort order"),
         Binding("space", "mark", "Mark", id="runs.mark", show=False, tooltip="Mark or unmark the run for comparison"),
         Binding("c", "compare", "Compare", id="runs.compare", tooltip="Compare the marked runs (or the highlighted one with the next)"),
+        Binding("p", "playground", "Playground", id="runs.playground",
+                tooltip="Prompt the run and its base model side by side (starts their servers)"),
         Binding("v", "diff_preset", "Diff preset", id="runs.diff_preset", show=False, tooltip="Diff the run's config against a preset"),
         Binding("t", "tags", "Tags", id="runs.tags", show=False, tooltip="Edit the run's tags"),
         Binding("n", "notes", "Notes", id="runs.notes", show=False, tooltip="Edit the run's notes (notes.md)"),
@@ -362,6 +364,13 @@ class RunsScreen(OrpoScreen):
 
         self.app.push_screen(CompareScreen(self.workspace, runs))
 
+    def action_playground(self) -> None:
+        s = self.selected
+        if s is not None:
+            from tui.screens.playground import PlaygroundScreen
+
+            self.app.push_screen(PlaygroundScreen(self.workspace, [s.path]))
+
     def action_diff_preset(self) -> None:
         s = self.selected
         if s is None:
@@ -506,6 +515,7 @@ class RunsScreen(OrpoScreen):
         yield SystemCommand("Delete run", "Move the highlighted run to the trash", self.action_delete)
         # The keys the 80-column footer leaves out, findable here as well as under F1.
         yield SystemCommand("Mark run", "Mark or unmark the highlighted run for comparison", self.action_mark)
+        yield SystemCommand("Playground", "Prompt the highlighted run and its base model side by side", self.action_playground)
         yield SystemCommand("Compare marked runs", "Config diff, overlaid curves, samples and summary", self.action_compare)
         yield SystemCommand("Diff run against a preset", "The highlighted run's config against a preset", self.action_diff_preset)
         yield SystemCommand("Edit tags", "The highlighted run's tags", self.action_tags)
