@@ -28,7 +28,7 @@ def check(tmp_path, hosts, *args, down=""):
 
 
 def test_this_machine_under_any_of_its_names_is_checked_without_ssh(tmp_path):
-    hosts = [{"ssh": "127.0.0.1", "ips": ["127.0.0.1"]}, {"ssh": "localhost"}, {"ssh": socket.gethostname()}]
+    hosts = [{"ssh": name, "ips": ["127.0.0.1"]} for name in ("127.0.0.1", "localhost", socket.gethostname())]
     done, ssh_log = check(tmp_path, hosts, "--preset", str(DEMO), "--set", "training.batch_size=6")
     assert done.returncode == ExitCode.OK, done.stdout + done.stderr
     [line] = done.stdout.splitlines()
@@ -37,7 +37,7 @@ def test_this_machine_under_any_of_its_names_is_checked_without_ssh(tmp_path):
 
 
 def test_other_hosts_go_through_ssh_in_batch_mode_and_each_problem_is_one_line(tmp_path):
-    hosts = [{"ssh": "localhost"}, {"ssh": "mac2"}, {"ssh": "mac3"}, {"ssh": "mac2"}]
+    hosts = [{"ssh": name, "ips": ["127.0.0.1"]} for name in ("localhost", "mac2", "mac3", "mac2")]
     done, ssh_log = check(tmp_path, hosts, "--preset", str(DEMO), "--set", "training.batch_size=6", down="mac3")
     assert done.returncode == ExitCode.HOSTS_NOT_READY
     name = tmp_path / "hosts.json"
@@ -58,16 +58,29 @@ def test_a_data_file_the_preset_names_is_looked_for_on_every_host(tmp_path):
     preset = tmp_path / "exp.toml"
     preset.write_text(DEMO.read_text().replace('path = "builtin:demo"', f'path = "{data}"'))
     assert f'path = "{data}"' in preset.read_text()
-    done, ssh_log = check(tmp_path, [{"ssh": "localhost"}, {"ssh": "mac2"}], "--preset", str(preset))
+    two = [{"ssh": "localhost", "ips": ["127.0.0.1"]}, {"ssh": "mac2", "ips": ["127.0.0.1"]}]
+    done, ssh_log = check(tmp_path, two, "--preset", str(preset))
     assert done.returncode == ExitCode.OK, done.stdout + done.stderr
     assert str(data) in ssh_log  # mac2 was asked about the file (the stand-in host has it)
 
     data.unlink()  # gone: every host, this one included, lacks it
-    done, _ = check(tmp_path, [{"ssh": "localhost"}, {"ssh": "mac2"}], "--preset", str(preset))
+    done, _ = check(tmp_path, two, "--preset", str(preset))
     assert done.returncode == ExitCode.HOSTS_NOT_READY
     assert done.stdout.splitlines() == [
         f"{tmp_path / 'hosts.json'}: host {i} ({name}): data.path {data} is missing there (every rank reads it at the "
         "same path)" for i, name in enumerate(("localhost", "mac2"))]
+
+
+def test_what_would_stop_the_launch_is_reported_too(tmp_path):
+    done, ssh_log = check(tmp_path, [{"ssh": "mac1", "ips": ["127.0.0.1"]}, {"ssh": "localhost"}])
+    assert done.returncode == ExitCode.HOSTS_NOT_READY
+    name = tmp_path / "hosts.json"
+    assert done.stdout.splitlines() == [
+        f"{name}: host 0 (mac1) is not this machine: rank 0 writes the run folder, so start orpo-train on mac1 "
+        "(or list this machine first)",
+        f'{name}: host 1 (localhost): no "ips": the ring backend connects over IP addresses (mlx.distributed_config '
+        "writes them)",
+    ]
 
 
 def test_a_bad_hostfile_is_one_line_and_exit_2(tmp_path):

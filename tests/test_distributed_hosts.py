@@ -159,3 +159,13 @@ def test_a_dead_rank_over_ssh_fails_the_run_naming_it_and_its_host(tmp_path):
     assert status["state"] == "failed"
     assert status["error"].startswith("rank 1 on mac2 was killed or lost its ssh connection (ssh exit 255): ")
     assert _rank_pids(run_dir) == {}
+
+
+def test_np_over_a_presets_hostfile_keeps_the_run_on_this_machine_for_its_resume(tmp_path):
+    hostfile = _hostfile(tmp_path, HERE_AND_MAC2)
+    done = _run(tmp_path, str(DEMO), "--runs-dir", str(tmp_path), "--set", f"distributed.hostfile={hostfile}",
+                "--np", "1", *SMALL, "--set", "training.iters=1")
+    assert done.returncode == 0, done.stderr
+    run_dir = Path(done.stdout.splitlines()[0])
+    assert read_status(run_dir)["world_size"] == 1 and _ssh_calls(tmp_path) == []
+    assert load_preset(RunFolder(run_dir).config).distributed.hostfile == ""

@@ -5,7 +5,11 @@ how a server that cannot start is reported."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,8 +23,11 @@ from tui.playground import (
     read_entries,
     save_entry,
     served_argv,
+    shown_text,
     sse_pieces,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def events(*lines: str) -> list[bytes]:
@@ -112,6 +119,11 @@ def test_a_server_that_exits_before_its_url_gives_its_last_stderr_line():
     assert server.proc.returncode == 2
 
 
+def test_a_server_command_that_cannot_run_is_one_error(tmp_path):
+    with pytest.raises(ServeError, match="no-such-python: No such file or directory$"):
+        ServerProcess([str(tmp_path / "no-such-python"), "-m", "trainer"]).start(timeout=5)
+
+
 def test_a_server_that_says_nothing_in_time_is_stopped():
     server = ServerProcess([sys.executable, "-c", "import time; time.sleep(60)"])
     with pytest.raises(ServeError, match="no URL from the server within 1s"):
@@ -120,6 +132,34 @@ def test_a_server_that_says_nothing_in_time_is_stopped():
 
 
 def test_control_characters_a_model_says_are_shown_harmlessly():
-    from tui.screens.playground import shown_text
-
     assert shown_text("a\x11b\nc\td\x1b[31m\x9bé") == "a\ufffdb\nc\td\ufffd[31m\ufffdé"
+
+
+@pytest.mark.parametrize("hangup", ["SIGHUP", "SIGTERM"])
+def test_a_hangup_stops_the_servers_before_it_ends_the_app(hangup):
+    """A lost SSH link ends the app without its exit handlers; its servers, in sessions of
+    their own, get no SIGHUP from the terminal. A stand-in server (it prints a URL, then
+    waits) is enough: what is tested is that its process group goes."""
+    script = (
+        "import sys, time\n"
+        "from tui.playground import ServerProcess, stop_servers_on_hangup\n"
+        "stop_servers_on_hangup()\n"
+        "server = ServerProcess([sys.executable, '-c', \"print('http://127.0.0.1:1/v1', flush=True); import time; time.sleep(120)\"])\n"
+        "server.start(timeout=60)\n"
+        "print(server.proc.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    app = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    pid = int(app.stdout.readline())
+    assert group_alive(pid)
+    app.send_signal(getattr(signal, hangup))
+    assert app.wait(timeout=30) == -getattr(signal, hangup)  # the signal still ends the app as before
+    assert not group_alive(pid), "the server outlived the app"
+
+
+def group_alive(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

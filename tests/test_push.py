@@ -1,10 +1,12 @@
 """`orpo-train push`: the upload folder (adapters or fused model + model card) and the offline failure."""
 
+import http.server
 import math
 import os
 import shutil
 import socket
 import subprocess
+import threading
 
 import pytest
 from trainer_helpers import DEMO, ORPO_TRAIN, REPO, run_trainer
@@ -118,6 +120,42 @@ def test_offline_push_fails_in_one_line_and_quickly(trained_run):
     assert line.startswith(f"orpo-train push: cannot reach the hub at http://127.0.0.1:{closed}: ConnectError: ")
     assert "Connection refused" in line and line.endswith("; nothing was uploaded")
 
+    offline = push(trained_run, "--repo", REPO_ID, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert offline.returncode == 1
+    assert offline.stderr.strip().splitlines() == ["orpo-train push: HF_HUB_OFFLINE is set: nothing was uploaded"]
+
+
+class _Refusing(http.server.BaseHTTPRequestHandler):
+    """A hub stand-in that refuses every request as huggingface.co refuses a missing token."""
+
+    def _refuse(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b'{"error": "Invalid credentials in Authorization header"}'
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = _refuse
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_hub_that_refuses_the_token_gives_one_line(trained_run):
+    hub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+    threading.Thread(target=hub.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{hub.server_address[1]}"
+        env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_TOKEN": "hf_not_a_token", "HF_HUB_OFFLINE": "0"}
+        proc = push(trained_run, "--repo", REPO_ID, env=env)
+    finally:
+        hub.shutdown()
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        f"orpo-train push: {endpoint}: not logged in (run `hf auth login` or set HF_TOKEN); nothing was uploaded"]
+
 
 def test_bad_input_lines(trained_run, tmp_path):
     taken = tmp_path / "taken"
@@ -136,3 +174,19 @@ def test_bad_input_lines(trained_run, tmp_path):
 
     proc = push(trained_run, "--repo", "no-owner", "--dry-run", tmp_path / "y")
     assert proc.returncode == 2 and proc.stderr.strip() == "orpo-train push: --repo no-owner: give the owner too, as OWNER/NAME"
+
+
+def test_card_for_a_hub_base_and_dataset(tmp_path):
+    from trainer.pure.config import apply_overrides, dump_toml, load_preset
+    from trainer.pure.model_card import render_card
+
+    cfg = apply_overrides(load_preset(DEMO), ["model.path=org/base-model", "data.path=org/prefs", "finetune.type=dora",
+                                              "model.quantize.bits=4", "data.apply_chat_template=true"])
+    dump_toml(cfg, RunFolder(tmp_path).config)
+    card = render_card(cfg, tmp_path, REPO_ID, best=False, fused=False)
+    front = card.split("---\n")[1].splitlines()
+    assert front[0] == "base_model: org/base-model" and front[-2:] == ["datasets:", "- org/prefs"] and "- dora" in front
+    assert 'load("org/base-model", adapter_path=adapters)' in card
+    assert "trained on its 4-bit copy (group size 64)" in card and "DoRA adapters" in card
+    assert "apply_chat_template([" in card and "--ignore-chat-template" not in card  # it trained through the template
+    assert "No validation was run." in card

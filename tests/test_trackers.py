@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -111,6 +112,9 @@ def test_tensorboard_export_equals_metrics_jsonl(run, tmp_path):
     assert start.hparams["training.learning_rate"].number_value == 1e-3
     assert start.hparams["model.path"].string_value == "builtin:tiny"
     assert start.hparams["report.to"].string_value == '["tensorboard"]'
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(acc.PluginTagToContent("hparams")["_hparams_/experiment"])
+    assert [m.name.tag for m in experiment.experiment.metric_infos] == ["val/loss", "val/rewards/accuracies",
+                                                                        "val/rewards/margins"]
 
 
 def test_live_tensorboard_equals_metrics_jsonl(run):
@@ -251,6 +255,21 @@ def test_a_run_told_to_report_where_it_cannot_is_refused_before_training(tmp_pat
     assert out.returncode == 2
     assert out.stderr == f"orpo-train: {DEMO}: report.to: wandb needs wandb: pip install 'orpo-tui[wandb]'\n"
     assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_a_resume_told_to_report_where_it_cannot_is_refused_too(run, tmp_path):
+    copy = tmp_path / run.name
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("train.lock"))
+    config = RunFolder(copy).config
+    config.write_text(config.read_text().replace('to = [\n    "tensorboard",\n]', 'to = [\n    "wandb",\n]'))
+    assert '"wandb"' in config.read_text()
+    before = RunFolder(copy).metrics.read_bytes()
+    out = subprocess.run([sys.executable, "-m", "trainer", "--resume", str(copy), "--set", "training.iters=30"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120,
+                         env=_env(tmp_path, PYTHONPATH=blocked(tmp_path, "wandb")))
+    assert out.returncode == 2
+    assert out.stderr == f"orpo-train: {config}: report.to: wandb needs wandb: pip install 'orpo-tui[wandb]'\n"
+    assert RunFolder(copy).metrics.read_bytes() == before
 
 
 def test_an_unknown_tracker_is_a_config_error(tmp_path):

@@ -23,9 +23,9 @@ from tests.trainer_helpers import DEMO, REPO, run_trainer
 from trainer.pure.run_folder import RunFolder
 from trainer.pure.serve import trained_on_chat_template
 from tui.app import make_app
-from tui.playground import Settings, completion_request, live_servers
+from tui.playground import Settings, completion_request, live_servers, shown_text
 from tui.screens.compare import CompareScreen
-from tui.screens.playground import ANSWERING, DONE, ERROR, READY, STARTING, Column, PlaygroundScreen, shown_text
+from tui.screens.playground import ANSWERING, DONE, ERROR, READY, STARTING, Column, PlaygroundScreen
 
 PROMPT = "What colour is grass?"
 MAX_TOKENS = 24
@@ -120,9 +120,10 @@ async def test_answers_stream_into_base_and_run_columns_and_are_saved_and_listed
         assert run.error == "the server was killed (SIGKILL)"
         assert str(screen.query_one("#status-A", Static).render()) == f"error: {run.error}"
 
+        under = app.screen_stack[-2]
         await pilot.press("escape")
         await pilot.pause()
-        assert not isinstance(app.screen, PlaygroundScreen)
+        assert app.screen is under
         deadline = time.monotonic() + 20
         while any(group_alive(s.proc.pid) for s in servers) and time.monotonic() < deadline:
             await pilot.pause(0.1)
@@ -137,7 +138,7 @@ async def test_answers_stream_into_base_and_run_columns_and_are_saved_and_listed
         listed = str(app.screen.query_one("#samples-playground", Static).render())
         assert "Playground: 1 saved prompt" in listed
         assert f"» {PROMPT}" in listed
-        assert f"base model: {base.text}" in listed and f"{demo_run.name} (final): {run.text}" in listed
+        assert f"base model: {shown_text(base.text)}" in listed and f"{demo_run.name} (final): {shown_text(run.text)}" in listed
 
 
 async def test_a_column_whose_server_cannot_start_shows_why_and_the_other_answers(demo_run, tmp_path):
@@ -154,7 +155,9 @@ async def test_a_column_whose_server_cannot_start_shows_why_and_the_other_answer
         await send(pilot, screen)
         await wait_until(pilot, lambda: base.state == DONE, 120, "the base answer")
         assert base.text and run.state == ERROR
-    assert live_servers() == []
+        pid = base.server.proc.pid
+    # The app exited with the playground open: its server went with it.
+    assert live_servers() == [] and not group_alive(pid)
 
 
 async def test_saving_into_a_folder_that_cannot_be_written_keeps_the_answers(tmp_path):
@@ -214,3 +217,50 @@ def test_servers_are_stopped_when_the_app_process_dies_of_an_error(demo_run):
     while group_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not group_alive(pid), "the server outlived the app"
+
+
+def test_servers_end_when_the_app_process_is_killed(demo_run):
+    """SIGKILL runs no exit handler: the server sees its stdin close and ends by itself."""
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from tui.playground import ServerProcess, served_argv\n"
+        f"server = ServerProcess(served_argv(Path({str(demo_run)!r}), 'base'))\n"
+        "server.start()\n"
+        "print(server.proc.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    app = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        pid = int(app.stdout.readline())
+        assert group_alive(pid)
+    finally:
+        app.kill()
+        app.wait()
+    deadline = time.monotonic() + 20
+    while group_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not group_alive(pid), "the server outlived the killed app"
+
+
+async def test_p_on_the_compare_screen_opens_base_a_and_b_and_escape_goes_back_to_it(tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(REPO / "tests" / "fixtures" / "runs", runs)
+    a, b = runs / "20240101-120000-demo", runs / "20240101-130000-demo-2"
+    app = make_app(tmp_path / "presets", runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        compare = CompareScreen(app.workspace, [a, b])
+        await app.push_screen(compare)
+        await pilot.press("p")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, PlaygroundScreen)
+        assert [(c.key, c.run, c.served) for c in screen.columns] == [("base", a, "base"), ("A", a, "final"), ("B", b, "final")]
+        # The fixture runs hold no adapters and name no model on this machine: each column
+        # shows its server's own one line.
+        await wait_until(pilot, lambda: all(c.state == ERROR for c in screen.columns), 120, "the three errors")
+        assert all(c.error and "\n" not in c.error for c in screen.columns), [c.error for c in screen.columns]
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is compare
+    assert live_servers() == []

@@ -530,7 +530,8 @@ async def test_the_data_check_checks_the_hosts_of_a_hostfile_and_shows_one_line_
         problems = [ln for ln in shown().splitlines() if ln.startswith("host problem:")]
         assert problems == [f"host problem: {hostfile}: host 2 (mac3): not reachable over ssh in batch mode: ssh: connect "
                             "to host mac3 port 22: Connection refused (passwordless ssh with a key is needed)"]
-        assert "train: " in shown()  # the data report is still there
+        assert "train: " in shown()  # the data report is still there, after the host problems
+        assert shown().index("host problem:") < shown().index("source:")
 
         monkeypatch.setenv("FAKE_SSH_DOWN", "")
         await pilot.press("ctrl+b")

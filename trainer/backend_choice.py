@@ -1,11 +1,14 @@
 """Which MLX distributed backend local ranks use when the preset says `auto` (no mlx here).
 
-Measured on a 2-core Linux box (MLX's CPU backend): two ranks on the ring backend each run
-at half speed even between collectives, so two ranks are no faster than one there, while
-two ranks on MPI (OpenMPI started with mpirun) reach 1.7x. On macOS ring is Apple's default
-and the machines have many cores. So: ring on macOS; on Linux MPI when an MPI library and
-mpirun are installed (MLX loads the library named by MLX_MPI_LIBNAME), else ring with a
-note in train.log that it will not be faster.
+On macOS ring is Apple's default and the machines have many cores. On Linux: MPI when an MPI
+library and mpirun are installed (MLX loads the library named by MLX_MPI_LIBNAME), else ring
+with a note in train.log that it will not be faster. Why (tests/bench/distributed_scaling.py):
+the ring transport polls its sockets while a collective waits for a peer, in the kernel (on a
+loaded 2-core box the step's two all_sums cost each ring rank ~10 ms of system CPU per step,
+MPI's none); between collectives it is idle (ranks computing without communicating use no
+system CPU and do as much work per CPU second as plain processes; the "half speed with no
+communication" first reported for ring did not show). Issue 15 measured two MPI ranks of a
+matmul loop at 1.7x of one on a quiet 2-core box.
 """
 
 from __future__ import annotations

@@ -162,11 +162,17 @@ def _new_run(args):
     cfg = apply_overrides(cfg, args.overrides)
     check(cfg, args.preset)
     _settle_world(args, cfg)
-    if args.hosts is not None:  # a resume finds the hosts from any folder
+    # What the run trains on is what a resume continues on: the hostfile by its absolute path
+    # (found from any folder), or none when --np put the ranks on this machine.
+    if args.hosts is not None:
         cfg = replace_value(cfg, "distributed.hostfile", args.hostfile)
+    elif cfg.distributed.hostfile:
+        cfg = replace_value(cfg, "distributed.hostfile", "")
     _check_trackers(cfg, args.preset)
-    # The run's config says what it trained on, --np and --backend included (compare shows it).
-    cfg = replace_value(replace_value(cfg, "distributed.np", args.np), "distributed.backend", args.backend)
+    # The run's config says what it trained on, --np and --backend included (compare shows it);
+    # on hosts, the backend the file or --backend chose.
+    backend = args.launch_backend if args.hosts is not None else args.backend
+    cfg = replace_value(replace_value(cfg, "distributed.np", args.np), "distributed.backend", backend)
     runs_dir = _runs_dir(args.runs_dir, cfg.output.runs_dir)
     label = cfg.output.name or Path(args.preset).stem
     run_dir = create_run_dir(runs_dir, label)

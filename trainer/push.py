@@ -120,7 +120,7 @@ def upload(folder: Path, repo: str, private: bool) -> str:
             raise HubError(f"{endpoint}: not logged in (run `hf auth login` or set HF_TOKEN); nothing was uploaded") from None
         if status == 403:
             raise HubError(f"{endpoint}: this token may not write to {repo}; nothing was uploaded") from None
-        raise HubError(f"{endpoint}: {first_line(exc)}") from None
+        raise HubError(f"{endpoint}: {first_line(exc)}; nothing was uploaded") from None
     except Exception as exc:  # no network, DNS, TLS, a proxy: httpx's or requests' own errors
         raise HubError(f"cannot reach the hub at {endpoint}: {describe(exc)}; nothing was uploaded") from None
     return str(url)

@@ -43,7 +43,7 @@ from trainer.backend_choice import MPI_LIBNAME_ENV
 from trainer.fuse import FuseInputError, adapter_folder, base_folder
 from trainer.pure.messages import describe
 from trainer.pure.run_folder import RunFolder
-from trainer.pure.serve import HOST, base_url, trained_on_chat_template
+from trainer.pure.serve import HOST, STDIN_WATCH_FLAG, base_url, trained_on_chat_template
 from trainer.pure.trainer_process import ExitCode
 
 PROG = "orpo-train serve"
@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fused", action="store_true", help="the fused model `orpo-train fuse RUN_DIR` wrote (RUN_DIR/fused)")
     p.add_argument("--base", action="store_true", help="the bare base model, without adapters")
     p.add_argument("--port", type=int, default=0, metavar="N", help="port on 127.0.0.1 (default 0: a free one)")
+    p.add_argument(STDIN_WATCH_FLAG, action="store_true",
+                   help="stop when stdin reaches end of file (for a program that starts the server as its child "
+                        "and holds the other end of a pipe: the server then ends when that program dies)")
     return p
 
 
@@ -145,7 +148,9 @@ class _Readiness(threading.Thread):
                 continue  # not listening yet
             if not healthy:
                 _finish(f"{self.what}: the model did not load: {self.last_error.message or 'the generation thread died'}", ExitCode.ERROR)
-            if loaded:
+            # No provider while HTTP answers: this mlx-lm's main() did not go through the
+            # run() we wrap, so answering HTTP is all that can be waited for.
+            if loaded or self.provider is None:
                 print(base_url(self.port), file=self.out, flush=True)
                 return
 
@@ -158,6 +163,17 @@ def _finish(message: str | None, code: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
     os._exit(int(code))
+
+
+def _stop_at_stdin_eof() -> None:
+    """Read stdin until end of file, then end: the parent holding the pipe is gone."""
+    def watch():
+        with contextlib.suppress(OSError, ValueError):
+            while sys.stdin.buffer.read(4096):
+                pass
+        _finish(None, ExitCode.OK)
+
+    threading.Thread(target=watch, name="stdin-watch", daemon=True).start()
 
 
 def _install_stop_handlers() -> None:
@@ -194,8 +210,7 @@ def serve(model: Path, adapters: Path | None, port: int) -> int:
 
     def run_watched(host, port_, provider, *args, **kwargs):
         logging.getLogger().addHandler(last_error)  # after main()'s basicConfig
-        ready.provider = provider
-        ready.start()
+        ready.provider = provider  # before the HTTP server is up: the readiness check sees it
         return original_run(host, port_, provider, *args, **kwargs)
 
     argv = ["mlx_lm.server", "--model", str(model), "--host", HOST, "--port", str(port), "--log-level", "WARNING"]
@@ -203,6 +218,7 @@ def serve(model: Path, adapters: Path | None, port: int) -> int:
         argv += ["--adapter-path", str(adapters)]
     saved_argv, sys.argv = sys.argv, argv
     server.run = run_watched
+    ready.start()
     try:
         server.main()
     except KeyboardInterrupt:
@@ -230,6 +246,8 @@ def main(argv: list[str]) -> int:
         endpoint = "/v1/chat/completions" if trained_on_chat_template(run_dir) else "/v1/completions (plain prompts)"
         print(f"{PROG}: serving {model} with {adapters}; prompts as in training: {endpoint}", file=sys.stderr, flush=True)
     _install_stop_handlers()
+    if args.until_stdin_closes:
+        _stop_at_stdin_eof()
     try:
         code = serve(model, adapters, port)
     except Exception as exc:

@@ -94,7 +94,8 @@ class TensorBoardSink(Sink):
         self.live = live
         self.writer = tbx.SummaryWriter(logdir=str(logdir), purge_step=purge_step)
         if hparams:
-            for summary in hparams_summaries(hparams, {}):
+            # Only the metric names count here: the table reads their values from the run's scalars.
+            for summary in hparams_summaries(hparams, dict.fromkeys(T.HPARAM_METRICS, 0.0)):
                 self.writer.file_writer.add_summary(summary)
 
     def event(self, record: dict) -> None:
@@ -211,7 +212,7 @@ class LiveTrackers:
 
     def __init__(self, trackers: Iterable[str], run_dir: Path, log: Callable[[str], None], directory: str = "",
                  project: str = T.DEFAULT_PROJECT):
-        self.wanted = tuple(trackers)
+        self.wanted = tuple(dict.fromkeys(trackers))  # a tracker named twice is still one writer
         self.folder = RunFolder(run_dir)
         self.log = log
         self.directory = directory

@@ -70,7 +70,8 @@ def _compare_parser() -> argparse.ArgumentParser:
     diff.add_argument("a", metavar="A", help="run directory or preset .toml")
     diff.add_argument("b", metavar="B", help="run directory or preset .toml")
     diff.add_argument("--all", action="store_true", help="show unchanged keys too")
-    export = sub.add_parser("export", help="a run's train/val metrics as CSV, or the whole run into a tracker")
+    export = sub.add_parser("export", help="a run's train/val metrics as CSV, or the whole run into a tracker",
+                            usage="orpo-tui export RUN [--out FILE | --to TRACKER [TARGET]] [--project PROJECT]")
     export.add_argument("run", metavar="RUN", help="run directory")
     export.add_argument("--out", metavar="FILE", help="write the CSV here instead of stdout")
     export.add_argument("--to", nargs="+", metavar=("TRACKER", "TARGET"),

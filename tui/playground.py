@@ -9,6 +9,7 @@ so a crash of the app leaves none behind.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import http.client
 import json
 import os
@@ -75,11 +76,14 @@ SERVED = ("final", "best", "fused", "base")
 def served_argv(run_dir: Path, served: str) -> list[str]:
     if served not in SERVED:
         raise ValueError(f"served must be one of {SERVED}, not {served!r}")
-    return serve_argv(run_dir, best=served == "best", fused=served == "fused", base=served == "base")
+    # The server ends with the app even when the app is SIGKILLed: it holds the server's stdin.
+    return serve_argv(run_dir, best=served == "best", fused=served == "fused", base=served == "base",
+                      until_stdin_closes=True)
 
 
 _live: set[ServerProcess] = set()
-_live_guard = threading.Lock()
+# Reentrant: the hangup handler (below) runs on the main thread, maybe while it holds this.
+_live_guard = threading.RLock()
 
 
 class ServerProcess:
@@ -99,8 +103,12 @@ class ServerProcess:
                 raise ServeError("stopped")
             # stderr goes to a nameless file: a pipe nobody drains would block a chatty server.
             self._stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=self._stderr, start_new_session=True, text=True)
+            try:
+                self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                             stderr=self._stderr, start_new_session=True, text=True)
+            except OSError as exc:
+                self._stderr.close()
+                raise ServeError(f"{self.argv[0]}: {exc.strerror or exc}") from None
             _live.add(self)
         try:
             line = read_base_url(self.proc, timeout)
@@ -147,25 +155,30 @@ class ServerProcess:
         return self.stderr_line() or f"the server exited with {code}"
 
     def stop(self) -> None:
-        """End the server's whole process group: SIGTERM, then SIGKILL if it lingers."""
+        """End the server's whole process group: SIGTERM, then SIGKILL if it lingers. It
+        stays listed as live until it is gone, so that the app's exit, which stops every
+        live server, waits for one a closing screen is still stopping."""
         with _live_guard:
             self._stopped = True
-            _live.discard(self)
         proc = self.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            _signal_group(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=STOP_WAIT_S)
-            except subprocess.TimeoutExpired:
-                _signal_group(proc.pid, signal.SIGKILL)
-                proc.wait()
-        else:
-            _signal_group(proc.pid, signal.SIGKILL)  # children it left in its group
-        stderr = getattr(self, "_stderr", None)
-        if stderr is not None:
-            stderr.close()
+        if proc is not None:
+            if proc.poll() is None:
+                _signal_group(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=STOP_WAIT_S)
+                except subprocess.TimeoutExpired:
+                    _signal_group(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            else:
+                _signal_group(proc.pid, signal.SIGKILL)  # children it left in its group
+            stderr = getattr(self, "_stderr", None)
+            if stderr is not None:
+                stderr.close()
+            if proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+        with _live_guard:
+            _live.discard(self)
 
 
 def _signal_group(pid: int, sig: int) -> None:
@@ -176,11 +189,41 @@ def _signal_group(pid: int, sig: int) -> None:
 
 
 def stop_all_servers() -> None:
-    """Every server still running: at app exit, and at interpreter exit after a crash."""
+    """Every server still running: at app exit, at interpreter exit after a crash, and on a
+    hangup. All are asked at once, then each is waited for."""
     with _live_guard:
         servers = list(_live)
     for server in servers:
+        if server.proc is not None and server.proc.poll() is None:
+            _signal_group(server.proc.pid, signal.SIGTERM)
+    for server in servers:
         server.stop()
+
+
+_HANGUP_SIGNALS = (signal.SIGHUP, signal.SIGTERM)
+
+
+def stop_servers_on_hangup() -> None:
+    """A lost SSH link (SIGHUP) or a SIGTERM ends the app without its exit handlers; the
+    servers, in sessions of their own, would live on. Stop them first, then let the signal
+    do what it did before. Only the main thread may install handlers: elsewhere, nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in _HANGUP_SIGNALS:
+        previous = signal.getsignal(signum)
+        if getattr(previous, "stops_servers", False):
+            continue
+
+        def handler(number, frame, previous=previous):
+            stop_all_servers()
+            if callable(previous):
+                previous(number, frame)
+            elif previous != signal.SIG_IGN:
+                signal.signal(number, signal.SIG_DFL)
+                os.kill(os.getpid(), number)
+
+        handler.stops_servers = True
+        signal.signal(signum, handler)
 
 
 def live_servers() -> list[ServerProcess]:
@@ -251,6 +294,17 @@ def stream_completion(url: str, prompt: str, settings: Settings, chat: bool, on_
         raise ServeError(f"{url}: {exc}") from None
     finally:
         conn.close()
+
+
+# ---------------------------------------------------------------------------- showing
+
+# A model may say any character: control ones (a tiny model's bytes, an escape) are shown as
+# U+FFFD rather than sent to the terminal. Saved answers keep them (JSON escapes them).
+_CONTROL = {c: "\ufffd" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if chr(c) not in "\n\t"}
+
+
+def shown_text(text: str) -> str:
+    return text.translate(_CONTROL)
 
 
 # ---------------------------------------------------------------------------- saving

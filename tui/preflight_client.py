@@ -141,6 +141,10 @@ def format_report(report: PreflightReport) -> list[str]:
     lines: list[str] = []
     if report.error:
         lines.append(f"error: {report.error}")
+    if report.hosts is not None:  # blockers of a run on several hosts: first, where they are seen
+        lines.extend(f"host problem: {h}" for h in report.hosts)
+        if not report.hosts:
+            lines.append("hosts: every host of the hostfile is ready (ssh, python, mlx, model and data paths)")
     if report.source:
         kind = {
             "prompt": "prompt + answers",
@@ -172,10 +176,6 @@ def format_report(report: PreflightReport) -> list[str]:
             how = "scored" if s.scored else "masked"
             lines.append(f"  {s.role} · {how} · {s.tokens} tokens: {_visible(s.text)}")
     lines.extend(f"warning: {w}" for w in report.warnings)
-    if report.hosts is not None:
-        lines.extend(f"host problem: {h}" for h in report.hosts)
-        if not report.hosts:
-            lines.append("hosts: every host of the hostfile is ready (ssh, python, mlx, model and data paths)")
     return lines
 
 

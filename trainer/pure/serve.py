@@ -25,7 +25,7 @@ from trainer.pure.run_folder import RunFolder
 from trainer.pure.sources import SourceError, SourceKind, resolve_source, split_files
 from trainer.pure.trainer_process import TRAINER, read_first_line
 
-__all__ = ["HOST", "base_url", "serve_argv", "read_base_url", "trained_on_chat_template"]
+__all__ = ["HOST", "STDIN_WATCH_FLAG", "base_url", "serve_argv", "read_base_url", "trained_on_chat_template"]
 
 # Loopback only: mlx_lm.server has no authentication.
 HOST = "127.0.0.1"
@@ -35,9 +35,15 @@ def base_url(port: int) -> str:
     return f"http://{HOST}:{port}/v1"
 
 
-def serve_argv(run_dir: Any, best: bool = False, fused: bool = False, base: bool = False, port: int = 0) -> list[str]:
+# For a caller that starts the server as its child: the server ends when its stdin reaches
+# end of file, which the kernel brings about when the caller dies, even by SIGKILL.
+STDIN_WATCH_FLAG = "--until-stdin-closes"
+
+
+def serve_argv(run_dir: Any, best: bool = False, fused: bool = False, base: bool = False, port: int = 0,
+               until_stdin_closes: bool = False) -> list[str]:
     return ([*TRAINER, "serve", str(run_dir)] + (["--best"] if best else []) + (["--fused"] if fused else [])
-            + (["--base"] if base else []) + ["--port", str(port)])
+            + (["--base"] if base else []) + ["--port", str(port)] + ([STDIN_WATCH_FLAG] if until_stdin_closes else []))
 
 
 def read_base_url(proc: subprocess.Popen, timeout: float | None = None) -> str | None:

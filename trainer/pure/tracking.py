@@ -25,12 +25,15 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from trainer.pure import metrics as M
+
 __all__ = [
     "TENSORBOARD",
     "TRACKIO",
     "WANDB",
     "TRACKERS",
     "METRIC_EVENTS",
+    "HPARAM_METRICS",
     "DEFAULT_PROJECT",
     "Scalar",
     "Sample",
@@ -50,6 +53,9 @@ _MODULES = {TENSORBOARD: "tensorboardX", TRACKIO: "trackio", WANDB: "wandb"}
 
 # The events whose numbers are metrics; the others carry paths, text or states.
 METRIC_EVENTS = ("train", "val")
+
+# The columns of TensorBoard's hparams table beside the config: the run's latest value of each.
+HPARAM_METRICS = tuple(f"val/{name}" for name in (M.LOSS, M.REWARDS_ACCURACIES, M.REWARDS_MARGINS))
 
 # The trackio / W&B project a run goes to when the user names none.
 DEFAULT_PROJECT = "orpo-tui"

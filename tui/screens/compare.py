@@ -21,7 +21,7 @@ from trainer.pure.runs import atomic_write_text, run_label
 from trainer.pure.states import ACTIVE
 from tui.charts import NO_VALUES, WAITING, ChartSeries
 from tui.compare import CompareError, config_diff, load_side, summaries_to_csv, summarize
-from tui.playground import read_entries
+from tui.playground import read_entries, shown_text
 from tui.runs_index import format_duration
 from tui.screens.base import OrpoScreen
 from tui.series import RunSeries, cursor_move, ema, index_at_or_before, last_n
@@ -354,7 +354,7 @@ class CompareScreen(OrpoScreen):
     def show_playground(self) -> None:
         """The exchanges saved from the playground, beside the eval samples: each once, though
         it was saved into every run it involved."""
-        seen, lines, notes = set(), [], []
+        seen, shown, notes = set(), [], []
         for run in self.shown_pair():
             entries, skipped = read_entries(run)
             notes += [f"{run.name}/{note}" for note in skipped]
@@ -362,10 +362,13 @@ class CompareScreen(OrpoScreen):
                 key = (entry.get("time"), entry["prompt"])
                 if key not in seen:
                     seen.add(key)
-                    lines += playground_lines(entry)
+                    shown.append(entry)
+        # The newest first, whichever run it was saved in.
+        shown.sort(key=lambda e: e.get("time") if isinstance(e.get("time"), (int, float)) else 0, reverse=True)
+        lines = [line for entry in shown for line in playground_lines(entry)]
         head = f"Playground: {len(seen)} saved prompt{'s' if len(seen) != 1 else ''}" if seen else (
             "Playground: nothing saved yet (p opens it; ctrl+s there saves a prompt and its answers)")
-        self.query_one("#samples-playground", Static).update("\n".join([head, *notes, "", *lines]).rstrip())
+        self.query_one("#samples-playground", Static).update(shown_text("\n".join([head, *notes, "", *lines]).rstrip()))
 
     def action_playground(self) -> None:
         from tui.screens.playground import PlaygroundScreen

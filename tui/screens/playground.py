@@ -17,7 +17,18 @@ from textual.widgets import Header, Input, Label, Select, Static, TextArea
 
 from trainer.pure.run_folder import RunFolder
 from trainer.pure.serve import trained_on_chat_template
-from tui.playground import ServeError, ServerProcess, Settings, parse_settings, playground_entry, save_entry, served_argv, stream_completion
+from tui.playground import (
+    ServeError,
+    ServerProcess,
+    Settings,
+    parse_settings,
+    playground_entry,
+    save_entry,
+    served_argv,
+    shown_text,
+    stop_servers_on_hangup,
+    stream_completion,
+)
 from tui.screens.base import OrpoScreen
 from tui.widgets.fit_footer import FitFooter
 from tui.workspace import Workspace
@@ -58,15 +69,6 @@ class Column:
         return Text(self.state, style="dim")
 
 
-# A model may say any character: control ones (a tiny model's bytes, an escape) are shown as
-# U+FFFD rather than sent to the terminal. Saved answers keep them (JSON escapes them).
-_CONTROL = {c: "\ufffd" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if chr(c) not in "\n\t"}
-
-
-def shown_text(text: str) -> str:
-    return text.translate(_CONTROL)
-
-
 def served_choices(run: Path) -> list[str]:
     """The adapters a run column can serve: the latest always (a run without them gets the
     server's own error), the best and the fused model when the run has them."""
@@ -84,7 +86,7 @@ class PlaygroundScreen(OrpoScreen):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     BINDINGS = [
         # Not a priority: an open adapters menu closes on escape before the screen does.
-        Binding("escape", "app.back_to_list", "Back", id="playground.back", tooltip="Back (stops the playground's servers)"),
+        Binding("escape", "back", "Back", id="playground.back", tooltip="Back (stops the playground's servers)"),
         # Many terminals send ctrl+enter as a plain enter; F5 reaches the app in all of them.
         Binding("f5,ctrl+enter", "send", "Send", id="playground.send", priority=True,
                 tooltip="Send the prompt to every column"),
@@ -134,6 +136,7 @@ class PlaygroundScreen(OrpoScreen):
         self.sub_title = " vs ".join(run.name for run in self.runs)
         self.query_one("#prompt", TextArea).focus()
         if self.start_servers:
+            stop_servers_on_hangup()
             for column in self.columns:
                 self.start_server(column)
 
@@ -149,6 +152,11 @@ class PlaygroundScreen(OrpoScreen):
         if servers:
             threading.Thread(target=lambda: [s.stop() for s in servers], name="stop playground servers",
                              daemon=True).start()
+
+    def action_back(self) -> None:
+        """To the screen it was opened from: the runs list, or the comparison."""
+        if self.app.screen is self:
+            self.app.pop_screen()
 
     # ------------------------------------------------------------------ servers
 
@@ -172,8 +180,8 @@ class PlaygroundScreen(OrpoScreen):
         if column.server is server and self.is_attached:
             column.state = READY
             self.show(column)
-        elif column.server is not server:
-            server.stop()  # replaced or closed while it started
+        elif column.server is not server:  # replaced or closed while it started
+            threading.Thread(target=server.stop, daemon=True, name="stop a replaced server").start()
 
     def server_failed(self, column: Column, server: ServerProcess, reason: str) -> None:
         if column.server is server and self.is_attached:

@@ -47,6 +47,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Training", ("training.",)),
     ("Distributed", ("distributed.",)),
     ("Output", ("output.",)),
+    ("Reporting", ("report.",)),
 )
 HIDDEN = {"model.resolved_path"}  # written by the trainer into a run, never by hand
 
