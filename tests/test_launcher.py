@@ -30,7 +30,7 @@ def alive_child(proc):
 def test_stop_escalates_only_as_far_as_needed(tmp_path, ignore, ended_by):
     proc = fake_trainer(tmp_path, ignore)
     phases = []
-    got = stop_run(tmp_path, lambda phase, wait: phases.append(phase), waits=(0.5, 0.5, 5.0), alive=alive_child(proc))
+    got = stop_run(tmp_path, lambda phase, wait: phases.append(phase), waits=(3.0, 3.0, 5.0), alive=alive_child(proc))
     assert got == ended_by
     assert phases == ["SIGINT", "SIGTERM", "SIGKILL"][: phases.index(ended_by) + 1]
     assert proc.poll() is not None

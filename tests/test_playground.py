@@ -79,7 +79,8 @@ def test_settings_are_parsed_and_a_bad_one_is_named():
 
 
 def test_served_choices_become_the_serve_flags(tmp_path):
-    assert served_argv(tmp_path, "final")[-4:] == ["serve", str(tmp_path), "--port", "0"]
+    # The app holds each server's stdin: a server ends with the app, even after a SIGKILL.
+    assert served_argv(tmp_path, "final")[-5:] == ["serve", str(tmp_path), "--port", "0", "--until-stdin-closes"]
     for served in ("best", "fused", "base"):
         assert f"--{served}" in served_argv(tmp_path, served)
     with pytest.raises(ValueError):

@@ -398,7 +398,7 @@ class Ranks:
         """The failed rank to name, with its exit code. One rank's end makes its peers fail
         too (a lost connection inside a collective), often within the same poll, so the ranks
         get a moment to end on their own; then a refusal (exit 2, a reason of its own) or a
-        rank killed by a signal is named before a rank that merely errored, and a lower rank
+        rank killed by a signal (or whose ssh link ended) is named before a rank that merely errored, and a lower rank
         before a higher. Under MPI there is one mpirun: the rank is the one that left an
         error line (rank 0 if none did), and the code is mpirun's."""
         deadline = time.monotonic() + GRACE_S
@@ -418,7 +418,10 @@ class Ranks:
 
         def weight(item: tuple[int, int]) -> tuple[int, int]:
             rank, code = item
-            return (0 if code == ExitCode.BAD_INPUT else 1 if code < 0 else 2, rank)
+            # ssh's 255 for a rank on another host is its kill or a lost link: a cause, like a
+            # signal, rather than the peer's "connection to a peer was lost" it brings about.
+            killed = code < 0 or (code == SSH_FAILED and self.placement.hosts[rank] is not None)
+            return (0 if code == ExitCode.BAD_INPUT else 1 if killed else 2, rank)
 
         return min(failed, key=weight)
 
