@@ -239,6 +239,31 @@ def test_compiled_step_is_rebuilt_after_its_shape_budget(prep, monkeypatch):
     assert losses[0] == pytest.approx(losses[3], abs=1e-6)
 
 
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_an_epoch_of_the_demo_fits_the_compiled_step_shape_budget(prep, ranks):
+    """The compiled step keeps at most MAX_COMPILED_SHAPES graphs and throws them all away
+    past that: a demo epoch with more distinct shapes traced and compiled nearly every step
+    (54 shapes in 54 batches when widths were exact). Counted with the step's own key, in the
+    layouts the trainer chooses, for one rank and each of two ranks' shares."""
+    from trainer.layouts import BatchLayout
+    from trainer.step import ShapeBoundedStep
+    from trainer.team import Team
+
+    cfg = config_from_dict({}, "t")  # the demo preset's model, data and batch size
+    groups = D.make_batches(prep.train_pairs, cfg.training.batch_size)
+    pad = D.pad_id(prep.tokenizer)
+    layout = BatchLayout(pad, *choose_layouts(prep.model, [prep.train_pairs[i] for i in groups[0]], pad, BETA, False))
+    assert layout.sharing  # the demo's layout, whose exact widths made every batch a new shape
+    weight = (mx.array(1.0),) if ranks > 1 else ()
+    for rank in range(ranks):
+        team = Team(rank=rank, size=ranks)
+        shapes = set()
+        for idx in groups:
+            arrays, extra, _ = layout.device_batch([prep.train_pairs[i] for i in team.share(idx)])
+            shapes.add(ShapeBoundedStep.signature(*arrays, None, True, *extra, *weight))
+        assert len(shapes) <= ShapeBoundedStep.MAX_COMPILED_SHAPES, (rank, len(shapes), len(groups))
+
+
 def test_shared_prefix_runs_each_prompt_once(prep):
     """Long prompts, short answers of different lengths: the shared layout runs the prompt
     once and pads chosen and rejected each only to their own longest."""
@@ -246,10 +271,10 @@ def test_shared_prefix_runs_each_prompt_once(prep):
     word = base.chosen[:1]
     pairs = [D.Pair(word * (96 + i), word * (4 + 3 * i) + (1,), (2,) * (20 - 2 * i) + (1,), 1.0) for i in range(4)]
     plain, fast = assert_same_as_plain(prep, pairs, use_scores=False, grads=False)
-    # plain: 8 rows x 128 (longest 116, padded to 16); shared, exact widths: 4 x 98 prefix
-    # (each prompt less its last position, whose output scores the first answer token),
-    # 4 x 14 chosen, 4 x 21 rejected
-    assert positions(plain) == 8 * 128 and positions(fast) == 4 * 98 + 4 * 14 + 4 * 21
+    # plain: 8 rows x 128 (longest 116, padded to 16); shared: 4 x 98 prefix (each prompt
+    # less its last position, whose output scores the first answer token), 4 x 14 chosen,
+    # 4 x 21 rejected, each rounded up data.bucket's ladder (to 112, 16 and 24)
+    assert positions(plain) == 8 * 128 and positions(fast) == 4 * 112 + 4 * 16 + 4 * 24
 
 
 ARCHITECTURES = {

@@ -115,8 +115,13 @@ class ShapeBoundedStep:
         self.seen: set = set()
         self.rebuilds = 0
 
+    @staticmethod
+    def signature(*args) -> tuple:
+        """The key a call is compiled by: one per distinct shape of its inputs."""
+        return tuple(map(_signature, args))
+
     def __call__(self, *args):
-        key = tuple(map(_signature, args))
+        key = self.signature(*args)
         if key not in self.seen:
             if len(self.seen) >= self.MAX_COMPILED_SHAPES:
                 self.fn, self.seen = self.build(), set()
