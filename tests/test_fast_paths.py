@@ -216,27 +216,36 @@ def test_shared_prefix_is_refused_for_a_model_that_ignores_the_cache(prep):
     assert not use_shared_prefix(wrapped, pairs, 0, False)
 
 
-def test_compiled_step_is_rebuilt_after_its_shape_budget(prep, monkeypatch):
-    """Each new input shape costs the compiled step host memory; past the budget a fresh
-    function replaces it, and it still trains (same numbers as a fresh step would give)."""
+def test_compiled_step_drops_its_least_recently_used_shapes_past_its_budget(prep, monkeypatch):
+    """Each new input shape costs the compiled step host memory; past the budget the
+    generation of shapes used least recently is dropped, not every graph, and the step still
+    trains (same numbers as before)."""
     import mlx.optimizers as optim
 
     from trainer.step import ShapeBoundedStep, make_train_step
 
-    monkeypatch.setattr(ShapeBoundedStep, "MAX_COMPILED_SHAPES", 3)
+    monkeypatch.setattr(ShapeBoundedStep, "MAX_COMPILED_SHAPES", 4)
+    monkeypatch.setattr(ShapeBoundedStep, "GENERATIONS", 2)  # of 2 shapes each
     cfg = config_from_dict({"finetune": {"dropout": 0.0}}, "t")
     opt = optim.AdamW(learning_rate=0.0)  # no update: every call sees the same weights
     opt.init(prep.model.trainable_parameters())
     built = []
     step = ShapeBoundedStep(lambda: built.append(1) or make_train_step(prep.model, opt, cfg, False))
     base = prep.train_pairs[0]
-    losses = []
-    for n in (1, 2, 3, 1, 4, 5):
-        b = D.collate([D.Pair(base.prompt + base.prompt[:1] * n * 16, base.chosen, base.rejected, 1.0)], 0)
-        metrics, _ = step(*to_device(b), None, True)
-        losses.append(metrics["loss"].item())
-    assert len(built) == 2 and step.rebuilds == 1  # shapes 1, 2, 3 fill it; 1 is cached; 4 rebuilds
-    assert losses[0] == pytest.approx(losses[3], abs=1e-6)
+
+    def shape(n):
+        return (*to_device(D.collate([D.Pair(base.prompt + base.prompt[:1] * n * 16, base.chosen, base.rejected, 1.0)], 0)), None, True)
+
+    losses = {}
+    for n in (1, 2, 3, 4, 1, 5):
+        losses.setdefault(n, []).append(step(*shape(n))[0]["loss"].item())
+    # 1, 2 fill the first function, 3, 4 the second; 1 runs cached and makes the second the
+    # least recently used, so 5 drops it (3 and 4) and starts a third
+    assert len(built) == 3 and step.rebuilds == 1
+    assert [n for n in range(1, 6) if step.holds(*shape(n))] == [1, 2, 5]
+    losses[1].append(step(*shape(1))[0]["loss"].item())
+    assert len(built) == 3
+    assert losses[1] == pytest.approx([losses[1][0]] * 3, abs=1e-6)
 
 
 @pytest.mark.parametrize("ranks", [1, 2])

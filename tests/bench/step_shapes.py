@@ -11,8 +11,8 @@ vocabulary. Then, unless --no-time, the real compiled step (`ShapeBoundedStep`) 
 `--epochs` epochs on one rank in the chosen layout: per step, time.perf_counter (wall) and
 time.process_time (CPU of the whole process, MLX's stream thread included: less blurred by
 other load than wall time) around the step and its mx.eval, split into steps whose shape was new to the compiled function (traced
-and compiled) and cached ones, the mean ms/step of each epoch, and how often the step was
-rebuilt. --steps-per-doubling and --shared-floor override data.STEPS_PER_DOUBLING and
+and compiled) and cached ones, the mean ms/step of each epoch, and how many of its compiled
+functions (generations of shapes) were dropped. --steps-per-doubling and --shared-floor override data.STEPS_PER_DOUBLING and
 shared_prefix.SHARED_PAD_MULTIPLE, to compare ladders.
 """
 
@@ -97,7 +97,7 @@ def main() -> int:
             idx = D.batch_at(batches, cfg.training.seed, epoch * len(batches) + pos)
             arrays, extra, _ = chosen.device_batch([prep.train_pairs[i] for i in idx])
             call = (*arrays, None, True, *extra)
-            fresh = step.signature(*call) not in step.seen
+            fresh = not step.holds(*call)
             t, cpu = time.perf_counter(), time.process_time()
             metrics, _ = step(*call)
             mx.eval(metrics, prep.model.state, optimizer.state)
@@ -110,7 +110,7 @@ def main() -> int:
         print(f"  epoch {epoch + 1}: {statistics.mean(x[0] for x in every):4.0f} ms/step wall, "
               f"{statistics.mean(x[1] for x in every):4.0f} CPU; {len(new):2d} new shapes (median {med(new, 0)} wall, "
               f"{med(new, 1)} CPU), {len(cached):2d} cached (median {med(cached, 0)} wall, {med(cached, 1)} CPU); "
-              f"rebuilds so far {step.rebuilds}", flush=True)
+              f"generations dropped so far {step.rebuilds}", flush=True)
     return 0
 
 
