@@ -21,6 +21,7 @@ from tests.trainer_helpers import DEMO, ORPO_TRAIN, REPO, first_line, run_traine
 from trainer.backend_choice import choose
 from trainer.pure import metrics as M
 from trainer.pure.builtin_names import DEMO_DATA_DIR
+from trainer.pure.config import load_preset
 from trainer.pure.events import read_events
 from trainer.pure.run_folder import RunFolder
 from trainer.pure.runs import read_status
@@ -154,7 +155,7 @@ def test_batch_that_does_not_divide_across_ranks_is_one_line_exit_2(tmp_path):
 
 
 @pytest.mark.parametrize("backend", BACKENDS_HERE)
-def test_sigint_stops_every_rank_with_a_checkpoint_and_resume_on_one_rank_completes(tmp_path, backend):
+def test_sigint_stops_every_rank_with_a_checkpoint_and_resumes_on_two_ranks_then_on_one(tmp_path, backend):
     proc = start_trainer(str(DEMO), "--runs-dir", str(tmp_path), "--np", "2", "--backend", backend, *LONG)
     run_dir = first_line(proc)
     wait_for_step(run_dir, 2, proc)
@@ -169,11 +170,20 @@ def test_sigint_stops_every_rank_with_a_checkpoint_and_resume_on_one_rank_comple
     assert ckpt is not None
     stopped_at = json.loads((ckpt / "state.json").read_text())["step"]
 
-    # The checkpoint is global state: it resumes on any number of ranks.
-    done = run_trainer("--resume", str(run_dir), "--set", f"training.iters={stopped_at + 3}")
+    # A resume goes on with the 2 ranks the run's config records, and its --set reaches both
+    # (each rank reads config.toml, which a resume does not rewrite).
+    assert load_preset(RunFolder(run_dir).config).distributed.np == 2
+    done = run_trainer("--resume", str(run_dir), "--set", f"training.iters={stopped_at + 2}")
     assert done.returncode == 0, done.stderr
-    assert read_status(run_dir)["state"] == "completed"
-    assert train_steps(run_dir) == list(range(1, stopped_at + 4))
+    assert read_status(run_dir)["state"] == "completed" and read_status(run_dir)["world_size"] == 2
+    last = stopped_at + 2
+    assert f"step {last}/{last}: loss" in RunFolder(run_dir).rank_log(1).read_text()
+
+    # The checkpoint is global state: it resumes on any number of ranks.
+    done = run_trainer("--resume", str(run_dir), "--np", "1", "--set", f"training.iters={stopped_at + 4}")
+    assert done.returncode == 0, done.stderr
+    assert read_status(run_dir)["state"] == "completed" and read_status(run_dir)["world_size"] == 1
+    assert train_steps(run_dir) == list(range(1, stopped_at + 5))
 
 
 @pytest.mark.parametrize("backend", BACKENDS_HERE)

@@ -31,7 +31,8 @@ def _two_rank_run(root: Path, pids: list[int] | None) -> Path:
     write_status(run, state="running", pid=os.getpid(), step=6, total_steps=40, **{WORLD_SIZE: 2, RANK_PIDS: pids})
     folder = RunFolder(run)
     folder.log.write_text("[12:00:00] orpo-train started, pid 1\n[12:00:05] step 6/40: loss 1.2000, nll 1.1\n"
-                          "[12:00:06] step 6: checkpoint saved (step-0000006)\n")
+                          "[12:00:06] step 6: checkpoint saved (step-0000006)\n"
+                          "-----------\nmpirun detected that one or more processes exited\n")
     folder.rank_log(1).write_text("[12:00:01] rank 1 of 2 (ring backend)\n[12:00:04] step 4/40: loss 1.3\n"
                                   "[12:00:05] step 6/40: loss 1.2000, nll 1.1\n")
     return run

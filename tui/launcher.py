@@ -17,8 +17,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
-
 from trainer.pure.rank_status import rank_pids
 from trainer.pure.run_lock import holder
 from trainer.pure.runs import pid_alive, read_status, write_status
@@ -120,6 +118,8 @@ def kill_orphan_ranks(pids: Sequence[int]) -> list[int]:
     """A launcher killed with SIGKILL cannot pass it on: its ranks, each in its own session,
     would train on. End those still alive (a pid whose command line is not a rank's is some
     other process that got the number since, and is left alone). Returns the pids killed."""
+    import psutil  # only here: the app starts without it (see tui/resources.py)
+
     killed = []
     for pid in pids:
         try:

@@ -19,6 +19,7 @@ from typing import Any
 
 from trainer.pure.run_folder import RunFolder
 from trainer.pure.runs import pid_alive
+from trainer.pure.trainer_process import PROG
 
 __all__ = ["WORLD_SIZE", "RANK_PIDS", "RankState", "world_size", "rank_pids", "rank_states", "ranks_line",
            "STEP_LINE"]
@@ -52,7 +53,7 @@ class RankState:
     pid: int | None  # None: not recorded (yet, or the ranks are on other machines)
     alive: bool | None  # None when the pid is not known
     step: int | None  # the last step its log reported
-    line: str  # its log's last line, without the time stamp ("" for an empty or missing log)
+    line: str  # its log's last line of the trainer's own, without the time stamp ("": none yet)
 
     @property
     def process(self) -> str:
@@ -83,7 +84,10 @@ def _log_tail(path: Path) -> list[str]:
 def rank_state(run_dir: Path, rank: int, pid: int | None, alive: Callable[[int], bool] = pid_alive) -> RankState:
     lines = _log_tail(RunFolder(run_dir).rank_log(rank))
     step = next((int(m[1]) for ln in reversed(lines) if (m := STEP_LINE.search(ln))), None)
-    last = _STAMP.sub("", lines[-1]) if lines else ""
+    # The trainer's own lines (time-stamped, or its `orpo-train:` error line) before what
+    # mpirun appends to rank 0's output when the job ends (boxes of dashes and notes).
+    ours = [ln for ln in lines if _STAMP.match(ln) or ln.startswith(f"{PROG}: ")]
+    last = _STAMP.sub("", (ours or lines)[-1]) if lines else ""
     return RankState(rank, pid, None if pid is None else alive(pid), step, last)
 
 
