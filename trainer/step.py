@@ -117,8 +117,9 @@ class ShapeBoundedStep:
     gigabytes. So the shapes live in up to GENERATIONS compiled functions of an equal share
     of the budget each: a new shape goes into the newest, and when that is full a fresh one
     starts; past GENERATIONS the function used least recently is dropped, and its graphs with
-    it (their memory is reused). More shapes than the budget then cost a quarter of the
-    cached graphs at a time, not all of them (data.bucket keeps the shapes few)."""
+    it (only part of their host memory comes back: tests/bench/README.md, "step_shapes.py").
+    More shapes than the budget then cost a quarter of the cached graphs at a time, not all
+    of them (data.bucket keeps the shapes few)."""
 
     MAX_COMPILED_SHAPES = 32
     GENERATIONS = 4
