@@ -216,27 +216,61 @@ def test_shared_prefix_is_refused_for_a_model_that_ignores_the_cache(prep):
     assert not use_shared_prefix(wrapped, pairs, 0, False)
 
 
-def test_compiled_step_is_rebuilt_after_its_shape_budget(prep, monkeypatch):
-    """Each new input shape costs the compiled step host memory; past the budget a fresh
-    function replaces it, and it still trains (same numbers as a fresh step would give)."""
+def test_compiled_step_drops_its_least_recently_used_shapes_past_its_budget(prep, monkeypatch):
+    """Each new input shape costs the compiled step host memory; past the budget the
+    generation of shapes used least recently is dropped, not every graph, and the step still
+    trains (same numbers as before)."""
     import mlx.optimizers as optim
 
     from trainer.step import ShapeBoundedStep, make_train_step
 
-    monkeypatch.setattr(ShapeBoundedStep, "MAX_COMPILED_SHAPES", 3)
+    monkeypatch.setattr(ShapeBoundedStep, "MAX_COMPILED_SHAPES", 4)
+    monkeypatch.setattr(ShapeBoundedStep, "GENERATIONS", 2)  # of 2 shapes each
     cfg = config_from_dict({"finetune": {"dropout": 0.0}}, "t")
     opt = optim.AdamW(learning_rate=0.0)  # no update: every call sees the same weights
     opt.init(prep.model.trainable_parameters())
     built = []
     step = ShapeBoundedStep(lambda: built.append(1) or make_train_step(prep.model, opt, cfg, False))
     base = prep.train_pairs[0]
-    losses = []
-    for n in (1, 2, 3, 1, 4, 5):
-        b = D.collate([D.Pair(base.prompt + base.prompt[:1] * n * 16, base.chosen, base.rejected, 1.0)], 0)
-        metrics, _ = step(*to_device(b), None, True)
-        losses.append(metrics["loss"].item())
-    assert len(built) == 2 and step.rebuilds == 1  # shapes 1, 2, 3 fill it; 1 is cached; 4 rebuilds
-    assert losses[0] == pytest.approx(losses[3], abs=1e-6)
+
+    def shape(n):
+        return (*to_device(D.collate([D.Pair(base.prompt + base.prompt[:1] * n * 16, base.chosen, base.rejected, 1.0)], 0)), None, True)
+
+    losses = {}
+    for n in (1, 2, 3, 4, 1, 5):
+        losses.setdefault(n, []).append(step(*shape(n))[0]["loss"].item())
+    # 1, 2 fill the first function, 3, 4 the second; 1 runs cached and makes the second the
+    # least recently used, so 5 drops it (3 and 4) and starts a third
+    assert len(built) == 3 and step.rebuilds == 1
+    assert [n for n in range(1, 6) if step.holds(*shape(n))] == [1, 2, 5]
+    losses[1].append(step(*shape(1))[0]["loss"].item())
+    assert len(built) == 3
+    assert losses[1] == pytest.approx([losses[1][0]] * 3, abs=1e-6)
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_an_epoch_of_the_demo_fits_the_compiled_step_shape_budget(prep, ranks):
+    """The compiled step keeps at most MAX_COMPILED_SHAPES graphs and throws them all away
+    past that: a demo epoch with more distinct shapes traced and compiled nearly every step
+    (54 shapes in 54 batches when widths were exact). Counted with the step's own key, in the
+    layouts the trainer chooses, for one rank and each of two ranks' shares."""
+    from trainer.layouts import BatchLayout
+    from trainer.step import ShapeBoundedStep
+    from trainer.team import Team
+
+    cfg = config_from_dict({}, "t")  # the demo preset's model, data and batch size
+    groups = D.make_batches(prep.train_pairs, cfg.training.batch_size)
+    pad = D.pad_id(prep.tokenizer)
+    layout = BatchLayout(pad, *choose_layouts(prep.model, [prep.train_pairs[i] for i in groups[0]], pad, BETA, False))
+    assert layout.sharing  # the demo's layout, whose exact widths made every batch a new shape
+    weight = (mx.array(1.0),) if ranks > 1 else ()
+    for rank in range(ranks):
+        team = Team(rank=rank, size=ranks)
+        shapes = set()
+        for idx in groups:
+            arrays, extra, _ = layout.device_batch([prep.train_pairs[i] for i in team.share(idx)])
+            shapes.add(ShapeBoundedStep.signature(*arrays, None, True, *extra, *weight))
+        assert len(shapes) <= ShapeBoundedStep.MAX_COMPILED_SHAPES, (rank, len(shapes), len(groups))
 
 
 def test_shared_prefix_runs_each_prompt_once(prep):
@@ -246,10 +280,10 @@ def test_shared_prefix_runs_each_prompt_once(prep):
     word = base.chosen[:1]
     pairs = [D.Pair(word * (96 + i), word * (4 + 3 * i) + (1,), (2,) * (20 - 2 * i) + (1,), 1.0) for i in range(4)]
     plain, fast = assert_same_as_plain(prep, pairs, use_scores=False, grads=False)
-    # plain: 8 rows x 128 (longest 116, padded to 16); shared, exact widths: 4 x 98 prefix
-    # (each prompt less its last position, whose output scores the first answer token),
-    # 4 x 14 chosen, 4 x 21 rejected
-    assert positions(plain) == 8 * 128 and positions(fast) == 4 * 98 + 4 * 14 + 4 * 21
+    # plain: 8 rows x 128 (longest 116, padded to 16); shared: 4 x 98 prefix (each prompt
+    # less its last position, whose output scores the first answer token), 4 x 14 chosen,
+    # 4 x 21 rejected, each rounded up data.bucket's ladder (to 112, 16 and 24)
+    assert positions(plain) == 8 * 128 and positions(fast) == 4 * 112 + 4 * 16 + 4 * 24
 
 
 ARCHITECTURES = {

@@ -44,11 +44,24 @@ from trainer.pure.sources import (
     valid_split_names,
 )
 
-# Padding every batch to a multiple of this keeps the number of distinct shapes, and so the
-# number of traces the compiled step builds, small.
+# Every padded size (a batch's width, its count of scored positions) is rounded up to a
+# ladder (`bucket`): multiples of a floor, then STEPS_PER_DOUBLING sizes between each power
+# of two and the next. The compiled step traces each distinct shape once and keeps a bounded
+# number of them (step.ShapeBoundedStep), so the sizes must be few whatever the data: a
+# ladder gives a few per doubling of the longest row, where plain multiples grew with it.
+# It pads at most 1/STEPS_PER_DOUBLING more (tests/bench/README.md, "step_shapes.py").
+STEPS_PER_DOUBLING = 4
+# The floors: batch widths are multiples of at least PAD_MULTIPLE, scored-position counts
+# of at least GATHER_MULTIPLE.
 PAD_MULTIPLE = 16
-# The scored positions are padded to a multiple of this, for the same reason.
 GATHER_MULTIPLE = 64
+
+
+def bucket(n: int, floor: int) -> int:
+    """`n` rounded up to the ladder: a multiple of `floor`, and of a quarter (with
+    STEPS_PER_DOUBLING = 4) of the largest power of two not above `n`."""
+    step = max(floor, (1 << max(n, 1).bit_length() - 1) // STEPS_PER_DOUBLING)
+    return -(-n // step) * step
 
 
 class DataError(Exception):
@@ -593,10 +606,10 @@ def collate(pairs: Sequence[Pair], pad_id: int) -> dict[str, np.ndarray]:
     }
 
 
-def pad_rows(seqs: Sequence[Sequence[int]], starts: Sequence[int], pad_id: int, multiple: int) -> tuple[np.ndarray, ...]:
-    """Right-padded (inputs, targets, mask) of token sequences, the width rounded up to
-    `multiple`; `starts[i]` is the first scored input position of row i."""
-    width = -(-max(len(s) - 1 for s in seqs) // multiple) * multiple
+def pad_rows(seqs: Sequence[Sequence[int]], starts: Sequence[int], pad_id: int, floor: int) -> tuple[np.ndarray, ...]:
+    """Right-padded (inputs, targets, mask) of token sequences, the width rounded up to the
+    ladder of `bucket(_, floor)`; `starts[i]` is the first scored input position of row i."""
+    width = bucket(max(len(s) - 1 for s in seqs), floor)
     inputs = np.full((len(seqs), width), pad_id, dtype=np.int32)
     targets = np.full((len(seqs), width), pad_id, dtype=np.int32)
     mask = np.zeros((len(seqs), width), dtype=np.float32)
@@ -608,11 +621,11 @@ def pad_rows(seqs: Sequence[Sequence[int]], starts: Sequence[int], pad_id: int, 
     return inputs, targets, mask
 
 
-def scored_positions(mask: np.ndarray, multiple: int = GATHER_MULTIPLE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def scored_positions(mask: np.ndarray, floor: int = GATHER_MULTIPLE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(flat index, row, weight) of each scored position of a [rows, T] mask, padded with
-    weight-0 entries to a multiple of `multiple` so compiled shapes repeat."""
+    weight-0 entries up to the ladder of `bucket(_, floor)` so compiled shapes repeat."""
     rows, cols = np.nonzero(mask)
-    room = -(-len(rows) // multiple) * multiple
+    room = bucket(len(rows), floor)
     index = np.zeros(room, dtype=np.int32)
     index[: len(rows)] = rows * mask.shape[1] + cols
     row_of = np.zeros(room, dtype=np.int32)

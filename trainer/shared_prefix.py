@@ -26,19 +26,15 @@ from collections.abc import Sequence
 import mlx.core as mx
 import numpy as np
 
-from trainer.data import Pair, pad_rows, scored_positions
+from trainer.data import Pair, bucket, pad_rows, scored_positions
 from trainer.loss import scored_logp_sums
 
-# Widths and scored-position counts are exact, not rounded up like data.PAD_MULTIPLE and
-# data.GATHER_MULTIPLE: tracing a new shape costs under 5% of a step on the tiny model and
-# nothing measurable on larger ones, while rounding up ran ~5% more positions through the
-# model and up to 63 unscored rows through the vocabulary projection per pass at batch size 1.
-# (How many compiled shapes are kept is bounded by step.ShapeBoundedStep.)
-SHARED_PAD_MULTIPLE = 1
-
-
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
+# Widths and scored-position counts go up data.bucket's ladder from this floor. Exact sizes
+# (a floor of 1 and no ladder) gave the demo 54 distinct shapes in its 54 batches, more than
+# step.ShapeBoundedStep keeps, so nearly every step traced and compiled its graph again
+# (~1.4x the CPU of a cached step); the ladder from 4 gives it 22 (and 29-30 to each of two
+# ranks) for 12% more positions. Measured in tests/bench/README.md, "step_shapes.py".
+SHARED_PAD_MULTIPLE = 4
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -77,7 +73,7 @@ def collate_shared(pairs: Sequence[Pair], pad_id: int) -> dict | None:
     if max(ks) == 0:
         return None
     B = len(pairs)
-    P = _round_up(max(ks), SHARED_PAD_MULTIPLE)
+    P = bucket(max(ks), SHARED_PAD_MULTIPLE)
     prefix = np.full((B, P), pad_id, dtype=np.int32)
     p_targets = np.full((B, P), pad_id, dtype=np.int32)
     p_mask = np.zeros((B, P), dtype=np.float32)

@@ -5,6 +5,7 @@ learning-rate schedule and the per-step dropout seed."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -98,31 +99,70 @@ def _signature(arg: Any) -> Any:
     return arg
 
 
+@dataclass(eq=False)
+class _Generation:
+    """One compiled function and the input shapes it has traced."""
+
+    fn: Callable
+    shapes: set = field(default_factory=set)
+    last_used: int = 0
+
+
 class ShapeBoundedStep:
-    """The compiled step, rebuilt after MAX_COMPILED_SHAPES distinct input shapes.
+    """The compiled step, holding at most MAX_COMPILED_SHAPES traced input shapes.
 
     mx.compile keeps one compiled graph per input shape for as long as the function lives,
     about 5 MB of host memory each for the 4-layer tiny model (more for deeper ones); a
     dataset whose batches have hundreds of distinct widths would grow the trainer by
-    gigabytes. A fresh function lets the old graphs go (their memory is reused), at the
-    cost of tracing shapes again."""
+    gigabytes. So the shapes live in up to GENERATIONS compiled functions of an equal share
+    of the budget each: a new shape goes into the newest, and when that is full a fresh one
+    starts; past GENERATIONS the function used least recently is dropped, and its graphs with
+    it (only part of their host memory comes back: tests/bench/README.md, "step_shapes.py").
+    More shapes than the budget then cost a quarter of the cached graphs at a time, not all
+    of them (data.bucket keeps the shapes few)."""
 
     MAX_COMPILED_SHAPES = 32
+    GENERATIONS = 4
 
     def __init__(self, build: Callable[[], Callable]):
         self.build = build
-        self.fn = build()
-        self.seen: set = set()
-        self.rebuilds = 0
+        self.generations: list[_Generation] = []
+        self.holder: dict = {}  # shape key -> the generation that traced it
+        self.calls = 0
+        self.rebuilds = 0  # generations dropped with their graphs
+
+    @staticmethod
+    def signature(*args) -> tuple:
+        """The key a call is compiled by: one per distinct shape of its inputs."""
+        return tuple(map(_signature, args))
+
+    def holds(self, *args) -> bool:
+        """Whether a call with these arguments runs a graph already traced."""
+        return self.signature(*args) in self.holder
 
     def __call__(self, *args):
-        key = tuple(map(_signature, args))
-        if key not in self.seen:
-            if len(self.seen) >= self.MAX_COMPILED_SHAPES:
-                self.fn, self.seen = self.build(), set()
-                self.rebuilds += 1
-            self.seen.add(key)
-        return self.fn(*args)
+        key = self.signature(*args)
+        self.calls += 1
+        generation = self.holder.get(key)
+        if generation is None:
+            generation = self._room()
+            generation.shapes.add(key)
+            self.holder[key] = generation
+        generation.last_used = self.calls
+        return generation.fn(*args)
+
+    def _room(self) -> _Generation:
+        per_generation = max(1, self.MAX_COMPILED_SHAPES // self.GENERATIONS)
+        if self.generations and len(self.generations[-1].shapes) < per_generation:
+            return self.generations[-1]
+        if len(self.generations) >= self.GENERATIONS:
+            stale = min(self.generations, key=lambda g: g.last_used)
+            self.generations.remove(stale)
+            for key in stale.shapes:
+                del self.holder[key]
+            self.rebuilds += 1
+        self.generations.append(_Generation(self.build()))
+        return self.generations[-1]
 
 
 def evaluate(model: nn.Module, batches: list[tuple[int, tuple[mx.array, ...]]], cfg: Config, use_scores: bool,
