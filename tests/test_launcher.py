@@ -10,7 +10,9 @@ from trainer_helpers import DEMO, train_steps
 from trainer.pure.runs import read_status, write_status
 from tui.launcher import Launcher, LaunchError, stop_run
 
-IGNORE = "import signal, time\n{}\nprint('ready', flush=True)\ntime.sleep(120)\n"
+# SIGINT's default action is set first: a shell's background job (how CI may be started)
+# inherits SIGINT ignored, and Python then keeps it ignored.
+IGNORE = "import signal, time\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n{}\nprint('ready', flush=True)\ntime.sleep(120)\n"
 
 
 def fake_trainer(run_dir, ignore):
