@@ -264,13 +264,50 @@ def test_an_epoch_of_the_demo_fits_the_compiled_step_shape_budget(prep, ranks):
     layout = BatchLayout(pad, *choose_layouts(prep.model, [prep.train_pairs[i] for i in groups[0]], pad, BETA, False))
     assert layout.sharing  # the demo's layout, whose exact widths made every batch a new shape
     weight = (mx.array(1.0),) if ranks > 1 else ()
-    for rank in range(ranks):
-        team = Team(rank=rank, size=ranks)
-        shapes = set()
-        for idx in groups:
-            arrays, extra, _ = layout.device_batch([prep.train_pairs[i] for i in team.share(idx)])
-            shapes.add(ShapeBoundedStep.signature(*arrays, None, True, *extra, *weight))
-        assert len(shapes) <= ShapeBoundedStep.MAX_COMPILED_SHAPES, (rank, len(shapes), len(groups))
+    shapes = [set() for _ in range(ranks)]
+    for idx in groups:
+        step = set()
+        for rank in range(ranks):
+            arrays, extra, _, _ = layout.team_batch(prep.train_pairs, idx, Team(rank=rank, size=ranks))
+            key = ShapeBoundedStep.signature(*arrays, None, True, *extra, *weight)
+            shapes[rank].add(key)
+            step.add(key)
+        # Every rank runs a graph of one shape each step: before, each padded its own share
+        # and the two shapes differed at 49 of the demo's 54 steps, so ranks did unequal work
+        # and compiled at different steps, each waiting for the other at the all-reduce.
+        assert len(step) == 1, idx
+    assert all(len(s) <= ShapeBoundedStep.MAX_COMPILED_SHAPES for s in shapes), [len(s) for s in shapes]
+
+
+def test_ranks_pad_their_shares_alike_and_score_the_same(prep):
+    """Shares padded to one another's sizes (wider rows, more weight-0 scored positions, a
+    scored prefix on a rank that has none) give each share the numbers it gives alone."""
+    from trainer.layouts import BatchLayout
+
+    pad = D.pad_id(prep.tokenizer)
+    base = prep.train_pairs[0]
+    word = base.chosen[:1]
+    # Share 0: a short answer after a prompt; share 1: a long flat row (its prefix scored).
+    first = [D.Pair(word * 24, word * 3 + (1,), (2,) * 5 + (1,), 1.0)]
+    second = [D.Pair((), word * 38 + (3,) * 20 + (1,), word * 38 + (2,) * 9 + (1,), 1.0)]
+    layout = BatchLayout(pad, True, True)
+    alone = layout.host_batch(first)
+    padded = layout.host_batch(first, [second])
+    assert "shared" in padded and padded["sizes"] == layout.host_batch(second, [first])["sizes"]
+    assert padded["sizes"]["width"] > alone["sizes"]["width"] and "prefix_gather" in padded["sizes"]
+    assert "prefix_gather" not in alone["sizes"]
+    model = prep.model
+    model.eval()
+    try:
+        from trainer.layouts import gather_to_device, shared_to_device, to_device
+        from trainer.step import make_loss_fn
+
+        loss_fn = make_loss_fn(BETA, False)
+        got = [loss_fn(model, *to_device(b), gather_to_device(b), shared_to_device(b)) for b in (alone, padded)]
+    finally:
+        model.train()
+    for key in got[0][1]:
+        assert float(got[0][1][key]) == pytest.approx(float(got[1][1][key]), abs=1e-5), key
 
 
 def test_shared_prefix_runs_each_prompt_once(prep):

@@ -586,15 +586,18 @@ def pad_id(tokenizer: Any) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
-def collate(pairs: Sequence[Pair], pad_id: int) -> dict[str, np.ndarray]:
+def collate(pairs: Sequence[Pair], pad_id: int, at_least: dict[str, int] | None = None) -> dict[str, np.ndarray]:
     """Chosen and rejected sequences stacked into one [2B, T] batch (chosen first).
 
     `mask[i, t]` is 1 where target token t is part of the completion, so prompts and padding
-    never count in the log-probs.
+    never count in the log-probs. `at_least` (from `padded_sizes` of other batches) pads
+    further, to give this batch the same shapes as theirs.
     """
+    at_least = at_least or {}
     seqs = [p.prompt + p.chosen for p in pairs] + [p.prompt + p.rejected for p in pairs]
     # Target t predicts token t+1; a flat row (no prompt) cannot score its first token.
-    inputs, targets, mask = pad_rows(seqs, [max(len(p.prompt) - 1, 0) for p in pairs] * 2, pad_id, PAD_MULTIPLE)
+    inputs, targets, mask = pad_rows(seqs, [max(len(p.prompt) - 1, 0) for p in pairs] * 2, pad_id, PAD_MULTIPLE,
+                                     at_least.get("width", 0))
     return {
         "inputs": inputs,
         "targets": targets,
@@ -602,14 +605,27 @@ def collate(pairs: Sequence[Pair], pad_id: int) -> dict[str, np.ndarray]:
         "scores": np.array([p.score for p in pairs], dtype=np.float32),
         "tokens": int(sum(len(s) for s in seqs)),
         # Where the scored tokens are, for projecting only them onto the vocabulary.
-        "gather": scored_positions(mask),
+        "gather": (gather := scored_positions(mask, GATHER_MULTIPLE, at_least.get("gather", 0))),
+        "sizes": {"width": inputs.shape[1], "gather": len(gather[0])},
     }
 
 
-def pad_rows(seqs: Sequence[Sequence[int]], starts: Sequence[int], pad_id: int, floor: int) -> tuple[np.ndarray, ...]:
+def padded_sizes(batches: Sequence[dict]) -> dict[str, int]:
+    """The largest of each padded size (widths, scored-position counts) over host batches of
+    one layout, keyed as `collate` and `shared_prefix.collate_shared` take them in `at_least`."""
+    sizes: dict[str, int] = {}
+    for batch in batches:
+        for key, n in batch["sizes"].items():
+            sizes[key] = max(sizes.get(key, 0), n)
+    return sizes
+
+
+def pad_rows(seqs: Sequence[Sequence[int]], starts: Sequence[int], pad_id: int, floor: int,
+             at_least: int = 0) -> tuple[np.ndarray, ...]:
     """Right-padded (inputs, targets, mask) of token sequences, the width rounded up to the
-    ladder of `bucket(_, floor)`; `starts[i]` is the first scored input position of row i."""
-    width = bucket(max(len(s) - 1 for s in seqs), floor)
+    ladder of `bucket(_, floor)` (or to `at_least`, when wider); `starts[i]` is the first
+    scored input position of row i."""
+    width = max(bucket(max(len(s) - 1 for s in seqs), floor), at_least)
     inputs = np.full((len(seqs), width), pad_id, dtype=np.int32)
     targets = np.full((len(seqs), width), pad_id, dtype=np.int32)
     mask = np.zeros((len(seqs), width), dtype=np.float32)
@@ -621,11 +637,12 @@ def pad_rows(seqs: Sequence[Sequence[int]], starts: Sequence[int], pad_id: int, 
     return inputs, targets, mask
 
 
-def scored_positions(mask: np.ndarray, floor: int = GATHER_MULTIPLE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def scored_positions(mask: np.ndarray, floor: int = GATHER_MULTIPLE, at_least: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(flat index, row, weight) of each scored position of a [rows, T] mask, padded with
-    weight-0 entries up to the ladder of `bucket(_, floor)` so compiled shapes repeat."""
+    weight-0 entries up to the ladder of `bucket(_, floor)` (or to `at_least`) so compiled
+    shapes repeat."""
     rows, cols = np.nonzero(mask)
-    room = bucket(len(rows), floor)
+    room = max(bucket(len(rows), floor), at_least)
     index = np.zeros(room, dtype=np.int32)
     index[: len(rows)] = rows * mask.shape[1] + cols
     row_of = np.zeros(room, dtype=np.int32)

@@ -8,6 +8,7 @@ used only where it gives the plain numbers on a real batch of the run's own mode
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -18,6 +19,7 @@ from trainer.model import output_head
 from trainer.pure import metrics as M
 from trainer.shared_prefix import collate_shared
 from trainer.step import make_loss_fn
+from trainer.team import Team
 
 
 def to_device(batch: dict) -> tuple[mx.array, ...]:
@@ -87,19 +89,40 @@ class BatchLayout:
     gathered: bool
     sharing: bool
 
-    def host_batch(self, pairs: list) -> dict:
+    def host_batch(self, pairs: list, alongside: Sequence[list] = ()) -> dict:
         """The batch collated in the layout it takes: the shared prefix where that runs
-        fewer positions, else the plain one (a "shared" key tells them apart)."""
-        b = D.collate(pairs, self.pad_id)
-        s = collate_shared(pairs, self.pad_id) if self.sharing else None
-        return s if s is not None and positions(s) < positions(b) else b
+        fewer positions, else the plain one (a "shared" key tells them apart).
 
-    def device_batch(self, pairs: list) -> tuple:
+        On a team, `alongside` holds what the other ranks run of the same global batch.
+        Every rank then takes the same layout (by the positions of all the shares) and pads
+        to the largest share's sizes, so all of them run a graph of one shape each step:
+        the same work, done by all at the same time; none waits at the all-reduce for a rank
+        that got longer rows or is compiling a shape the others already have."""
+        groups = [pairs, *alongside]
+        plain = [D.collate(g, self.pad_id) for g in groups]
+        shared = [collate_shared(g, self.pad_id) for g in groups] if self.sharing else [None]
+        sharing = all(s is not None for s in shared) and sum(map(positions, shared)) < sum(map(positions, plain))
+        chosen = shared if sharing else plain
+        if not alongside:
+            return chosen[0]
+        sizes = D.padded_sizes(chosen)
+        return collate_shared(pairs, self.pad_id, sizes) if sharing else D.collate(pairs, self.pad_id, sizes)
+
+    def device_batch(self, pairs: list, alongside: Sequence[list] = ()) -> tuple:
         """(device arrays, the layout's extra step arguments, the host batch)."""
-        b = self.host_batch(pairs)
+        b = self.host_batch(pairs, alongside)
         if "shared" in b:
             return to_device(b), (gather_to_device(b), shared_to_device(b)), b
         return to_device(b), ((gather_to_device(b),) if self.gathered else ()), b
+
+    def team_batch(self, pairs: Sequence, idx: Sequence[int], team: Team) -> tuple:
+        """This rank's part of the global batch `idx` of `pairs`: (device arrays, extra step
+        arguments, host batch, its share of the indices). A rank whose share is empty (an
+        epoch's short last batch) runs the batch's first pair, to be weighted 0."""
+        shares = [s or tuple(idx[:1]) for s in team.shares(idx)]
+        runs = [[pairs[i] for i in s] for s in shares]
+        mine = runs.pop(team.rank)
+        return (*self.device_batch(mine, runs), team.share(idx))
 
     def notes(self, first_pairs: list) -> list[str]:
         """What the run log says about the choice, measured on the first batch."""

@@ -264,10 +264,8 @@ def train(run_dir: Path, cfg: Config, prep: Prepared, reporter: Reporter, stop: 
             index = step * t.grad_accumulation_steps + micro
             idx = D.batch_at(train_batches, t.seed, index)
             pairs += len(idx)
-            mine = team.share(idx)
-            # A rank whose share is empty (an epoch's short last batch) runs a pair at weight 0.
-            share = len(mine) / len(idx)
-            arrays, extra, b = layout.device_batch([prep.train_pairs[i] for i in (mine or idx[:1])])
+            arrays, extra, b, mine = layout.team_batch(prep.train_pairs, idx, team)
+            share = len(mine) / len(idx)  # 0 with an empty share: its stand-in pair adds nothing
             last = micro == t.grad_accumulation_steps - 1
             if team.distributed:
                 weight = mx.array(share * team.size, dtype=mx.float32)

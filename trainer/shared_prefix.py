@@ -57,7 +57,7 @@ def shared_length(seq_c: Sequence[int], seq_r: Sequence[int]) -> int:
     return max(0, min(common - 1, len(seq_c) - 2, len(seq_r) - 2))
 
 
-def collate_shared(pairs: Sequence[Pair], pad_id: int) -> dict | None:
+def collate_shared(pairs: Sequence[Pair], pad_id: int, at_least: dict[str, int] | None = None) -> dict | None:
     """The batch in the shared-prefix layout, or None when no pair has a prefix to share.
 
     `inputs`/`targets`/`mask`/`gather` hold the chosen continuations; `shared` the prefix
@@ -65,7 +65,11 @@ def collate_shared(pairs: Sequence[Pair], pad_id: int) -> dict | None:
     prefix holds scored tokens, their targets and positions. Chosen and rejected
     continuations are separate passes, each padded only to its own longest row: preferred
     answers are often much longer than rejected ones, and padding one to the other is waste.
+    `at_least` (from `data.padded_sizes` of other batches) pads further, to give this batch
+    the same shapes as theirs; a "prefix_gather" there adds the prefix's scored positions
+    (all of weight 0) even when none of these pairs has any.
     """
+    at_least = at_least or {}
     seqs_c = [p.prompt + p.chosen for p in pairs]
     seqs_r = [p.prompt + p.rejected for p in pairs]
     starts = [max(len(p.prompt) - 1, 0) for p in pairs]  # first scored input position
@@ -73,7 +77,7 @@ def collate_shared(pairs: Sequence[Pair], pad_id: int) -> dict | None:
     if max(ks) == 0:
         return None
     B = len(pairs)
-    P = bucket(max(ks), SHARED_PAD_MULTIPLE)
+    P = max(bucket(max(ks), SHARED_PAD_MULTIPLE), at_least.get("prefix", 0))
     prefix = np.full((B, P), pad_id, dtype=np.int32)
     p_targets = np.full((B, P), pad_id, dtype=np.int32)
     p_mask = np.zeros((B, P), dtype=np.float32)
@@ -87,21 +91,30 @@ def collate_shared(pairs: Sequence[Pair], pad_id: int) -> dict | None:
             p_mask[b, pad + start :] = 1.0
 
     cont_starts = [start - k for start, k in zip(starts, ks)]
-    c_inputs, c_targets, c_mask = pad_rows([s[k:] for s, k in zip(seqs_c, ks)], cont_starts, pad_id, SHARED_PAD_MULTIPLE)
-    r_inputs, r_targets, r_mask = pad_rows([s[k:] for s, k in zip(seqs_r, ks)], cont_starts, pad_id, SHARED_PAD_MULTIPLE)
+    c_inputs, c_targets, c_mask = pad_rows([s[k:] for s, k in zip(seqs_c, ks)], cont_starts, pad_id, SHARED_PAD_MULTIPLE,
+                                           at_least.get("width", 0))
+    r_inputs, r_targets, r_mask = pad_rows([s[k:] for s, k in zip(seqs_r, ks)], cont_starts, pad_id, SHARED_PAD_MULTIPLE,
+                                           at_least.get("rejected_width", 0))
     counts = np.concatenate([c_mask.sum(axis=1), r_mask.sum(axis=1)]) + np.tile(p_mask.sum(axis=1), 2)
-    shared = [prefix, pads, counts.astype(np.float32), r_inputs, r_targets, *scored_positions(r_mask, SHARED_PAD_MULTIPLE)]
-    if p_mask.any():
-        shared += [p_targets, *scored_positions(p_mask, SHARED_PAD_MULTIPLE)]
+    gather = scored_positions(c_mask, SHARED_PAD_MULTIPLE, at_least.get("gather", 0))
+    r_gather = scored_positions(r_mask, SHARED_PAD_MULTIPLE, at_least.get("rejected_gather", 0))
+    shared = [prefix, pads, counts.astype(np.float32), r_inputs, r_targets, *r_gather]
+    sizes = {"prefix": P, "width": c_inputs.shape[1], "rejected_width": r_inputs.shape[1],
+             "gather": len(gather[0]), "rejected_gather": len(r_gather[0])}
+    if p_mask.any() or "prefix_gather" in at_least:
+        p_gather = scored_positions(p_mask, SHARED_PAD_MULTIPLE, at_least.get("prefix_gather", 0))
+        shared += [p_targets, *p_gather]
+        sizes["prefix_gather"] = len(p_gather[0])
     return {
         "inputs": c_inputs,
         "targets": c_targets,
         "mask": c_mask,
         "scores": np.array([p.score for p in pairs], dtype=np.float32),
         "tokens": int(sum(len(s) for s in seqs_c + seqs_r)),  # as data.collate counts them
-        "gather": scored_positions(c_mask, SHARED_PAD_MULTIPLE),
+        "gather": gather,
         "shared": tuple(shared),
         "positions": prefix.size + c_inputs.size + r_inputs.size,
+        "sizes": sizes,
     }
 
 

@@ -44,6 +44,10 @@ class Team:
     def share(self, idx: Sequence[int]) -> tuple[int, ...]:
         return tuple(idx[self.rank :: self.size])
 
+    def shares(self, idx: Sequence[int]) -> list[tuple[int, ...]]:
+        """Every rank's share, by rank."""
+        return [tuple(idx[r :: self.size]) for r in range(self.size)]
+
     def total(self, values: mx.array) -> mx.array:
         """The element-wise sum over ranks (lazy; evaluated with the step)."""
         if not self.distributed:

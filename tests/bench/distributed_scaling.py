@@ -125,20 +125,24 @@ def scaling(args: argparse.Namespace) -> int:
                 rates, load, cpu = train_once(Path(tmp), c[0], c[1], args.iters, args.report, MPI_UNBOUND if c[2] else None)
                 med = statistics.median(rates)
                 results[c].append((med, statistics.mean(load), sum(cpu), cpu[1]))
+                paired = f" = {med / results[configs[0]][r][0]:.2f}x this round's 1 rank" if c[0] > 1 else ""
                 print(f"  round {r + 1} {label[c]:22s} pairs/s per report {' '.join(f'{x:.1f}' for x in rates)} "
-                      f"-> median {med:.1f}; load avg {min(load):.2f}-{max(load):.2f}; "
+                      f"-> median {med:.1f}{paired}; load avg {min(load):.2f}-{max(load):.2f}; "
                       f"CPU {sum(cpu):.1f} s ({cpu[1]:.1f} s system)", flush=True)
     base = statistics.median(m for m, *_ in results[configs[0]])
-    print(f"\n{'configuration':24s}{'median':>8s}{'min':>8s}{'max':>8s}{'speed-up':>10s}{'load avg':>10s}"
+    print(f"\n{'configuration':24s}{'median':>8s}{'min':>8s}{'max':>8s}{'speed-up':>10s}{'paired':>8s}{'load avg':>10s}"
           f"{'CPU s/run':>11s}{'system':>8s}")
     for c in configs:
         meds = [m for m, *_ in results[c]]
         med = statistics.median(meds)
-        print(f"{label[c]:24s}{med:8.1f}{min(meds):8.1f}{max(meds):8.1f}{med / base:9.2f}x"
+        paired = statistics.median(m / one[0] for m, one in zip(meds, results[configs[0]]))
+        print(f"{label[c]:24s}{med:8.1f}{min(meds):8.1f}{max(meds):8.1f}{med / base:9.2f}x{paired:7.2f}x"
               f"{statistics.mean(x[1] for x in results[c]):10.2f}{statistics.median(x[2] for x in results[c]):11.1f}"
               f"{statistics.median(x[3] for x in results[c]):8.1f}")
-    print("(pairs/s: median, min and max of the runs' medians; load avg: mean of the 1-minute load average "
-          "during its runs; CPU: all processes of a run, start-up included, median of the runs)")
+    print("(pairs/s: median, min and max of the runs' medians; speed-up: the median against 1 rank's; paired: the median "
+          "over rounds of each round's ratio to that round's 1-rank run, which the machine's drift between rounds leaves "
+          "alone; load avg: mean of the 1-minute load average during its runs; CPU: all processes of a run, start-up "
+          "included, median of the runs)")
     return 0
 
 

@@ -61,8 +61,7 @@ def main() -> int:
     layout = BatchLayout(pad, *choose_layouts(model, first, pad, cfg.orpo.beta, prep.use_scores))
     optimizer = optim.AdamW(learning_rate=t.learning_rate)
     optimizer.init(model.trainable_parameters())
-    shares = [layout.device_batch([prep.train_pairs[i] for i in team.share(D.batch_at(batches, t.seed, k))])
-              for k in range(args.steps)]
+    shares = [layout.team_batch(prep.train_pairs, D.batch_at(batches, t.seed, k), team)[:3] for k in range(args.steps)]
     weight = mx.array(1.0)  # the demo's shares are even
     rows = []
 

@@ -76,8 +76,7 @@ def main() -> int:
                 team = Team(rank=rank, size=size)
                 keys, pos, rows = set(), 0, 0
                 for idx in batches:
-                    mine = team.share(idx)
-                    arrays, extra, b = layout.device_batch([prep.train_pairs[i] for i in (mine or idx[:1])])
+                    arrays, extra, b, _ = layout.team_batch(prep.train_pairs, idx, team)
                     weight = ((None,) * (2 - len(extra)) + (mx.array(1.0),)) if size > 1 else ()
                     keys.add(ShapeBoundedStep.signature(*arrays, None, True, *extra, *weight))
                     pos += positions(b)
