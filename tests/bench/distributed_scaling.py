@@ -88,24 +88,34 @@ def children_cpu() -> tuple[float, float]:
     return r.ru_utime, r.ru_stime
 
 
-def train_once(work: Path, ranks: int, backend: str, iters: int, report: int,
-               env: dict | None = None) -> tuple[list[float], list[float], tuple]:
+def train_once(work: Path, ranks: int, backend: str, iters: int, report: int, batch: int,
+               env: dict | None = None, separate: int = 1) -> tuple[list[float], list[float], tuple]:
     """(pairs/s per report after the first, load samples, (user, system) CPU seconds of the
-    whole run: start-up included, every process) of one real run."""
-    runs = Path(tempfile.mkdtemp(prefix=f"np{ranks}-{backend}-", dir=work))
-    argv = [*TRAINER, str(DEMO), "--runs-dir", str(runs), "--np", str(ranks), "--backend", backend,
-            "--set", f"training.iters={iters}", "--set", f"training.steps_per_report={report}",
-            "--set", "training.steps_per_eval=0", "--set", "training.sample_prompts=0",
-            "--set", f"training.save_every={iters + 1}"]
+    whole run: start-up included, every process) of one real run; with `separate` > 1, that
+    many independent runs at once, each at batch/separate, and their pairs/s added report by
+    report (the work of that many ranks without a team)."""
+    argvs = []
+    for _ in range(separate):
+        runs = Path(tempfile.mkdtemp(prefix=f"np{ranks}-{backend}-", dir=work))
+        argvs.append([*TRAINER, str(DEMO), "--runs-dir", str(runs), "--np", str(ranks), "--backend", backend,
+                      "--set", f"training.iters={iters}", "--set", f"training.steps_per_report={report}",
+                      "--set", f"training.batch_size={batch // separate}",
+                      "--set", "training.steps_per_eval=0", "--set", "training.sample_prompts=0",
+                      "--set", f"training.save_every={iters + 1}"])
     cpu0 = children_cpu()
     with LoadSampler() as load:
-        done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=1800, env={**os.environ, **(env or {})})
+        procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                  env={**os.environ, **(env or {})}) for argv in argvs]
+        outs = [p.communicate(timeout=1800) for p in procs]
     cpu = tuple(b - a for a, b in zip(cpu0, children_cpu()))
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()[-400:]}")
-    run_dir = Path(done.stdout.splitlines()[0])
-    rates = [e[M.PAIRS_PER_SECOND] for e in read_events(RunFolder(run_dir).metrics) if e["event"] == "train"]
-    return rates[1:], load.samples, cpu
+    total: list[float] = []
+    for argv, p, (out, err) in zip(argvs, procs, outs):
+        if p.returncode != 0:
+            raise SystemExit(f"{' '.join(argv)} failed ({p.returncode}): {err.strip()[-400:]}")
+        run_dir = Path(out.splitlines()[0])
+        rates = [e[M.PAIRS_PER_SECOND] for e in read_events(RunFolder(run_dir).metrics) if e["event"] == "train"][1:]
+        total = [a + b for a, b in zip(total, rates)] if total else rates
+    return total, load.samples, cpu
 
 
 def scaling(args: argparse.Namespace) -> int:
@@ -114,29 +124,33 @@ def scaling(args: argparse.Namespace) -> int:
     configs = [(1, "any", ""), *((2, b, "") for b in backends)]
     if args.mpi_unbound and "mpi" in backends:
         configs.append((2, "mpi", "unbound"))
-    label = {c: "1 rank" if c[0] == 1 else f"2 ranks {c[1]}" + (" (default)" if c[1] == default and not c[2] else "")
-             + (" unbound" if c[2] else "") for c in configs}
-    print(f"demo preset, batch 8, {args.iters} steps per run, a report every {args.report} steps (first left out), "
-          f"{args.rounds} interleaved rounds; {os.cpu_count()} CPUs; backends {', '.join(backends)}; default here: {default}")
+    if not args.no_separate:
+        configs.append((1, "any", "separate"))
+    label = {c: "1 rank" if c[0] == 1 and not c[2] else f"2 runs at batch {args.batch // 2} at once" if c[2] == "separate"
+             else f"2 ranks {c[1]}" + (" (default)" if c[1] == default and not c[2] else "") + (" unbound" if c[2] else "")
+             for c in configs}
+    print(f"demo preset, batch {args.batch}, {args.iters} steps per run, a report every {args.report} steps (first left "
+          f"out), {args.rounds} interleaved rounds; {os.cpu_count()} CPUs; backends {', '.join(backends)}; default here: {default}")
     results: dict[tuple, list[tuple[float, ...]]] = {c: [] for c in configs}
     with tempfile.TemporaryDirectory(prefix="orpo-scaling-") as tmp:
         for r in range(args.rounds):
             for c in configs:
-                rates, load, cpu = train_once(Path(tmp), c[0], c[1], args.iters, args.report, MPI_UNBOUND if c[2] else None)
+                rates, load, cpu = train_once(Path(tmp), c[0], c[1], args.iters, args.report, args.batch,
+                                              MPI_UNBOUND if c[2] == "unbound" else None, 2 if c[2] == "separate" else 1)
                 med = statistics.median(rates)
                 results[c].append((med, statistics.mean(load), sum(cpu), cpu[1]))
-                paired = f" = {med / results[configs[0]][r][0]:.2f}x this round's 1 rank" if c[0] > 1 else ""
-                print(f"  round {r + 1} {label[c]:22s} pairs/s per report {' '.join(f'{x:.1f}' for x in rates)} "
+                paired = f" = {med / results[configs[0]][r][0]:.2f}x this round's 1 rank" if c != configs[0] else ""
+                print(f"  round {r + 1} {label[c]:28s} pairs/s per report {' '.join(f'{x:.1f}' for x in rates)} "
                       f"-> median {med:.1f}{paired}; load avg {min(load):.2f}-{max(load):.2f}; "
                       f"CPU {sum(cpu):.1f} s ({cpu[1]:.1f} s system)", flush=True)
     base = statistics.median(m for m, *_ in results[configs[0]])
-    print(f"\n{'configuration':24s}{'median':>8s}{'min':>8s}{'max':>8s}{'speed-up':>10s}{'paired':>8s}{'load avg':>10s}"
+    print(f"\n{'configuration':30s}{'median':>8s}{'min':>8s}{'max':>8s}{'speed-up':>10s}{'paired':>8s}{'load avg':>10s}"
           f"{'CPU s/run':>11s}{'system':>8s}")
     for c in configs:
         meds = [m for m, *_ in results[c]]
         med = statistics.median(meds)
         paired = statistics.median(m / one[0] for m, one in zip(meds, results[configs[0]]))
-        print(f"{label[c]:24s}{med:8.1f}{min(meds):8.1f}{max(meds):8.1f}{med / base:9.2f}x{paired:7.2f}x"
+        print(f"{label[c]:30s}{med:8.1f}{min(meds):8.1f}{max(meds):8.1f}{med / base:9.2f}x{paired:7.2f}x"
               f"{statistics.mean(x[1] for x in results[c]):10.2f}{statistics.median(x[2] for x in results[c]):11.1f}"
               f"{statistics.median(x[3] for x in results[c]):8.1f}")
     print("(pairs/s: median, min and max of the runs' medians; speed-up: the median against 1 rank's; paired: the median "
@@ -229,6 +243,9 @@ def main() -> int:
     ap.add_argument("--iters", type=int, default=30, help="steps per run")
     ap.add_argument("--report", type=int, default=5, help="steps per report (one pairs/s figure each)")
     ap.add_argument("--backends", default="", help="comma-separated (default: ring, and mpi where installed)")
+    ap.add_argument("--batch", type=int, default=8, help="the global batch (the demo's: 8)")
+    ap.add_argument("--no-separate", action="store_true",
+                    help="leave out the reference: 2 independent runs at half the batch, at once")
     ap.add_argument("--mpi-unbound", action="store_true",
                     help="also 2 MPI ranks with OpenMPI's core binding off and yielding while waiting")
     ap.add_argument("--matmul", action="store_true", help="the matmul claim check instead of training")
