@@ -1,20 +1,22 @@
 """Data-parallel speed: pairs/s of the demo on 1 rank and on 2 local ranks, per backend.
 
-    python tests/bench/distributed_scaling.py [--rounds 3] [--iters 30] [--report 5] [--backends ring,mpi]
+    python tests/bench/distributed_scaling.py [--rounds 5] [--iters 150] [--report 10] [--batch 8] [--backends ring,mpi]
     python tests/bench/distributed_scaling.py --matmul [--seconds 8]
     python tests/bench/distributed_scaling.py --profile [--steps 8] [--mpi-unbound]
 
-Training: the demo preset (`presets/demo.toml`, batch 8) at the same global batch on 1 rank
-and on 2 ranks of each backend, in interleaved rounds (1, 2 ring, 2 mpi, 1, ...) so a change
-in the machine's load spreads over every configuration. Each run is a real `orpo-train
---np N --backend B` in a temporary runs folder, without validation, samples or checkpoints
-on the way; its pairs/s is read from its own metrics.jsonl, one figure per report of
-`--report` steps, the first report left out (start-up and compiling). The 1-minute load
-average is sampled every second during each run. The table gives, per configuration, the
-median/min/max of the runs' median pairs/s, the speed-up of the median against 1 rank and the
-load average seen during its runs. The target is >= 1.7x with the default backend (MPI on
-Linux when OpenMPI is installed). On a machine other processes share, read the load column
-before the speed-up.
+Training: the demo preset (`presets/demo.toml`, batch 8, 150 steps) at the same global batch
+on 1 rank and on 2 ranks of each backend, in interleaved rounds (1, 2 ring, 2 mpi, 1, ...) so
+a change in the machine's speed spreads over every configuration. Each run is a real
+`orpo-train --np N --backend B` in a temporary runs folder, without validation, samples or
+checkpoints on the way; its pairs/s is read from its own metrics.jsonl, one figure per report
+of `--report` steps, the first report left out (start-up and compiling). The 1-minute load
+average is sampled every second during each run. A reference closes each round: two
+independent 1-rank runs at half the batch, at once (the two ranks' work with no team, as the
+OS schedules two processes here). The table gives, per configuration, the median/min/max of
+the runs' median pairs/s, the speed-up of the median against 1 rank, the median of each
+round's own ratio to its 1-rank run ("paired"), and the load average seen during its runs. The
+target is >= 1.7x with the default backend (MPI on Linux when OpenMPI is installed). On a
+machine other processes share, read the load column before the speed-up.
 
 --matmul: the claim behind the default backend. A float32 matmul loop (no communication) in
 two plain processes, in two ring ranks after `mx.distributed.init`, and in two MPI ranks
@@ -239,9 +241,9 @@ def profile(args: argparse.Namespace) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--iters", type=int, default=30, help="steps per run")
-    ap.add_argument("--report", type=int, default=5, help="steps per report (one pairs/s figure each)")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--iters", type=int, default=150, help="steps per run (the demo's own)")
+    ap.add_argument("--report", type=int, default=10, help="steps per report (one pairs/s figure each)")
     ap.add_argument("--backends", default="", help="comma-separated (default: ring, and mpi where installed)")
     ap.add_argument("--batch", type=int, default=8, help="the global batch (the demo's: 8)")
     ap.add_argument("--no-separate", action="store_true",
