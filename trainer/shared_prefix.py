@@ -32,7 +32,7 @@ from trainer.loss import scored_logp_sums
 # Widths and scored-position counts go up data.bucket's ladder from this floor. Exact sizes
 # (a floor of 1 and no ladder) gave the demo 54 distinct shapes in its 54 batches, more than
 # step.ShapeBoundedStep keeps, so nearly every step traced and compiled its graph again
-# (~1.4x the CPU of a cached step); the ladder from 4 gives it 22 (and 29-30 to each of two
+# (~1.4x the CPU of a cached step); the ladder from 4 gives it 22 (and 23 to each of two
 # ranks) for 12% more positions. Measured in tests/bench/README.md, "step_shapes.py".
 SHARED_PAD_MULTIPLE = 4
 

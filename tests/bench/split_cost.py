@@ -33,20 +33,14 @@ def main() -> int:
 
     import mlx.core as mx
     import mlx.optimizers as optim
+    from demo_setup import prepared_demo  # beside this script
 
     from trainer import data as D
-    from trainer.layouts import BatchLayout, choose_layouts
-    from trainer.loop import prepare
-    from trainer.pure.config_toml import load_preset
     from trainer.step import ShapeBoundedStep, make_train_step
     from trainer.team import Team
 
-    cfg = load_preset(ROOT / "presets" / "demo.toml")
-    prep = prepare(cfg, lambda _line: None)
-    pad = D.pad_id(prep.tokenizer)
-    batches = D.make_batches(prep.train_pairs, cfg.training.batch_size)
-    first = [prep.train_pairs[i] for i in batches[0]]
-    layout = BatchLayout(pad, *choose_layouts(prep.model, first, pad, cfg.orpo.beta, prep.use_scores))
+    demo = prepared_demo()
+    cfg, prep, batches, layout = demo.cfg, demo.prep, demo.batches, demo.layout
     optimizer = optim.AdamW(learning_rate=cfg.training.learning_rate)
     optimizer.init(prep.model.trainable_parameters())
     whole = Team()

@@ -46,12 +46,11 @@ def main() -> int:
 
     import mlx.core as mx
     import mlx.optimizers as optim
+    from demo_setup import prepared_demo  # beside this script
 
     from trainer import data as D
     from trainer import shared_prefix as SP
-    from trainer.layouts import BatchLayout, choose_layouts, positions
-    from trainer.loop import prepare
-    from trainer.pure.config_toml import load_preset
+    from trainer.layouts import BatchLayout, positions
     from trainer.step import ShapeBoundedStep, build_schedule, make_train_step
     from trainer.team import Team
 
@@ -59,12 +58,9 @@ def main() -> int:
         D.STEPS_PER_DOUBLING = args.steps_per_doubling
     if args.shared_floor:
         SP.SHARED_PAD_MULTIPLE = args.shared_floor
-    cfg = load_preset(ROOT / "presets" / "demo.toml")
-    prep = prepare(cfg, lambda _line: None)
+    demo = prepared_demo()
+    cfg, prep, batches, chosen = demo.cfg, demo.prep, demo.batches, demo.layout
     pad = D.pad_id(prep.tokenizer)
-    batches = D.make_batches(prep.train_pairs, cfg.training.batch_size)
-    first = [prep.train_pairs[i] for i in batches[0]]
-    chosen = BatchLayout(pad, *choose_layouts(prep.model, first, pad, cfg.orpo.beta, prep.use_scores))
     print(f"demo: {len(batches)} batches per epoch, batch {cfg.training.batch_size}; ladder "
           f"{D.STEPS_PER_DOUBLING} sizes per doubling, floors: plain {D.PAD_MULTIPLE}/{D.GATHER_MULTIPLE}, "
           f"shared {SP.SHARED_PAD_MULTIPLE}; cap {ShapeBoundedStep.MAX_COMPILED_SHAPES} shapes; mlx {mx.__version__}")
