@@ -106,6 +106,8 @@ class BatchLayout:
         if not alongside:
             return chosen[0]
         sizes = D.padded_sizes(chosen)
+        if sizes == chosen[0]["sizes"]:  # this share is the largest already
+            return chosen[0]
         return collate_shared(pairs, self.pad_id, sizes) if sharing else D.collate(pairs, self.pad_id, sizes)
 
     def device_batch(self, pairs: list, alongside: Sequence[list] = ()) -> tuple:
