@@ -224,18 +224,33 @@ async def test_quitting_stops_the_lists_background_read_at_the_next_file(tmp_pat
     reads = []
     read = runs_index._Latest.read
 
+    finished = []
+
     def slow_read(run):
+        # The read under way lasts until the app has begun to quit (at most 10 s), however
+        # long quitting takes on a busy machine; then no other read may start.
         reads.append(run)
-        time.sleep(0.5)
-        return read(run)
+        screen = next(s for s in app.screen_stack if isinstance(s, RunsScreen))
+        deadline = time.monotonic() + 10
+        while screen.shown.is_set() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        try:
+            return read(run)
+        finally:
+            finished.append(time.monotonic())
 
     monkeypatch.setattr(runs_index._Latest, "read", staticmethod(slow_read))
     app = make_app(tmp_path, runs)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("f3")
         await wait_until(pilot, lambda: reads, 10, "the background read")
-    time.sleep(1.2)  # the read under way ends; no other starts
+        quitting = time.monotonic()
+    deadline = time.monotonic() + 15
+    while not finished and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # long enough for another read to begin, were one to
     assert len(reads) == 1
+    assert finished[0] - quitting < 9  # the read ended when the app quit, not at its deadline
 
 
 def test_a_crashed_runs_duration_stops_at_its_last_sign_of_life(tmp_path):
