@@ -8,7 +8,7 @@ import pytest
 from trainer_helpers import DEMO, train_steps
 
 from trainer.pure.runs import read_status, write_status
-from tui.launcher import Launcher, LaunchError, stop_run
+from tui.launcher import STOP_PHASES, Launcher, LaunchError, stop_run
 
 # SIGINT's default action is set first: a shell's background job (how CI may be started)
 # inherits SIGINT ignored, and Python then keeps it ignored.
@@ -32,7 +32,11 @@ def alive_child(proc):
 def test_stop_escalates_only_as_far_as_needed(tmp_path, ignore, ended_by):
     proc = fake_trainer(tmp_path, ignore)
     phases = []
-    got = stop_run(tmp_path, lambda phase, wait: phases.append(phase), waits=(3.0, 3.0, 5.0), alive=alive_child(proc))
+    # A signal the process ignores cannot end it however long the wait, so that wait is
+    # short; the one it obeys gets a minute: stop_run returns as soon as the process is gone,
+    # however slowly a loaded machine lets it exit (3 s was once too little in CI).
+    waits = [0.5 if phase in ignore else 60.0 for phase in STOP_PHASES]
+    got = stop_run(tmp_path, lambda phase, wait: phases.append(phase), waits=waits, alive=alive_child(proc))
     assert got == ended_by
     assert phases == ["SIGINT", "SIGTERM", "SIGKILL"][: phases.index(ended_by) + 1]
     assert proc.poll() is not None
