@@ -2,6 +2,7 @@
 shows change, on the screen on top: Textual paints nothing while a widget rebuilds, so every
 needless footer rebuild held back the frame of the screen being opened."""
 
+from pilot_waits import wait_until
 from textual.app import App
 from textual.binding import Binding
 from textual.screen import Screen
@@ -47,6 +48,8 @@ async def test_the_keys_are_there_when_the_screen_mounts_and_focus_moves_rebuild
         assert rebuilds == []
         form.can_start = False  # a key the footer shows is disabled now: that is a change
         form.refresh_bindings()
+        # The footer rebuilds a refresh later, which a loaded machine may not reach in one pause.
+        await wait_until(pilot, lambda: rebuilds, 30, "the footer's rebuild")
         await pilot.pause()
         assert rebuilds == [1]
 
@@ -66,7 +69,7 @@ async def test_a_covered_screens_footer_catches_up_when_it_shows_again():
         await pilot.pause()
         assert rebuilds == []
         app.pop_screen()
-        await pilot.pause()
+        await wait_until(pilot, lambda: rebuilds, 30, "the footer's rebuild")
         await pilot.pause()
         assert rebuilds == [1]
         start = next(key for key in footer.children if getattr(key, "key", None) == "ctrl+r")
