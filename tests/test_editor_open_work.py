@@ -5,6 +5,7 @@ import gc
 import shutil
 from pathlib import Path
 
+from pilot_waits import wait_for_form, wait_until
 from textual.app import App
 from textual.css.stylesheet import Stylesheet
 
@@ -36,18 +37,15 @@ async def test_editor_opens_without_stylesheet_parse_or_part_restyles(tmp_path, 
     app = make_app(presets, tmp_path / "runs")
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.press(*"demo")
-        for _ in range(100):  # the warm-up, half a second after the first screen
-            if gc.get_freeze_count():
-                break
-            await pilot.pause(0.05)
+        # The warm-up begins half a second after the first screen and ends with the freeze;
+        # its imports take seconds on a loaded machine.
+        await wait_until(pilot, gc.get_freeze_count, 60, "the warm-up")
         assert gc.get_freeze_count() > 10_000
         await pilot.pause(0.2)
         monkeypatch.setattr(Stylesheet, "parse", counting_parse)
         monkeypatch.setattr(App, "update_styles", counting_restyles)
         await pilot.press("enter")
-        for _ in range(20):
-            await pilot.pause(0.05)
-        assert isinstance(app.screen, PresetEditorScreen)
+        assert isinstance(await wait_for_form(pilot), PresetEditorScreen)
         assert len(app.screen.query("FieldRow")) > 40  # the whole form, selects and switches included
         assert parses == []
         assert not {"FooterKey", "SelectCurrent"} & set(restyled), restyled

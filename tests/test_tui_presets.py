@@ -4,10 +4,12 @@ import json
 import shutil
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 import tomllib
+from pilot_waits import wait_for_form, wait_until
 from textual import events
 from textual.widgets import DataTable, Input, Static
 
@@ -78,7 +80,7 @@ async def test_edit_beta_and_rank_with_validation_then_save(presets):
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.press(*"demo", "enter")
         assert isinstance(app.screen, PresetEditorScreen)
-        editor = app.screen
+        editor = await wait_for_form(pilot)
 
         await type_into(pilot, "f-orpo--beta", "-0.5")
         assert "must be" in field_error(app, "orpo.beta")
@@ -108,6 +110,7 @@ async def test_cross_field_rule_is_shown_next_to_the_field(presets):
     app = app_for(presets)
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.press(*"demo", "enter")
+        await wait_for_form(pilot)
         await type_into(pilot, "f-training--warmup_steps", "500")
         assert "less than training.iters" in field_error(app, "training.warmup_steps")
         assert "training.warmup_steps" in str(app.screen.query_one("#problems", Static).render())
@@ -117,7 +120,7 @@ async def test_the_form_has_the_distributed_section_and_its_batch_rule(presets):
     app = app_for(presets)
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.press(*"demo", "enter")
-        await pilot.pause()
+        await wait_for_form(pilot)
         paths = {r.spec.path for r in app.screen.query("FieldRow")}
         assert {"distributed.np", "distributed.hostfile", "distributed.backend"} <= paths
         await type_into(pilot, "f-distributed--np", "3")  # the demo's batch is 8 pairs
@@ -129,6 +132,7 @@ async def test_leaving_with_unsaved_changes_asks(presets):
     app = app_for(presets)
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.press(*"demo", "enter")
+        await wait_for_form(pilot)
         await type_into(pilot, "f-orpo--beta", "0.3")
         await pilot.press("escape")
         await pilot.pause()
@@ -246,6 +250,8 @@ async def test_keys_typed_at_once_after_tab_all_reach_the_next_field(presets):
         await pilot.press(*"demo", "enter")
         await pilot.pause()
         description = app.screen.query_one("#f-description", Input)
+        # Focused once laid out (the editor focuses it after its first refresh).
+        await wait_until(pilot, lambda: app.focused is not None, 30, "the editor's first focus")
         assert app.focused is description
         for key, char in [("tab", "\t"), ("end", None), ("ctrl+u", None), ("0", "0"), ("full_stop", "."), ("2", "2")]:
             app.post_message(events.Key(key, char))
@@ -324,9 +330,8 @@ async def test_editor_opens_with_the_rows_in_view_and_restyles_the_form_once(pre
     async with app.run_test(size=size) as pilot:
         await pilot.press(*"demo", "enter")
         assert 0 < composed[0] < size[1] // 2
-        await pilot.pause(0.3)
-        for _ in range(20):
-            await pilot.pause(0.05)
+        await wait_for_form(pilot)
+        await pilot.pause()
         rows = [r.spec.path for r in app.screen.query("FieldRow")]
         assert rows == [s.path for _, specs in grouped_fields() for s in specs]
         assert app.focused.id == "f-description"
@@ -337,7 +342,7 @@ async def test_reserved_key_is_read_only_with_its_reason(presets):
     app = app_for(presets)
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.press(*"demo", "enter")
-        await pilot.pause(0.5)
+        await wait_for_form(pilot)
         field = app.screen.query_one("#f-orpo--reward_scaling", Input)
         assert field.disabled and not field.focusable
         row = next(r for r in app.screen.query("FieldRow") if r.spec.path == "orpo.reward_scaling")
@@ -348,15 +353,19 @@ async def test_reserved_key_is_read_only_with_its_reason(presets):
         assert app.focused.id != "f-orpo--reward_scaling"
 
 
+def laid_out(editor) -> bool:
+    """Every row's key has its height (1, unless it wraps)."""
+    return all(row.query_one(".key").size.height for row in editor.query("FieldRow"))
+
+
 async def test_keys_never_wrap_mid_name(presets):
     """`training.grad_accumulation_steps` used to break as `..._ste` / `ps` over two lines."""
     for size in [(80, 24), (160, 48)]:
         app = app_for(presets)
         async with app.run_test(size=size) as pilot:
             await pilot.press(*"demo", "enter")
-            await pilot.pause(0.5)
-            for _ in range(10):
-                await pilot.pause(0.05)
+            await wait_for_form(pilot)
+            await wait_until(pilot, partial(laid_out, app.screen), 30, "the form's layout")
             for row in app.screen.query("FieldRow"):
                 key = row.query_one(".key")
                 shown = "".join(s.text for s in key.render_line(0)).strip()
@@ -393,17 +402,15 @@ async def test_derived_rows_are_dropped_when_data_path_changes_then_recounted(pr
     app = app_for(presets)
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.press(*"local", "enter")
-        await pilot.pause()
+        await wait_for_form(pilot)
         derived = app.screen.query_one("#derived", Static)
         assert "over 40 train rows" in str(derived.render())
         await type_into(pilot, "f-data--path", str(big))
         assert "40 train rows" not in str(derived.render())
         assert "counting the train rows" in str(derived.render())
         release.set()
-        for _ in range(50):
-            await pilot.pause(0.05)
-            if "over 300 train rows" in str(derived.render()):
-                break
+        # Counted in a worker thread: wait for the count, not a fixed time.
+        await wait_until(pilot, lambda: "counting the train rows" not in str(derived.render()), 60, "the new count")
         assert "over 300 train rows" in str(derived.render())
 
 
@@ -417,7 +424,7 @@ async def test_hub_ids_not_in_the_local_cache_are_named_before_the_run(presets, 
     app = app_for(presets)
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.press(*"hub", "enter")
-        await pilot.pause()
+        await wait_for_form(pilot)
         problems = str(app.screen.query_one("#problems", Static).render())
         assert "ready to save" not in problems
         assert "hub model 'some-org/some-model' is not in the local Hugging Face cache" in problems
@@ -430,7 +437,7 @@ async def test_hub_ids_not_in_the_local_cache_are_named_before_the_run(presets, 
     app = app_for(presets)
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.press(*"hub", "enter")
-        await pilot.pause()
+        await wait_for_form(pilot)
         assert "None: ready to save and run." in str(app.screen.query_one("#problems", Static).render())
 
 
@@ -438,8 +445,7 @@ async def test_find_a_field_by_name_or_help_and_from_the_palette(presets):
     app = app_for(presets)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press(*"demo", "enter")
-        await pilot.pause()
-        screen = app.screen
+        screen = await wait_for_form(pilot)
 
         def shown():
             return [r.spec.path for r in screen.query("FieldRow") if r.display]
@@ -475,8 +481,7 @@ async def test_memory_verdict_is_live_in_the_form_and_real_after_the_data_check(
     app = app_for(presets)
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.press(*"demo", "enter")
-        await pilot.pause()
-        editor = app.screen
+        editor = await wait_for_form(pilot)
 
         def derived() -> dict[str, str]:
             text = str(editor.query_one("#derived", Static).render())
@@ -491,10 +496,10 @@ async def test_memory_verdict_is_live_in_the_form_and_real_after_the_data_check(
 
         await type_into(pilot, "f-data--max_seq_length", "256")
         await pilot.press("ctrl+b")  # the data check: a trainer subprocess tokenizes the data
-        for _ in range(200):
-            await pilot.pause(0.05)
-            if "Memory (est.)" in derived():
-                break
+        # The check's report replaces "Not run yet."/"checking…": a subprocess that imports
+        # mlx can take many seconds on a loaded machine.
+        await wait_until(pilot, lambda: not str(editor.query_one("#preflight", Static).render()).startswith("Checking"),
+                         180, "the data check")
         real = derived()
         assert real["Memory (est.)"].endswith("at the data's real lengths (from the data check)")
         assert real["Fits?"].startswith("fits: est ") and "at the data's real lengths of 100.0 MB" in real["Fits?"]
@@ -515,18 +520,14 @@ async def test_the_data_check_checks_the_hosts_of_a_hostfile_and_shows_one_line_
     app = app_for(presets)
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.press(*"demo", "enter")
-        await pilot.pause()
-        editor = app.screen
+        editor = await wait_for_form(pilot)
         await type_into(pilot, "f-distributed--hostfile", str(hostfile))
         await pilot.press("ctrl+b")
 
         def shown() -> str:
             return str(editor.query_one("#preflight", Static).render())
 
-        for _ in range(400):
-            await pilot.pause(0.05)
-            if "host problem:" in shown() or "hosts:" in shown():
-                break
+        await wait_until(pilot, lambda: "host problem:" in shown() or "hosts:" in shown(), 180, "the data and host checks")
         problems = [ln for ln in shown().splitlines() if ln.startswith("host problem:")]
         assert problems == [f"host problem: {hostfile}: host 2 (mac3): not reachable over ssh in batch mode: ssh: connect "
                             "to host mac3 port 22: Connection refused (passwordless ssh with a key is needed)"]
@@ -535,8 +536,5 @@ async def test_the_data_check_checks_the_hosts_of_a_hostfile_and_shows_one_line_
 
         monkeypatch.setenv("FAKE_SSH_DOWN", "")
         await pilot.press("ctrl+b")
-        for _ in range(400):
-            await pilot.pause(0.05)
-            if "hosts:" in shown():
-                break
+        await wait_until(pilot, lambda: "hosts:" in shown(), 180, "the second host check")
         assert "hosts: every host of the hostfile is ready" in shown() and "host problem:" not in shown()
