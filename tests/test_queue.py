@@ -144,16 +144,20 @@ def test_status_cli_prints_items(tmp_path):
 def test_runner_executes_a_sweep_and_exits_by_itself(tmp_path, tiny_env, reap_runner):
     items = queue.sweep_items(DEMO, {"training.learning_rate": [1e-3, 2e-3]}, overrides=TINY)
     queue.add(tmp_path, items)
+    # Paused, the first runner holds its role (and its lock) until the queue resumes, so a
+    # second runner that waited for it, or ran the queue itself, would never end: no clock
+    # decides whether it left at once.
+    queue.set_paused(tmp_path, True)
     pid = queue.ensure_runner(tmp_path)
     reap_runner(pid)
     assert pid and queue.runner_alive(tmp_path)
     assert queue.ensure_runner(tmp_path) == pid  # no duplicate
     # A runner started by hand while one is alive leaves at once.
-    started = time.monotonic()
     second = subprocess.run([sys.executable, "-m", "trainer.queue_runner", "run", "--runs-dir", str(tmp_path)],
-                            cwd=REPO, timeout=30)
-    assert second.returncode == 0 and time.monotonic() - started < 10
-    assert queue.read(tmp_path)["runner_pid"] == pid
+                            cwd=REPO, timeout=120)
+    assert second.returncode == 0
+    assert queue.read(tmp_path)["runner_pid"] == pid and _states(tmp_path) == ["queued", "queued"]
+    queue.set_paused(tmp_path, False)
 
     # Nothing else is called from here on: the runner does the rest alone.
     _wait_for(lambda: _states(tmp_path) == ["completed", "completed"], 240, "both sweep runs to finish")
@@ -178,6 +182,9 @@ def test_runner_honours_pause_cancel_and_sigterm(tmp_path, tiny_env, reap_runner
     queue.set_paused(tmp_path, True)
     pid = queue.ensure_runner(tmp_path)
     reap_runner(pid)
+    # From when it holds its lock (its start takes seconds on a loaded machine), the runner
+    # passes over the paused queue every POLL_S: two passes and more start nothing.
+    _wait_for(lambda: _runner_lock_held(tmp_path), 120, "the runner to hold its lock")
     time.sleep(2.5)
     assert _states(tmp_path) == ["queued", "queued"] and queue.runner_alive(tmp_path)
 
@@ -194,6 +201,11 @@ def test_runner_honours_pause_cancel_and_sigterm(tmp_path, tiny_env, reap_runner
     assert item["state"] == "stopped" and item["exit_code"] == 130
     assert read_status(item["run_dir"])["state"] == "stopped"
     assert queue.read(tmp_path)["runner_pid"] is None
+
+
+def _runner_lock_held(runs_dir) -> bool:
+    with queue.flock(Path(runs_dir) / queue.RUNNER_LOCK_FILE, blocking=False) as got:
+        return not got
 
 
 def _running_trainer(runs_dir, index):
