@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 
 import pytest
+from pilot_waits import footer_settled, form_complete, wait_for_form, wait_until
 from textual.widgets import DataTable, Input
 
 from trainer.pure.system_memory import DEVICE_MEMORY_ENV
 from tui.app import make_app
-from tui.widgets.keys_footer import KeysFooter
 
 FIXTURE_PRESETS = Path(__file__).parent / "fixtures" / "presets"
 
@@ -93,6 +93,9 @@ def test_preset_editor(snap_compare, app_in_fixture_dir, size):
         assert type(pilot.app.screen).__name__ == "PresetEditorScreen"
         # The focused input's cursor blinks: photographed on or off depending on the machine's
         # speed. Hold it still, then let the form's layout settle.
+        # The form mounts the rows in view first and the rest a few per refresh: all of it
+        # counts (the scrollbar's length), however long a loaded machine takes.
+        await wait_for_form(pilot)
         for field in pilot.app.screen.query(Input):
             field.cursor_blink = False
         await pilot.wait_for_scheduled_animations()
@@ -126,6 +129,10 @@ def app_with_runs(tmp_path, monkeypatch):
 
 
 async def _settle(pilot) -> None:
+    screen = pilot.app.screen
+    if type(screen).__name__ == "PresetEditorScreen":
+        await wait_until(pilot, lambda: form_complete(screen), 60, "the whole form")
+    await wait_until(pilot, lambda: footer_settled(screen), 30, "the footer's keys")
     for field in pilot.app.screen.query(Input):
         field.cursor_blink = False
     await pilot.wait_for_scheduled_animations()
@@ -161,11 +168,7 @@ async def _preset_key(pilot, key: str, expect: str) -> None:
     pilot.app.screen.query_one(DataTable).focus()
     # The table's keys (s, w, n) join the footer a refresh after the focus; the dialog must
     # open over the footer as a user would see it, not over the one before (a race under load).
-    footer = pilot.app.screen.query_one(KeysFooter)
-    for _ in range(100):
-        await pilot.pause(0.02)
-        if footer._shown == footer.shown_keys():
-            break
+    await wait_until(pilot, lambda: footer_settled(pilot.app.screen), 30, "the footer's keys")
     await pilot.press(key)
     await pilot.pause()
     assert type(pilot.app.screen).__name__ == expect

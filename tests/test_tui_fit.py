@@ -14,6 +14,7 @@ import re
 import shlex
 
 import pytest
+from pilot_waits import footer_settled, wait_until
 from test_snapshots import COMPLETED, SCREENS, _compare, _highlight, _open_monitor, _runs_list, app_with_runs  # noqa: F401
 from textual.widgets import DataTable, Input, Static
 
@@ -31,6 +32,8 @@ async def shown(app, show, size: str):
     """`app` running at `size`, on the screen `show` opens."""
     async with app.run_test(size=SIZES[size]) as pilot:
         await show(pilot)
+        # A focus change or a dialog rebuilds the footer a refresh later: read it once it has.
+        await wait_until(pilot, lambda: footer_settled(app.screen), 30, "the footer's keys")
         await pilot.pause(0.3)
         yield app
 

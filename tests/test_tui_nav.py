@@ -4,6 +4,7 @@ says from every screen, and the keys the footer shows act where it shows them.""
 import shutil
 from pathlib import Path
 
+from pilot_waits import footer_settled, wait_until
 from test_compare import T0, _config, _write_run
 from test_tui_compare import fixture_runs, open_compare
 from test_tui_fit import screen_lines
@@ -190,6 +191,8 @@ async def test_every_footer_fits_80_columns_with_quit_and_the_f_keys(tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
 
         async def check(*keys):
+            # The footer rebuilds a refresh after a focus change or a new screen: read it once it has.
+            await wait_until(pilot, lambda: footer_settled(app.screen), 30, "the footer's keys")
             await pilot.pause()
             footer = app.screen.query_one("Footer")
             shown = {k.key: k.region for k in footer.query("FooterKey")}
