@@ -42,7 +42,8 @@ async def test_start_watch_stop_resume_finish(tmp_path):
         # The monitor redraws at most every CHART_MIN_INTERVAL seconds, and a redraw may
         # come before the first train event (the run's status event alone): wait for the
         # redraw that has the data, not for any second one.
-        await wait_until(pilot, lambda: "waiting for data" not in chart.render().plain, 10, "a chart redraw with data")
+        # (Up to CHART_MIN_INTERVAL after the last redraw, plus a poll: given a minute on a loaded machine.)
+        await wait_until(pilot, lambda: "waiting for data" not in chart.render().plain, 60, "a chart redraw with data")
         assert "loss" in chart.render().plain
 
         await pilot.press("x")
