@@ -119,7 +119,8 @@ async def test_two_rank_run_from_the_app_stop_reaches_both_and_it_resumes_on_one
 
         # u: resume as configured, on the preset's two ranks again.
         await pilot.press("u")
-        await wait_until(pilot, lambda: state(run_dir) == "running", 60, "resumed")
+        # Running once the launcher and both ranks are up: as long as the one-rank resume above.
+        await wait_until(pilot, lambda: state(run_dir) == "running", 180, "resumed")
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen), 10, "the monitor")
         pids = await both_ranks_training(pilot, app.screen, after=second_stop)
