@@ -42,8 +42,7 @@ class App:
         argv = [sys.executable, "-m", "tui", "--presets", str(tmp / "presets"), "--runs-dir", str(tmp / "runs")]
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child
-            # Sized before the app starts: set from the parent, a busy machine could let the app
-            # read the pty's 80x24 default first and wrap the toast the test reads.
+            # Sized before the app starts, so it cannot read the pty's 80x24 default first.
             fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 48, 160, 0, 0))
             os.chdir(REPO)
             os.execve(argv[0], argv, env)
