@@ -20,6 +20,10 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 # test's runs go, nor may a test write into the real user folders.
 os.environ["XDG_CONFIG_HOME"] = str(_ROOT / "config")
 os.environ["XDG_DATA_HOME"] = str(_ROOT / "data")
+# The apps the tests start in a pty or tmux take their size from that terminal, as a user's
+# do; pytest-xdist's workers set COLUMNS=80 and LINES=24, which would override it.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
 # The built-in model is shared by the whole session: building it once is enough.
 os.environ.setdefault("ORPO_TUI_CACHE", str(_ROOT / "cache"))
 

@@ -42,9 +42,10 @@ class App:
         argv = [sys.executable, "-m", "tui", "--presets", str(tmp / "presets"), "--runs-dir", str(tmp / "runs")]
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child
+            # Sized before the app starts, so it cannot read the pty's 80x24 default first.
+            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 48, 160, 0, 0))
             os.chdir(REPO)
             os.execve(argv[0], argv, env)
-        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", 48, 160, 0, 0))
         self.out = b""
 
     def read_until(self, found, timeout: float, what: str) -> None:
