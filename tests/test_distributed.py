@@ -208,6 +208,32 @@ def test_a_dead_rank_fails_the_run_naming_it(tmp_path, backend):
     assert proc.stderr.read().strip().splitlines()[-1].startswith("orpo-train: rank 1 was killed by SIGKILL")
 
 
+def test_under_mpi_the_rank_mpirun_says_died_is_named_however_late_its_line_is_read(tmp_path, monkeypatch):
+    # mpirun's line naming the killed rank is read by a thread; when mpirun had ended before
+    # that thread read it, the launcher named rank 0 ("exited with code 137") instead.
+    import sys
+
+    from trainer import ranks
+    from trainer.backend_choice import Backend
+    from trainer.pure.runs import write_status
+
+    line = "mpirun noticed that process rank 1 with PID 123 on node here exited on signal 9 (Killed)."
+    fake_mpirun = [sys.executable, "-c", f"import sys; sys.stderr.write({line!r} + '\\n'); sys.exit(137)"]
+    monkeypatch.setattr(ranks, "mpirun_argv", lambda *args, **kw: fake_mpirun)
+    read = ranks.Ranks._read_mpirun
+
+    def late_read(self, stream):
+        time.sleep(0.5)  # a busy machine: the thread gets its turn after mpirun has ended
+        read(self, stream)
+
+    monkeypatch.setattr(ranks.Ranks, "_read_mpirun", late_read)
+    write_status(tmp_path, state="running", step=3)
+    team = ranks.Ranks(tmp_path, 2, None, Backend("mpi"), log_only=True)
+    team.start()
+    assert team.supervise() == ExitCode.ERROR
+    assert read_status(tmp_path)["error"].startswith("rank 1 was killed by SIGKILL")
+
+
 def test_local_ranks_share_one_memory_check_and_one_sleep_inhibitor(tmp_path):
     """Ranks started here share this machine's memory: each holds the model and half of every
     batch, so two of them must fit twice the one-rank estimate at half the batch. The machine

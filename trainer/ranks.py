@@ -229,6 +229,7 @@ class Ranks:
         self.signals = 0
         self.temp_files: list[Path] = []
         self.mpi_signalled: tuple[int, int] | None = None  # (rank, -signal) as mpirun reports it
+        self.mpi_reader: threading.Thread | None = None  # reads mpirun's stderr, sets mpi_signalled
 
     @property
     def mpi(self) -> bool:
@@ -256,7 +257,8 @@ class Ranks:
             proc = subprocess.Popen(argv, env=base, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                     start_new_session=True)
             self.procs.append(proc)
-            threading.Thread(target=self._read_mpirun, args=(proc.stderr,), daemon=True).start()
+            self.mpi_reader = threading.Thread(target=self._read_mpirun, args=(proc.stderr,), daemon=True)
+            self.mpi_reader.start()
             return
         files = place.files
         for name, text in files.items():
@@ -405,6 +407,10 @@ class Ranks:
         while time.monotonic() < deadline and any(p.poll() is None for p in self.procs):
             time.sleep(POLL_S / 4)
         if self.mpi:
+            if self.mpi_reader is not None and self.procs[0].poll() is not None:
+                # mpirun has ended, but the line naming the rank that died may still be in the
+                # pipe, not yet read: read to its end (a moment; its writers are gone).
+                self.mpi_reader.join(GRACE_S)
             if self.mpi_signalled is not None:
                 return self.mpi_signalled
             code = self.procs[0].returncode
