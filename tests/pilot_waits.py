@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 
-async def wait_until(pilot, condition, timeout: float = 60.0, what: str = "") -> None:
+async def wait_until(pilot, condition, timeout: float = 120.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"

@@ -2,9 +2,9 @@
 Each case below crashed the app (or lost an edit) before; each now shows one line."""
 
 import errno
-import time
 
 import pytest
+from pilot_waits import wait_until
 from textual.widgets import DataTable, Input, TextArea
 from trainer_helpers import REPO
 
@@ -17,13 +17,6 @@ from tui.screens.notes import NotesScreen
 from tui.screens.preset_editor import PresetEditorScreen
 from tui.screens.runs import RunsScreen
 from tui.screens.text_editor import TextEditorScreen
-
-
-async def wait_until(pilot, condition, timeout=20.0, what=""):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await pilot.pause(0.1)
 
 
 def notices(app) -> list[str]:

@@ -5,6 +5,7 @@ import math
 import time
 
 import pytest
+from pilot_waits import wait_until
 from textual.widgets import TabbedContent
 
 from trainer.pure.events import MetricsWriter
@@ -17,13 +18,6 @@ from tui.screens.monitor import MonitorScreen
 from tui.widgets.chart_view import ChartView
 
 SIZES = [(160, 48), (120, 40), (100, 30), (80, 24)]
-
-
-async def wait_until(pilot, condition, timeout=20.0, what=""):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await pilot.pause(0.05)
 
 
 def signed_run(runs, name="20260101-000000-demo", steps=60, state="stopped"):

@@ -3,8 +3,8 @@ a run another process trains can be neither resumed nor deleted (two apps on one
 
 import subprocess
 import sys
-import time
 
+from pilot_waits import wait_until
 from textual.widgets import DataTable
 from trainer_helpers import DEMO, REPO, first_line, start_trainer, wait_for_step
 
@@ -12,13 +12,6 @@ from trainer.pure.run_folder import RunFolder
 from trainer.pure.runs import read_status, write_status
 from tui.app import make_app
 from tui.screens.runs import RunsScreen
-
-
-async def wait_until(pilot, condition, timeout=60.0, what=""):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await pilot.pause(0.1)
 
 
 def stopped_run(runs):

@@ -1,9 +1,9 @@
 """The command palette reaches every list screen and every run by name."""
 
 import shutil
-import time
 from pathlib import Path
 
+from pilot_waits import wait_until
 from textual.command import CommandList, CommandPalette
 from textual.worker import WorkerState
 
@@ -18,13 +18,6 @@ def _app(tmp_path):
     shutil.copytree(FIXTURES / "presets", tmp_path / "presets")
     shutil.copytree(FIXTURES / "runs", tmp_path / "runs")
     return make_app(tmp_path / "presets", tmp_path / "runs")
-
-
-async def wait_until(pilot, condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await pilot.pause(0.05)
 
 
 async def _palette(pilot, query: str, first_hit: str, opens: type) -> None:

@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from pilot_waits import wait_until
 from textual.widgets import Input, Static, TextArea
 
 from tests.trainer_helpers import DEMO, REPO, run_trainer
@@ -46,13 +47,6 @@ def group_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-async def wait_until(pilot, condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await pilot.pause(0.1)
 
 
 def unstreamed(url: str, run: Path) -> str:

@@ -4,10 +4,10 @@ runs list, rank 1's log in the log pane, stopped with x (both rank processes end
 `stopped`), resumed on one rank (U), and resumed again on the preset's two (u)."""
 
 import re
-import time
 
 import psutil
 import pytest
+from pilot_waits import wait_until
 from textual.widgets import DataTable, Static
 
 from trainer.backend_choice import choose
@@ -33,13 +33,6 @@ backend = "{backend}"
 BACKENDS_HERE = ["ring", pytest.param("mpi", marks=pytest.mark.skipif(not choose("mpi", 2).env,
                                                                      reason="no MPI library and mpirun here"))]
 BOTH_ALIVE = re.compile(r"2 ranks · rank 0 step (\d+) \(pid (\d+) alive\) · rank 1 step (\d+) \(pid (\d+) alive\)")
-
-
-async def wait_until(pilot, condition, timeout=120.0, what=""):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await pilot.pause(0.2)
 
 
 def text_of(screen, selector: str) -> str:

@@ -4,6 +4,7 @@ the app under Pilot (the real terminal output is tested in a pty: test_tui_notif
 import time
 
 import pytest
+from pilot_waits import wait_until
 
 from trainer.pure.events import MetricsWriter
 from trainer.pure.metrics import ACTIVE_MEMORY_GB, CACHE_MEMORY_GB, LOSS, PAIRS_PER_SECOND, PEAK_MEMORY_GB, RSS_GB
@@ -11,15 +12,6 @@ from trainer.pure.runs import write_status
 from trainer.pure.user_settings import NotifySettings
 from tui.app import make_app
 from tui.screens.monitor import MonitorScreen
-
-
-async def wait_until(pilot, condition, timeout=20.0, what=""):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await pilot.pause(0.05)
-
-
 
 
 def run_with_reports(runs, name, state, pid=None, pairs_per_second=(10.0,) * 12):

@@ -3,6 +3,7 @@
 import threading
 import time
 
+from pilot_waits import wait_until
 from textual.widgets import DataTable
 
 from trainer.pure.runs import read_status
@@ -18,13 +19,6 @@ steps_per_report = 2
 steps_per_eval = 0
 save_every = 100
 """
-
-
-async def wait_until(pilot, condition, timeout=120.0, what=""):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await pilot.pause(0.2)
 
 
 async def test_start_watch_stop_resume_finish(tmp_path):
