@@ -41,6 +41,11 @@ def demo_run(tmp_path_factory) -> Path:
     return next(p for p in runs.iterdir() if RunFolder(p).is_run())
 
 
+# How long a server may take to end after the app or screen that started it: it exits in
+# moments, but a loaded machine may take seconds.
+SERVER_EXIT_S = 60
+
+
 def group_alive(pid: int) -> bool:
     try:
         os.killpg(pid, 0)
@@ -118,7 +123,7 @@ async def test_answers_stream_into_base_and_run_columns_and_are_saved_and_listed
         await pilot.press("escape")
         await pilot.pause()
         assert app.screen is under
-        deadline = time.monotonic() + 60  # a server exits in moments; a loaded machine may take seconds
+        deadline = time.monotonic() + SERVER_EXIT_S
         while any(group_alive(s.proc.pid) for s in servers) and time.monotonic() < deadline:
             await pilot.pause(0.1)
         assert not any(group_alive(s.proc.pid) for s in servers), "a server outlived the playground"
@@ -207,7 +212,7 @@ def test_servers_are_stopped_when_the_app_process_dies_of_an_error(demo_run):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert "RuntimeError: the app crashed" in proc.stderr
     pid = int(proc.stdout.strip())
-    deadline = time.monotonic() + 60  # a server exits in moments; a loaded machine may take seconds
+    deadline = time.monotonic() + SERVER_EXIT_S
     while group_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not group_alive(pid), "the server outlived the app"
@@ -231,7 +236,7 @@ def test_servers_end_when_the_app_process_is_killed(demo_run):
     finally:
         app.kill()
         app.wait()
-    deadline = time.monotonic() + 60  # a server exits in moments; a loaded machine may take seconds
+    deadline = time.monotonic() + SERVER_EXIT_S
     while group_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not group_alive(pid), "the server outlived the killed app"
